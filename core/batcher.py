@@ -1,0 +1,310 @@
+"""Dynamic batching across concurrent requests: one model thread fed by a bounded queue.
+
+Request threads ``submit`` items (already decoded and preprocessed) and wait on Futures. The
+batcher thread owns the model: it runs ``startup`` (load + warm-up) first, then repeatedly takes
+the oldest item, gathers more items with the same key (e.g. "image" vs "text", or a Whisper
+decoding configuration) until ``max_batch_size`` or ``max_wait_ms`` after the first one, and
+calls ``run_batch(key, payloads)`` once for all of them.
+
+Guarantees (each has a test):
+- every Future resolves: a failing batch fails only its own items (InferenceFailed, 500), a
+  result list of the wrong length fails the batch, and if the thread ever dies every waiting item
+  gets NotReady and /health turns 503 (a peer's health stayed green while inference hung);
+- a full queue refuses new work at once with Overloaded (429 + Retry-After) instead of letting
+  latency grow without bound;
+- an item whose deadline passed before its batch ran gets DeadlineExceeded (504) and costs no
+  model time; a waiter that gives up cancels its items so the model skips them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+
+log = logging.getLogger("core.batcher")
+
+RunBatch = Callable[[Hashable, list[Any]], Sequence[Any]]
+
+
+@dataclass
+class _Item:
+    key: Hashable
+    payload: Any
+    future: Future
+    deadline: float  # time.monotonic() after which the result is useless to the client
+
+
+@dataclass
+class BatcherStats:
+    """Counters read by /health, logs, the benchmark and the tests."""
+
+    batches: int = 0
+    items: int = 0
+    failed_batches: int = 0
+    consecutive_failures: int = 0
+    expired_items: int = 0
+    rejected_items: int = 0
+    last_error: str | None = None
+    batch_sizes: collections.Counter = field(default_factory=collections.Counter)
+
+    def snapshot(self) -> dict:
+        """A JSON-friendly copy."""
+        return {
+            "batches": self.batches, "items": self.items, "failed_batches": self.failed_batches,
+            "expired_items": self.expired_items, "rejected_items": self.rejected_items,
+            "largest_batch": max(self.batch_sizes, default=0),
+            "mean_batch_size": round(self.items / self.batches, 2) if self.batches else 0.0,
+        }
+
+
+class Batcher:
+    """Collects submitted items into batches and runs them on one dedicated thread."""
+
+    def __init__(self, run_batch: RunBatch, *, max_batch_size: int, max_wait_ms: float,
+                 max_queue: int, startup: Callable[[], None] | None = None,
+                 name: str = "batcher", unhealthy_after_failures: int = 3,
+                 stuck_after_s: float = 300.0):
+        if max_batch_size < 1 or max_queue < 1:
+            raise ValueError("max_batch_size and max_queue must be >= 1")
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.name = name
+        self.unhealthy_after_failures = unhealthy_after_failures
+        self.stuck_after_s = stuck_after_s
+        self.stats = BatcherStats()
+        self._startup = startup
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max_queue)
+        # Items taken from the queue whose key did not match the batch being built; they are
+        # older than anything still queued, so the next batches start from them.
+        self._carried: collections.deque[_Item] = collections.deque()
+        self._state = "starting"
+        self._failure: str | None = None
+        self._busy_since: float | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    # ---- request-thread side -------------------------------------------------------------
+
+    def start(self) -> Batcher:
+        """Start the model thread (runs ``startup`` first); returns self."""
+        self._thread.start()
+        return self
+
+    def submit(self, payload: Any, *, key: Hashable = "default", timeout_s: float = 60.0) -> Future:
+        """Queue one item; raises Overloaded when full and NotReady before start-up ends."""
+        return self.submit_many([payload], key=key, timeout_s=timeout_s)[0]
+
+    def submit_many(self, payloads: Sequence[Any], *, key: Hashable = "default",
+                    timeout_s: float = 60.0) -> list[Future]:
+        """Queue a request's items together: all or none, so a 429 never half-runs a request."""
+        self.ensure_accepting()
+        if self._queue.qsize() + len(payloads) > self.max_queue:
+            self.stats.rejected_items += len(payloads)
+            raise Overloaded(f"inference queue is full ({self.max_queue} items); retry shortly",
+                             retry_after=self._retry_after())
+        deadline = time.monotonic() + timeout_s
+        items = [_Item(key, p, Future(), deadline) for p in payloads]
+        for n, item in enumerate(items):
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:  # lost a race with another request thread
+                for queued in items[:n]:
+                    queued.future.cancel()
+                self.stats.rejected_items += len(payloads)
+                raise Overloaded("inference queue is full; retry shortly",
+                                 retry_after=self._retry_after()) from None
+        return [item.future for item in items]
+
+    @staticmethod
+    def gather(futures: Sequence[Future], timeout_s: float) -> list[Any]:
+        """Wait for all futures; on timeout cancel the rest and raise DeadlineExceeded."""
+        give_up_at = time.monotonic() + timeout_s
+        results = []
+        try:
+            for future in futures:
+                results.append(future.result(timeout=max(0.0, give_up_at - time.monotonic())))
+        except FutureTimeout:
+            for future in futures:
+                future.cancel()  # not started yet -> the batcher skips it
+            raise DeadlineExceeded(f"no result within {timeout_s:g} s; the service is busy") from None
+        return results
+
+    # ---- health ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """starting | ready | failed (start-up raised) | dead (thread gone) | stopped."""
+        if self._state == "ready" and not self._thread.is_alive():
+            return "dead"
+        return self._state
+
+    def health(self) -> tuple[bool, str | None]:
+        """(healthy, reason when not) — the truth /health reports."""
+        state = self.state
+        if state == "starting":
+            return False, "model is loading"
+        if state == "failed":
+            return False, f"model failed to start: {self._failure}"
+        if state in ("dead", "stopped"):
+            return False, f"inference thread is {state}" + (f": {self._failure}" if self._failure else "")
+        busy_since = self._busy_since
+        if busy_since is not None and time.monotonic() - busy_since > self.stuck_after_s:
+            return False, f"a batch has been running for over {self.stuck_after_s:g} s"
+        if self.stats.consecutive_failures >= self.unhealthy_after_failures:
+            return False, (f"the last {self.stats.consecutive_failures} batches failed: "
+                           f"{self.stats.last_error}")
+        return True, None
+
+    def queue_depth(self) -> int:
+        """Items waiting for the model."""
+        return self._queue.qsize() + len(self._carried)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop after the current batch; items still queued get NotReady."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def ensure_accepting(self) -> None:
+        """Raise NotReady (503 + Retry-After) unless the model thread is serving."""
+        state = self.state
+        if state == "ready":
+            return
+        _, reason = self.health()
+        raise NotReady(f"not ready: {reason}", retry_after=5 if state == "starting" else 30)
+
+    def _retry_after(self) -> int:
+        # A rough time for the queue to drain: depth / batch size batches of ~1 s.
+        return max(1, min(30, self.queue_depth() // max(1, self.max_batch_size)))
+
+    # ---- model-thread side -----------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            if self._startup is not None:
+                self._startup()
+        except BaseException as err:  # noqa: BLE001 - any start-up failure must show in /health
+            self._failure = f"{type(err).__name__}: {err}"
+            self._state = "failed"
+            log.exception("%s start-up failed", self.name)
+            self._fail_pending(NotReady(f"not ready: model failed to start: {self._failure}"))
+            return
+        self._state = "ready"
+        try:
+            while not self._stopping.is_set():
+                batch = self._collect()
+                if batch:
+                    self._execute(batch)
+        except BaseException as err:  # noqa: BLE001 - a bug here must not leave waiters hanging
+            self._failure = f"{type(err).__name__}: {err}"
+            log.exception("%s thread died", self.name)  # logged; the thread ends here
+        finally:
+            if self._stopping.is_set():
+                self._state = "stopped"
+            self._fail_pending(NotReady(f"not ready: inference thread stopped ({self._failure or 'shutdown'})"))
+
+    def _next_item(self, timeout_s: float) -> _Item | None:
+        if self._carried:
+            return self._carried.popleft()
+        try:
+            return self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def _take_carried(self, key: Hashable) -> _Item | None:
+        for i, item in enumerate(self._carried):
+            if item.key == key:
+                del self._carried[i]
+                return item
+        return None
+
+    def _collect(self) -> list[_Item]:
+        first = self._next_item(timeout_s=0.1)  # short, so stop() is noticed quickly
+        if first is None:
+            return []
+        batch = [first]
+        close_at = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            item = self._take_carried(first.key)
+            if item is None:
+                remaining = close_at - time.monotonic()
+                try:
+                    # After the wait window, still take what is already queued, without waiting.
+                    item = (self._queue.get(timeout=remaining) if remaining > 0
+                            else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+                if item.key != first.key:
+                    self._carried.append(item)
+                    continue
+            batch.append(item)
+        return batch
+
+    def _execute(self, batch: list[_Item]) -> None:
+        now = time.monotonic()
+        live: list[_Item] = []
+        for item in batch:
+            if not item.future.set_running_or_notify_cancel():
+                continue  # its waiter gave up (cancelled)
+            if now > item.deadline:
+                self.stats.expired_items += 1
+                item.future.set_exception(DeadlineExceeded("timed out waiting for the model"))
+                continue
+            live.append(item)
+        if not live:
+            return
+        key = live[0].key
+        self._busy_since = time.monotonic()
+        try:
+            results = list(self.run_batch(key, [item.payload for item in live]))
+            if len(results) != len(live):
+                raise RuntimeError(f"backend returned {len(results)} results for {len(live)} inputs")
+        except BaseException as err:  # noqa: BLE001 - one bad batch must not take the service down
+            self.stats.failed_batches += 1
+            self.stats.consecutive_failures += 1
+            self.stats.last_error = f"{type(err).__name__}: {err}"
+            log.exception("batch of %d failed (key=%s)", len(live), key)
+            for item in live:
+                item.future.set_exception(InferenceFailed(f"inference failed: {self.stats.last_error}"))
+            if not isinstance(err, Exception):
+                raise  # SystemExit/KeyboardInterrupt: resolve this batch, then let the thread end
+            return
+        finally:
+            elapsed = time.monotonic() - self._busy_since
+            self._busy_since = None
+        self.stats.batches += 1
+        self.stats.items += len(live)
+        self.stats.batch_sizes[len(live)] += 1
+        self.stats.consecutive_failures = 0
+        log.debug("batch done", extra={"batch_size": len(live), "batch_key": str(key),
+                                       "latency_ms": round(elapsed * 1000, 1)})
+        for item, result in zip(live, results):
+            item.future.batch_size = len(live)  # read by the request log line
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)  # a per-item error (e.g. one bad input)
+            else:
+                item.future.set_result(result)
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending = list(self._carried)
+        self._carried.clear()
+        while True:
+            try:
+                pending.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for item in pending:
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(error)

@@ -1,0 +1,100 @@
+"""gunicorn configuration shared by both services (each app's gunicorn_conf.py calls ``apply``).
+
+- gthread workers: threads = request concurrency, so decoding runs in parallel while the
+  batcher thread keeps the model busy.
+- One worker process per GPU, each pinned to its own GPU through CUDA_VISIBLE_DEVICES, set in
+  ``post_fork`` before the app (and torch/CUDA) is imported. The master never imports the app:
+  CUDA initialised before a fork breaks the children, and the model would load twice.
+- graceful_timeout below Cloud Run's 10 s between SIGTERM and SIGKILL, so in-flight requests
+  (and their batches) finish before the instance goes away.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from core.settings import CoreSettings
+
+
+def visible_gpu_count(environ=os.environ) -> int:
+    """GPUs this container can use, found without initialising CUDA in the master."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        return len(ids)
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+            return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+        except (OSError, subprocess.SubprocessError):
+            return 0
+    return 0
+
+
+def gpu_ids(environ=os.environ) -> list[str]:
+    """The GPU ids to hand out to workers, one each."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+    return [str(i) for i in range(visible_gpu_count(environ))]
+
+
+def pick_gpu(taken: set[str], available: list[str]) -> str | None:
+    """The first GPU no live worker holds (a restarted worker reuses its predecessor's)."""
+    return next((gpu for gpu in available if gpu not in taken), None)
+
+
+def apply(namespace: dict, settings: CoreSettings) -> None:
+    """Fill a gunicorn config module's globals from the service settings."""
+    available = gpu_ids()
+    workers = settings.web_workers or max(1, len(available))
+
+    def pre_fork(server, worker):
+        taken = {getattr(w, "gpu_id", None) for w in server.WORKERS.values()}
+        worker.gpu_id = pick_gpu(taken, available)
+
+    def post_fork(server, worker):
+        if worker.gpu_id is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = worker.gpu_id
+            server.log.info("worker %s pinned to GPU %s", worker.pid, worker.gpu_id)
+
+    namespace.update(
+        bind=f"0.0.0.0:{settings.port}",
+        worker_class="gthread",
+        workers=workers,
+        threads=settings.web_threads,
+        # gthread workers heartbeat from their main loop, so this only catches a wedged worker,
+        # never a long request; model loading happens in a background thread.
+        timeout=120,
+        graceful_timeout=int(settings.graceful_timeout_s),
+        keepalive=5,
+        preload_app=False,
+        # gunicorn 27's control socket lives in $HOME, which a non-root container may not have.
+        control_socket_disable=True,  # the app (and the model) load in each worker, after fork
+        accesslog=None,  # the app writes one structured line per request instead
+        errorlog="-",
+        loglevel=settings.log_level.lower(),
+        pre_fork=pre_fork,
+        post_fork=post_fork,
+        # Cloud Run's front end terminates TLS and forwards X-Forwarded-*; trust it.
+        forwarded_allow_ips="*",
+        logconfig_dict={
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "core.logs.JsonFormatter"}},
+            "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json",
+                                    "stream": "ext://sys.stdout"}},
+            "root": {"handlers": ["stdout"], "level": settings.log_level},
+            "loggers": {
+                "gunicorn.error": {"handlers": ["stdout"], "level": settings.log_level, "propagate": False},
+                "gunicorn.access": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+            },
+        },
+    )
+
+
+def gunicorn_argv(app_uri: str, config_path: str) -> list[str]:
+    """The command line ``python -m server|worker`` runs."""
+    return ["gunicorn", "--config", config_path, app_uri]

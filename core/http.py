@@ -1,0 +1,31 @@
+"""The Flask app both services start from: errors, logs, limits, auth and proxy headers."""
+
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from core.auth import install_api_key
+from core.errors import register_error_handlers
+from core.limits import install_body_limits, install_rate_limits
+from core.logs import configure_logging, install_request_logging
+from core.settings import CoreSettings
+
+
+def build_app(import_name: str, settings: CoreSettings) -> Flask:
+    """A Flask app with the shared middleware installed; the service adds its routes."""
+    configure_logging(settings.log_level)
+    app = Flask(import_name)
+    app.json.sort_keys = False  # keep response keys in the documented order
+    app.json.compact = True
+    if settings.trusted_proxies:
+        # Cloud Run's front end appends the caller's address to X-Forwarded-For; rate limits
+        # must key on that, not on the proxy's address.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=1)
+    app.extensions["settings"] = settings
+    register_error_handlers(app)
+    install_request_logging(app)
+    install_body_limits(app, settings)
+    install_rate_limits(app, settings)
+    install_api_key(app, settings.api_key)
+    return app

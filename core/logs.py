@@ -1,0 +1,116 @@
+"""JSON-lines logs on stdout in the shape Cloud Logging parses.
+
+Cloud Logging reads ``severity``, ``message``, ``httpRequest`` and
+``logging.googleapis.com/trace`` from each JSON line written to stdout, so request logs group
+under their trace in the console. Request bodies, headers and keys are never logged: the request
+line carries method, path, status, latency and batch sizes only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+from flask import Flask, g, has_request_context, request
+
+# Attributes every LogRecord has; anything else passed via ``extra=`` is emitted as a field.
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: severity, message, time, logger, trace and any extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "severity": record.levelname,
+            "message": record.getMessage(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "logger": record.name,
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["stack_trace"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class _TraceFilter(logging.Filter):
+    """Adds the Cloud Trace id of the current request to every record logged inside it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context():
+            trace = g.get("trace")
+            if trace and not hasattr(record, "logging.googleapis.com/trace"):
+                setattr(record, "logging.googleapis.com/trace", trace)
+        return True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Route the root logger to stdout as JSON lines (idempotent)."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if getattr(h, "_json_stdout", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stdout)
+        handler._json_stdout = True  # type: ignore[attr-defined]
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(_TraceFilter())
+        root.handlers = [h for h in root.handlers if not isinstance(h, logging.StreamHandler)]
+        root.addHandler(handler)
+    root.setLevel(level)
+    # Third-party chatter that would otherwise drown the request lines.
+    for noisy in ("faster_whisper", "urllib3", "PIL", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def trace_from_header(header: str | None, project: str | None) -> str | None:
+    """``X-Cloud-Trace-Context: TRACE/SPAN;o=1`` -> Cloud Logging's trace field value."""
+    if not header:
+        return None
+    trace_id = header.split("/", 1)[0].strip()
+    if not trace_id or not all(c in "0123456789abcdefABCDEF" for c in trace_id):
+        return None
+    return f"projects/{project}/traces/{trace_id}" if project else trace_id
+
+
+def install_request_logging(app: Flask) -> None:
+    """Log one structured line per request, after it finishes."""
+    request_log = logging.getLogger(f"{app.import_name}.requests")
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCP_PROJECT")
+
+    @app.before_request
+    def _start_clock():
+        g.started = time.perf_counter()
+        g.trace = trace_from_header(request.headers.get("X-Cloud-Trace-Context"), project)
+        g.batch_sizes = []
+
+    @app.after_request
+    def _log_request(response):
+        started = g.get("started")
+        latency = time.perf_counter() - started if started is not None else 0.0
+        fields = {
+            "httpRequest": {
+                "requestMethod": request.method,
+                "requestUrl": request.path,  # path only: query strings may carry options, not secrets, but keep it short
+                "status": response.status_code,
+                "latency": f"{latency:.3f}s",
+                "responseSize": response.calculate_content_length(),
+                "userAgent": request.headers.get("User-Agent", "")[:200],
+            },
+            "latency_ms": round(latency * 1000, 1),
+        }
+        if g.get("batch_sizes"):
+            fields["batch_sizes"] = g.batch_sizes
+        if g.get("inputs"):
+            fields["inputs"] = g.inputs
+        level = logging.WARNING if response.status_code >= 500 else logging.INFO
+        if request.path == "/health":
+            # Probes every few seconds would drown everything else; 503 while loading is normal.
+            level = logging.DEBUG if response.status_code == 200 else logging.INFO
+        request_log.log(level, "%s %s %s", request.method, request.path, response.status_code,
+                        extra=fields)
+        return response

@@ -1,0 +1,175 @@
+"""Typed, frozen settings read from the environment once at start-up and validated there.
+
+Each field declares its environment variable, default and a one-line why with ``setting()``;
+``from_env`` parses by the field's type, and ``settings_table`` renders the README table, so the
+documentation cannot drift from the code. Both apps subclass ``CoreSettings``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound="CoreSettings")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+def setting(env: str, default: Any, doc: str, *, choices: tuple | None = None,
+            minimum: float | None = None, secret: bool = False) -> Any:
+    """Declare one setting: its env var, default, a one-line why and optional validation."""
+    return field(default=default, metadata={
+        "env": env, "doc": doc, "choices": choices, "minimum": minimum, "secret": secret})
+
+
+def _parse(raw: str, kind: Any, env: str) -> Any:
+    """Parse one raw env string into ``kind`` (int, float, bool, str, their Optionals, tuples)."""
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if raw.strip() == "" or raw.strip().lower() in ("none", "auto"):
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse(raw, inner, env)
+    if origin is tuple:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw.strip())
+        if kind is float:
+            return float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{env}={raw!r} is not a valid {kind.__name__}") from None
+    return raw
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """Settings both services share: HTTP, limits, batching, auth, logging."""
+
+    port: int = setting("PORT", 8080, "TCP port to listen on (Cloud Run sets it).", minimum=1)
+    web_threads: int = setting(
+        "WEB_THREADS", 16,
+        "gunicorn gthread threads = requests one instance handles at once; match Cloud Run "
+        "--concurrency, and keep it above MAX_BATCH_SIZE so batches can fill.", minimum=1)
+    web_workers: int | None = setting(
+        "WEB_WORKERS", None,
+        "gunicorn worker processes; auto = one per visible GPU (1 on CPU). Each loads its own model.",
+        minimum=1)
+    graceful_timeout_s: float = setting(
+        "GRACEFUL_TIMEOUT_S", 8.0,
+        "Seconds to finish in-flight requests after SIGTERM; Cloud Run kills 10 s after SIGTERM.",
+        minimum=0)
+    models_dir: str = setting(
+        "MODELS_DIR", "models", "Directory the bake command writes weights to and the service loads from.")
+    max_batch_size: int | None = setting(
+        "MAX_BATCH_SIZE", None, "Items per model call; auto picks a GPU or CPU default per service.",
+        minimum=1)
+    max_wait_ms: float = setting(
+        "MAX_WAIT_MS", 10.0,
+        "How long the first item of a batch waits for company; bounds the latency batching adds.",
+        minimum=0)
+    max_queue: int = setting(
+        "MAX_QUEUE", 512, "Items waiting for the model before new requests get 429 + Retry-After.",
+        minimum=1)
+    request_timeout_s: float = setting(
+        "REQUEST_TIMEOUT_S", 60.0, "An item still waiting for the model after this long gets 504.",
+        minimum=0.001)
+    max_request_mb: float = setting(
+        "MAX_REQUEST_MB", 30.0,
+        "Largest request body (413 above it); below Cloud Run's 32 MiB HTTP/1 request cap.", minimum=0.001)
+    api_key: str | None = setting(
+        "API_KEY", None,
+        "When set, every route but /health needs 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+        secret=True)
+    rate_limit: str | None = setting(
+        "RATE_LIMIT", None, "flask-limiter limits per client, e.g. '120/minute;2000/hour'; unset = off.")
+    rate_limit_storage_uri: str = setting(
+        "RATE_LIMIT_STORAGE_URI", "memory://",
+        "Where rate-limit counters live; memory:// is per process, use redis://HOST:6379 across instances.")
+    trusted_proxies: int = setting(
+        "TRUSTED_PROXIES", 1,
+        "X-Forwarded-For hops to trust for the client address (Cloud Run's front end adds one).",
+        minimum=0)
+    log_level: str = setting(
+        "LOG_LEVEL", "INFO", "Python log level of the JSON logs on stdout.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    @classmethod
+    def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:
+        """Build settings from ``environ`` (default ``os.environ``); keyword overrides win."""
+        environ = os.environ if environ is None else environ
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            env = f.metadata.get("env")
+            if f.name in overrides:
+                values[f.name] = overrides.pop(f.name)
+            elif env and env in environ:
+                values[f.name] = _parse(environ[env], hints[f.name], env)
+        if overrides:
+            raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check ranges and choices; raise SettingsError naming the variable."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            env = f.metadata.get("env", f.name)
+            minimum = f.metadata.get("minimum")
+            choices = f.metadata.get("choices")
+            if value is None:
+                continue
+            if minimum is not None and isinstance(value, (int, float)) and value < minimum:
+                raise SettingsError(f"{env} must be >= {minimum}, got {value}")
+            if choices and value not in choices:
+                raise SettingsError(f"{env} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        if self.port > 65535:
+            raise SettingsError(f"PORT must be <= 65535, got {self.port}")
+        if self.rate_limit:
+            from limits import parse_many
+
+            try:
+                parse_many(self.rate_limit)
+            except ValueError as err:
+                raise SettingsError(f"RATE_LIMIT={self.rate_limit!r} is not valid: {err}") from None
+
+    @property
+    def max_request_bytes(self) -> int:
+        """MAX_REQUEST_MB in bytes (MiB)."""
+        return int(self.max_request_mb * 1024 * 1024)
+
+    def public_dict(self) -> dict:
+        """The settings with secrets masked, for logs."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = ("***" if value else None) if f.metadata.get("secret") else value
+        return out
+
+
+def settings_table(cls: type[CoreSettings]) -> str:
+    """Markdown table of a settings class: variable, default, meaning (for the README)."""
+    rows = ["| Variable | Default | What it does |", "|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        default = f.default
+        shown = "auto" if default is None and "auto" in f.metadata["doc"] else (
+            "unset" if default is None else f"`{default}`")
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows)

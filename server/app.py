@@ -1,0 +1,31 @@
+"""The CLIP embedding server's app factory (gunicorn entry: ``server.app:create_app()``)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from core.backend import ModelRunner
+from core.health import install_health
+from core.http import build_app
+from server.backends import ClipBackend, make_backend
+from server.label_cache import LabelCache
+from server.routes import bp
+from server.settings import ServerSettings
+
+
+def create_app(settings: ServerSettings | None = None, backend: ClipBackend | None = None) -> Flask:
+    """Build the app; the model loads in the background and /health says when it is ready."""
+    settings = settings or ServerSettings.from_env()
+    app = build_app(__name__, settings)
+    backend = backend or make_backend(settings)
+    # Missing weights are a configuration error: fail the worker's boot now (gunicorn then
+    # exits) instead of answering 503 until the startup probe gives up minutes later.
+    backend.check_weights()
+    runner = ModelRunner(backend, settings, name="clip")
+    app.extensions["model_runner"] = runner
+    app.extensions["label_cache"] = LabelCache(settings.label_cache_size)
+    install_health(app, runner.health, service="clip-server")
+    app.register_blueprint(bp)
+    app.logger.info("starting", extra={"settings": settings.public_dict()})
+    runner.start()
+    return app

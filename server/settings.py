@@ -1,0 +1,43 @@
+"""Settings of the CLIP embedding server (on top of the shared core settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.settings import CoreSettings, setting
+
+DEFAULT_PROMPT_TEMPLATE = "a photo of a {}"
+
+
+@dataclass(frozen=True)
+class ServerSettings(CoreSettings):
+    """Everything the CLIP server reads from the environment."""
+
+    port: int = setting("PORT", 5001, "TCP port to listen on (Cloud Run sets it).", minimum=1)
+    web_threads: int = setting(
+        "WEB_THREADS", 32,
+        "gunicorn gthread threads = requests one instance handles at once; match Cloud Run "
+        "--concurrency, and keep it above MAX_BATCH_SIZE so batches can fill.", minimum=1)
+    request_timeout_s: float = setting(
+        "REQUEST_TIMEOUT_S", 30.0, "An item still waiting for the model after this long gets 504.",
+        minimum=0.001)
+    clip_model: str = setting(
+        "CLIP_MODEL", "demo",
+        "open_clip architecture (ViT-B-32, ViT-L-14, ...), hf:ORG/NAME for transformers, demo "
+        "(the embedded shapes model) or fake (hash vectors, for tests).")
+    clip_pretrained: str | None = setting(
+        "CLIP_PRETRAINED", None,
+        "open_clip weights tag (openai, laion2b_s34b_b79k, ...), a local checkpoint path, or "
+        "random (untrained, benchmarks only); auto = openai, or the embedded weights for demo.")
+    clip_device: str = setting(
+        "CLIP_DEVICE", "auto", "auto (CUDA when available), cuda, cuda:N or cpu; fp16 on CUDA, fp32 on CPU.")
+    max_inputs: int = setting(
+        "MAX_INPUTS", 64, "Images + texts in one /embed or /classify request (413 above).", minimum=1)
+    max_labels: int = setting(
+        "MAX_LABELS", 1000, "Labels in one /classify request (413 above).", minimum=1)
+    max_image_pixels: int = setting(
+        "MAX_IMAGE_PIXELS", 40_000_000,
+        "Largest image in pixels, checked from the header before decoding (decompression bombs).",
+        minimum=1)
+    label_cache_size: int = setting(
+        "LABEL_CACHE_SIZE", 4096, "Label prompt embeddings kept for /classify (LRU).", minimum=0)

@@ -1,0 +1,102 @@
+"""Shared fixtures: GPU skipping, free ports, and a real gunicorn server on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device (GPU tests skip otherwise)."""
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningService:
+    """A service started with ``python -m <package>`` (real gunicorn) on loopback."""
+
+    def __init__(self, process: subprocess.Popen, url: str, log_path: Path):
+        self.process = process
+        self.url = url
+        self.log_path = log_path
+
+    def logs(self) -> str:
+        """Everything the service wrote to stdout/stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def run_service(package: str, env: dict[str, str], tmp_path: Path, ready_timeout_s: float = 120.0,
+                expect_ready: bool = True):
+    """Start ``python -m package`` with ``env`` and wait for /health 200 (or just for HTTP)."""
+    port = free_port()
+    full_env = {**os.environ, "PORT": str(port), "PYTHONUNBUFFERED": "1", **env}
+    log_path = tmp_path / f"{package}-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", package], cwd=ROOT, env=full_env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    service = RunningService(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{package} exited with {process.returncode}:\n{service.logs()}")
+            try:
+                response = requests.get(service.url + "/health", timeout=2)
+                if response.status_code == 200 or not expect_ready:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{package} not ready after {ready_timeout_s} s:\n{service.logs()}")
+            time.sleep(0.2)
+        yield service
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+
+
+def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05):
+    """Poll ``predicate`` until truthy; returns its value or raises TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError("condition not met in time")

@@ -1,0 +1,254 @@
+"""The batcher with plain-Python backends: batches form, order, isolation, deadlines, backpressure."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from core.batcher import Batcher
+from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.unit
+
+
+class RecordingModel:
+    """run_batch that doubles numbers, records every batch and can be held or made to fail."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self.batches: list[tuple[object, list]] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.started = threading.Event()
+
+    def __call__(self, key, payloads):
+        self.started.set()
+        self.release.wait()
+        self.batches.append((key, list(payloads)))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if "boom" in payloads:
+            raise RuntimeError("boom in batch")
+        if "die" in payloads:
+            raise SystemExit("model thread killed")
+        if "short" in payloads:
+            return [0]
+        return [ValueError(f"bad item {p}") if p == "bad" else (p * 2 if isinstance(p, int) else p)
+                for p in payloads]
+
+
+def make(model, **kwargs) -> Batcher:
+    options = dict(max_batch_size=8, max_wait_ms=20, max_queue=64)
+    options.update(kwargs)
+    batcher = Batcher(model, **options).start()
+    wait_until(lambda: batcher.state == "ready", 5)
+    return batcher
+
+
+def test_batches_form_under_concurrency_and_results_match_inputs():
+    model = RecordingModel(delay_s=0.05)
+    batcher = make(model, max_batch_size=8, max_wait_ms=50)
+
+    def request(n):
+        return Batcher.gather([batcher.submit(n)], timeout_s=30)[0]
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(request, range(32)))
+    assert results == [n * 2 for n in range(32)]
+    sizes = [len(payloads) for _, payloads in model.batches]
+    assert sum(sizes) == 32
+    assert max(sizes) > 1, "concurrent requests should share model calls"
+    assert max(sizes) <= 8
+    assert len(model.batches) < 32
+    assert batcher.stats.items == 32 and batcher.stats.batches == len(model.batches)
+
+
+def test_order_within_a_request_is_kept():
+    batcher = make(RecordingModel())
+    futures = batcher.submit_many(list(range(20)))
+    assert Batcher.gather(futures, 10) == [n * 2 for n in range(20)]
+
+
+def test_batch_closes_when_full_without_waiting_for_max_wait():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=4, max_wait_ms=60_000)
+    started = time.monotonic()
+    assert Batcher.gather(batcher.submit_many([1, 2, 3, 4]), 30) == [2, 4, 6, 8]
+    assert time.monotonic() - started < 30  # did not sit out the 60 s window
+    assert [len(p) for _, p in model.batches] == [4]
+
+
+def test_lonely_item_runs_after_max_wait():
+    batcher = make(RecordingModel(), max_batch_size=64, max_wait_ms=30)
+    assert Batcher.gather([batcher.submit(21)], 10) == [42]
+
+
+def test_keys_never_share_a_batch():
+    model = RecordingModel(delay_s=0.02)
+    batcher = make(model, max_batch_size=16, max_wait_ms=50)
+    futures = []
+    for n in range(24):
+        key = "image" if n % 2 else "text"
+        futures.append((key, n, batcher.submit(f"{key}-{n}", key=key)))
+    for key, n, future in futures:
+        assert future.result(10) == f"{key}-{n}"
+    for key, payloads in model.batches:
+        assert all(p.startswith(key) for p in payloads), (key, payloads)
+
+
+def test_a_failing_batch_fails_only_its_items_and_the_batcher_keeps_serving():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=4, max_wait_ms=5)
+    model.release.clear()
+    blocker = batcher.submit(0)  # occupies the model while we queue the next batches
+    wait_until(model.started.is_set, 5)
+    doomed = batcher.submit_many(["boom", 1, 2, 3])
+    fine = batcher.submit_many([4, 5, 6, 7])
+    model.release.set()
+    assert blocker.result(10) == 0
+    for future in doomed:
+        with pytest.raises(InferenceFailed, match="boom"):
+            future.result(10)
+    assert [f.result(10) for f in fine] == [8, 10, 12, 14]
+    assert Batcher.gather([batcher.submit(50)], 10) == [100]
+    assert batcher.health() == (True, None)
+    assert batcher.stats.failed_batches == 1
+
+
+def test_wrong_number_of_results_fails_the_batch():
+    batcher = make(RecordingModel())
+    with pytest.raises(InferenceFailed, match="1 results for 2 inputs"):
+        Batcher.gather(batcher.submit_many(["short", 1]), 10)
+
+
+def test_a_per_item_exception_fails_only_that_item():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=4, max_wait_ms=5)
+    model.release.clear()
+    blocker = batcher.submit(0)
+    wait_until(model.started.is_set, 5)
+    futures = batcher.submit_many([1, "bad", 3])
+    model.release.set()
+    blocker.result(10)
+    assert futures[0].result(10) == 2 and futures[2].result(10) == 6
+    with pytest.raises(ValueError, match="bad item"):
+        futures[1].result(10)
+
+
+def test_expired_items_get_504_and_never_reach_the_model():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=1)
+    model.release.clear()
+    blocker = batcher.submit(0)
+    wait_until(model.started.is_set, 5)
+    late = batcher.submit(99, timeout_s=0.05)
+    time.sleep(0.2)
+    model.release.set()
+    blocker.result(10)
+    with pytest.raises(DeadlineExceeded):
+        late.result(10)
+    assert all(99 not in payloads for _, payloads in model.batches)
+    assert batcher.stats.expired_items == 1
+
+
+def test_a_waiter_that_gives_up_cancels_its_items():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=1)
+    model.release.clear()
+    blocker = batcher.submit(0)
+    wait_until(model.started.is_set, 5)
+    with pytest.raises(DeadlineExceeded):
+        Batcher.gather(batcher.submit_many([77, 78]), timeout_s=0.1)
+    model.release.set()
+    blocker.result(10)
+    assert Batcher.gather([batcher.submit(5)], 10) == [10]
+    assert all(77 not in p and 78 not in p for _, p in model.batches)
+
+
+def test_full_queue_answers_overloaded_with_retry_after_and_takes_nothing():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=1, max_queue=3)
+    model.release.clear()
+    blocker = batcher.submit(0)
+    wait_until(model.started.is_set, 5)
+    queued = batcher.submit_many([1, 2])
+    with pytest.raises(Overloaded) as refused:
+        batcher.submit_many([3, 4])  # only one slot left: all or nothing
+    assert refused.value.status == 429 and refused.value.retry_after >= 1
+    assert batcher.queue_depth() == 2
+    model.release.set()
+    assert blocker.result(10) == 0 and [f.result(10) for f in queued] == [2, 4]
+    assert batcher.stats.rejected_items == 2
+
+
+def test_startup_failure_shows_in_health_and_refuses_work():
+    def broken_startup():
+        raise OSError("weights missing at /models/clip/x")
+
+    batcher = Batcher(RecordingModel(), max_batch_size=2, max_wait_ms=1, max_queue=4,
+                      startup=broken_startup).start()
+    wait_until(lambda: batcher.state == "failed", 5)
+    ok, reason = batcher.health()
+    assert not ok and "weights missing" in reason
+    with pytest.raises(NotReady):
+        batcher.submit(1)
+
+
+def test_requests_during_startup_get_not_ready():
+    gate = threading.Event()
+    batcher = Batcher(RecordingModel(), max_batch_size=2, max_wait_ms=1, max_queue=4,
+                      startup=gate.wait).start()
+    assert batcher.health() == (False, "model is loading")
+    with pytest.raises(NotReady) as refused:
+        batcher.submit(1)
+    assert refused.value.retry_after
+    gate.set()
+    wait_until(lambda: batcher.state == "ready", 5)
+    assert Batcher.gather([batcher.submit(1)], 10) == [2]
+
+
+def test_a_dead_thread_turns_health_red_and_fails_every_waiter():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=1)
+    model.release.clear()
+    dying = batcher.submit("die")
+    wait_until(model.started.is_set, 5)
+    waiting = batcher.submit(1)
+    model.release.set()
+    with pytest.raises(InferenceFailed):
+        dying.result(10)
+    with pytest.raises(NotReady):
+        waiting.result(10)
+    wait_until(lambda: batcher.state == "dead", 5)
+    ok, reason = batcher.health()
+    assert not ok and "dead" in reason
+    with pytest.raises(NotReady):
+        batcher.submit(2)
+
+
+def test_repeated_batch_failures_turn_health_red_until_a_batch_succeeds():
+    batcher = make(RecordingModel(), max_batch_size=1, unhealthy_after_failures=3)
+    for _ in range(3):
+        with pytest.raises(InferenceFailed):
+            Batcher.gather([batcher.submit("boom")], 10)
+    ok, reason = batcher.health()
+    assert not ok and "last 3 batches failed" in reason
+    assert Batcher.gather([batcher.submit(1)], 10) == [2]
+    assert batcher.health() == (True, None)
+
+
+def test_a_hung_batch_turns_health_red():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=1, stuck_after_s=0.1)
+    model.release.clear()
+    batcher.submit(1)
+    wait_until(model.started.is_set, 5)
+    time.sleep(0.2)
+    ok, reason = batcher.health()
+    assert not ok and "running for over" in reason
+    model.release.set()
+    wait_until(lambda: batcher.health()[0], 5)
