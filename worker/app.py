@@ -1,0 +1,29 @@
+"""The Whisper worker's app factory (gunicorn entry: ``worker.app:create_app()``)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from core.backend import ModelRunner
+from core.health import install_health
+from core.http import build_app
+from worker.routes import bp
+from worker.settings import WorkerSettings
+from worker.transcriber import Transcriber
+from worker.whisper_backend import WhisperBackend
+
+
+def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
+    """Build the app; the model loads in the background and /health says when it is ready."""
+    settings = settings or WorkerSettings.from_env()
+    app = build_app(__name__, settings)
+    backend = backend or WhisperBackend(settings)
+    backend.check_weights()  # a missing model fails the worker's boot at once (see server/app.py)
+    runner = ModelRunner(backend, settings, name="whisper")
+    app.extensions["model_runner"] = runner
+    app.extensions["transcriber"] = Transcriber(runner)
+    install_health(app, runner.health, service="whisper-worker")
+    app.register_blueprint(bp)
+    app.logger.info("starting", extra={"settings": settings.public_dict()})
+    runner.start()
+    return app

@@ -1,0 +1,45 @@
+"""HTTP routes of the Whisper worker: /transcribe (and its OpenAI-compatible alias)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, g, request
+
+from core.errors import InvalidInput
+from worker.formats import render
+from worker.options import parse_options
+from worker.transcriber import Transcriber
+
+bp = Blueprint("whisper", __name__)
+AUDIO_FIELDS = ("audio", "file")  # "file" is what OpenAI clients send
+
+
+def _upload() -> bytes:
+    if request.mimetype != "multipart/form-data":
+        raise InvalidInput("send the audio as multipart/form-data: -F audio=@meeting.m4a", code="no_input")
+    names = list(request.files)
+    unexpected = [name for name in names if name not in AUDIO_FIELDS]
+    if unexpected:
+        raise InvalidInput(f"unexpected file field '{unexpected[0]}'; send the audio as 'audio' "
+                           "(or 'file')", code="unknown_field")
+    uploads = [f for name in AUDIO_FIELDS for f in request.files.getlist(name)]
+    if not uploads:
+        raise InvalidInput("no audio: send the file as -F audio=@meeting.m4a", code="no_input")
+    if len(uploads) > 1:
+        raise InvalidInput("send one audio file per request", code="too_many_inputs")
+    return uploads[0].read()
+
+
+@bp.post("/transcribe")
+@bp.post("/v1/audio/transcriptions")
+def transcribe():
+    """Transcribe one uploaded recording; options as form fields or query parameters."""
+    data = _upload()
+    transcriber: Transcriber = current_app.extensions["transcriber"]
+    backend = transcriber.backend
+    raw_options = {**request.args.to_dict(flat=False), **request.form.to_dict(flat=False)}
+    options = parse_options(raw_options, multilingual=backend.multilingual, model_name=backend.name,
+                            default_beam_size=current_app.extensions["settings"].default_beam_size)
+    transcript = transcriber.transcribe(data, options, g.batch_sizes)
+    g.inputs = {"audio_seconds": round(transcript.duration, 2), "segments": len(transcript.segments)}
+    body, content_type = render(transcript, options.response_format)
+    return Response(body, content_type=content_type)

@@ -1,0 +1,42 @@
+"""Settings of the Whisper transcription worker (on top of the shared core settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.settings import CoreSettings, setting
+
+
+@dataclass(frozen=True)
+class WorkerSettings(CoreSettings):
+    """Everything the worker reads from the environment."""
+
+    port: int = setting("PORT", 8080, "TCP port to listen on (Cloud Run sets it).", minimum=1)
+    max_wait_ms: float = setting(
+        "MAX_WAIT_MS", 50.0,
+        "How long the first 30 s chunk of a batch waits for company; a Whisper batch takes "
+        "seconds, so waiting a little to fill it is cheap.", minimum=0)
+    max_queue: int = setting(
+        "MAX_QUEUE", 1024,
+        "30 s chunks waiting for the model (about 1 MB of features each) before 429 + Retry-After.",
+        minimum=1)
+    request_timeout_s: float = setting(
+        "REQUEST_TIMEOUT_S", 900.0,
+        "A chunk still waiting for the model after this long gets 504; long files need minutes.",
+        minimum=0.001)
+    whisper_model: str = setting(
+        "WHISPER_MODEL", "tiny.en",
+        "faster-whisper size (tiny.en, small, large-v3, distil-large-v3, ...) baked into "
+        "MODELS_DIR, a local CTranslate2 model directory, or fake (tests).")
+    whisper_device: str = setting("WHISPER_DEVICE", "auto", "auto (CUDA when available), cuda or cpu.",
+                                  choices=("auto", "cuda", "cpu"))
+    whisper_compute_type: str = setting(
+        "WHISPER_COMPUTE_TYPE", "auto", "CTranslate2 compute type; auto = float16 on CUDA, int8 on CPU.")
+    whisper_cpu_threads: int = setting(
+        "WHISPER_CPU_THREADS", 0, "CTranslate2 threads on CPU; 0 = one per core.", minimum=0)
+    default_beam_size: int = setting(
+        "DEFAULT_BEAM_SIZE", 5, "Beam size when a request does not set beam_size (Whisper's default).",
+        minimum=1)
+    max_audio_seconds: float = setting(
+        "MAX_AUDIO_SECONDS", 3600.0,
+        "Longest audio accepted (413 above), read from the container before decoding.", minimum=1)
