@@ -50,13 +50,27 @@ class _TraceFilter(logging.Filter):
         return True
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (test capture and redirection follow it)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Route the root logger to stdout as JSON lines (idempotent)."""
     root = logging.getLogger()
-    handler = next((h for h in root.handlers if getattr(h, "_json_stdout", False)), None)
+    handler = next((h for h in root.handlers if isinstance(h, _StdoutHandler)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stdout)
-        handler._json_stdout = True  # type: ignore[attr-defined]
+        handler = _StdoutHandler()
         handler.setFormatter(JsonFormatter())
         handler.addFilter(_TraceFilter())
         root.handlers = [h for h in root.handlers if not isinstance(h, logging.StreamHandler)]
@@ -95,7 +109,7 @@ def install_request_logging(app: Flask) -> None:
         fields = {
             "httpRequest": {
                 "requestMethod": request.method,
-                "requestUrl": request.path,  # path only: query strings may carry options, not secrets, but keep it short
+                "requestUrl": request.path,  # path only: a query string could carry anything
                 "status": response.status_code,
                 "latency": f"{latency:.3f}s",
                 "responseSize": response.calculate_content_length(),

@@ -82,6 +82,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise InvalidInput(f"not a decodable image; send {SUPPORTED_FORMATS}", code="invalid_image") from None
     except Exception as err:  # noqa: BLE001 - any parser failure on client bytes is the client's 400
+        if "truncated" in str(err):
+            raise InvalidInput("the image file is truncated", code="truncated_image") from None
         raise InvalidInput(f"not a decodable image ({type(err).__name__})", code="invalid_image") from None
     width, height = image.size
     if width < 1 or height < 1:
@@ -125,8 +127,8 @@ def _crop_box(width: int, height: int, spec: ImageSpec) -> tuple[float, float, f
     return (left * scale_x, top * scale_y, (left + spec.size) * scale_x, (top + spec.size) * scale_y)
 
 
-def decode_image(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
-    """Bytes -> normalised float32 array (3, size, size) for the model; 4xx on bad input."""
+def load_rgb(data: bytes, spec: ImageSpec, max_pixels: int) -> Image.Image:
+    """Bytes -> upright 8-bit RGB image, JPEGs DCT-scaled to no less than the model needs."""
     image = open_image(data, max_pixels)
     try:
         if image.format == "JPEG":
@@ -135,7 +137,7 @@ def decode_image(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
         image.seek(0)  # first frame of animations
         image.load()
         image = ImageOps.exif_transpose(image)
-        image = to_rgb(image)
+        return to_rgb(image)
     except OSError as err:
         if "truncated" in str(err):
             raise InvalidInput("the image file is truncated", code="truncated_image") from None
@@ -143,8 +145,17 @@ def decode_image(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
     except Exception as err:  # noqa: BLE001 - corrupt data can raise anything from a plugin
         raise InvalidInput(f"the image could not be decoded ({type(err).__name__})",
                            code="invalid_image") from None
+
+
+def to_model_array(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """RGB image -> normalised float32 array (3, size, size): resize + centre crop + normalise."""
     box = _crop_box(image.width, image.height, spec)
     image = image.resize((spec.size, spec.size), _RESAMPLE[spec.resample], box=box)
     pixels = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
     pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def decode_image(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
+    """Bytes -> the model's input array; 4xx ServiceErrors on bad input."""
+    return to_model_array(load_rgb(data, spec, max_pixels), spec)

@@ -205,8 +205,8 @@ class WhisperBackend:
     def postprocess(self, key: DecodeKey, output: tuple[PreparedAudio, list[ChunkResult]]) -> list[Segment]:
         """One request's chunk results -> its segments on the original timeline."""
         from faster_whisper.transcribe import Segment as FWSegment
-        from faster_whisper.transcribe import Word as FWWord
         from faster_whisper.transcribe import WhisperModel, restore_speech_timestamps
+        from faster_whisper.transcribe import Word as FWWord
 
         prepared, results = output
         kept = [r for r in results if r.subsegments and not r.is_silence]

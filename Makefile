@@ -1,0 +1,47 @@
+# The two commands for a fresh machine are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
+
+.PHONY: setup system-deps run run-server run-worker test test-fast bench lint demo-model clean
+
+setup: system-deps $(STAMP)  ## create .venv and install everything (idempotent)
+
+$(STAMP):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+system-deps:  ## espeak-ng, ffmpeg, shellcheck (apt)
+	bash scripts/install-system-deps.sh
+
+run: setup  ## CLIP server on :5001 and Whisper worker on :8080, embedded default models
+	PYTHON=$(PY) bash scripts/run-local.sh
+
+run-server: setup
+	$(PY) -m server
+
+run-worker: setup
+	$(PY) -m worker
+
+test: setup  ## the whole suite (what CI runs)
+	$(PY) -m pytest
+
+test-fast: setup  ## only the fast in-process tests
+	$(PY) -m pytest -m unit
+
+bench: setup  ## side-by-side throughput/latency/RSS tables for both services
+	$(PY) -m bench
+
+lint: setup
+	$(PY) -m ruff check .
+	shellcheck deploy-cloudrun.sh scripts/*.sh .ci/run
+	$(VENV)/bin/hadolint --failure-threshold error Dockerfile.cloudrun Dockerfile.slim
+
+demo-model: setup  ## retrain the embedded demo CLIP model (about 3 minutes on 2 cores)
+	$(PY) -m server.demo.train
+
+clean:
+	rm -rf $(VENV) .pytest_cache models

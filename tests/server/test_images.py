@@ -1,0 +1,123 @@
+"""Image decoding: modes, orientation, draft mode, limits, unsupported formats (no model needed)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+from server.images import ImageSpec, decode_image, load_rgb
+from tests.media import encode, photo_like
+
+pytestmark = pytest.mark.unit
+
+SPEC = ImageSpec(size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+LIMIT = 40_000_000
+
+
+def rgb_of(data: bytes) -> np.ndarray:
+    return np.asarray(load_rgb(data, SPEC, LIMIT), dtype=np.int16)
+
+
+def test_twelve_megapixel_jpeg_is_dct_scaled_to_no_less_than_the_model_needs():
+    data = encode(photo_like(4000, 3000), "JPEG", quality=90)
+    assert load_rgb(data, SPEC, LIMIT).size == (500, 375)  # 1/8 scale, both sides >= 224
+    png = encode(photo_like(1000, 750), "PNG")
+    assert load_rgb(png, SPEC, LIMIT).size == (1000, 750)  # only JPEG has DCT scaling
+
+
+def test_small_jpeg_is_not_scaled_below_the_model_size():
+    data = encode(photo_like(300, 240), "JPEG")
+    assert load_rgb(data, SPEC, LIMIT).size == (300, 240)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "CMYK", "L", "1", "P", "I;16", "I", "F"])
+def test_every_mode_becomes_rgb(mode):
+    base = photo_like(64, 48)
+    image = base.convert(mode) if mode not in ("I;16", "I", "F") else base.convert("L").convert(mode)
+    fmt = {"CMYK": "JPEG", "F": "TIFF", "I": "TIFF"}.get(mode, "PNG")
+    out = decode_image(encode(image, fmt), SPEC, LIMIT)
+    assert out.shape == (3, 224, 224) and out.dtype == np.float32
+    assert np.isfinite(out).all()
+
+
+def test_transparent_pixels_become_white_not_black():
+    image = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    assert (rgb_of(encode(image, "PNG")) == 255).all()
+
+
+def test_sixteen_bit_greyscale_keeps_its_range():
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    image = Image.fromarray(ramp)  # uint16 -> mode I;16
+    rgb = rgb_of(encode(image, "PNG"))
+    assert rgb.min() < 10 and rgb.max() > 245  # not clipped to white, not crushed to black
+
+
+def test_animation_uses_the_first_frame():
+    frames = [Image.new("RGB", (40, 40), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    rgb = rgb_of(data)
+    assert rgb[..., 0].mean() > 200 and rgb[..., 2].mean() < 50
+
+
+def test_exif_orientation_is_applied():
+    upright = Image.new("RGB", (60, 120), (255, 0, 0))
+    upright.paste((0, 0, 255), (0, 60, 60, 120))  # top red, bottom blue, as displayed
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # counter-clockwise: a sideways camera
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    rgb = rgb_of(encode(stored, "JPEG", exif=exif.tobytes(), quality=95))
+    assert rgb.shape[:2] == (120, 60)
+    assert rgb[10, 30, 0] > 200 and rgb[110, 30, 2] > 200
+
+
+def test_one_pixel_and_extreme_aspect_ratios_decode_to_the_model_size():
+    for size in [(1, 1), (1, 5000), (5000, 1)]:
+        assert decode_image(encode(Image.new("RGB", size, (9, 99, 199)), "PNG"), SPEC, LIMIT).shape == (3, 224, 224)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares its size and has no pixel data: only a header check can pass it."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding():
+    with pytest.raises(PayloadTooLarge) as refused:
+        decode_image(_png_header_only(5000, 5000), SPEC, max_pixels=1_000_000)
+    assert refused.value.code == "too_many_pixels"
+    # The same file under a higher limit reaches the decoder, which finds no pixel data.
+    with pytest.raises(InvalidInput):
+        decode_image(_png_header_only(5000, 5000), SPEC, max_pixels=LIMIT)
+
+
+def test_decompression_bomb_far_over_pillows_own_limit_is_a_413():
+    with pytest.raises(PayloadTooLarge):
+        decode_image(_png_header_only(60000, 60000), SPEC, max_pixels=LIMIT)
+
+
+@pytest.mark.parametrize("data, name", [
+    (b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>", "SVG"),
+    (b"<?xml version='1.0'?>\n<svg xmlns='http://www.w3.org/2000/svg'/>", "SVG"),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "PDF"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "HEIC"),
+])
+def test_known_unsupported_formats_are_415(data, name):
+    with pytest.raises(UnsupportedMedia, match=name):
+        decode_image(data, SPEC, LIMIT)
+
+
+def test_garbage_empty_and_truncated_are_400_with_their_own_codes():
+    codes = {}
+    for label, data in {"garbage": bytes(range(256)) * 8, "empty": b"",
+                        "truncated": encode(photo_like(800, 600), "JPEG")[:5000]}.items():
+        with pytest.raises(InvalidInput) as refused:
+            decode_image(data, SPEC, LIMIT)
+        codes[label] = refused.value.code
+    assert codes == {"garbage": "invalid_image", "empty": "empty_file", "truncated": "truncated_image"}

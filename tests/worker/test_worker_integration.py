@@ -1,0 +1,155 @@
+"""The Whisper worker for real: `python -m worker` (gunicorn) with tiny.en and espeak-ng speech."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import run_service
+from tests.worker.conftest import KEY_WORDS, assert_heard
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def transcribe(service, path, field="audio", route="/transcribe", **options):
+    with open(path, "rb") as audio:
+        return requests.post(service.url + route, files={field: (path.name, audio)}, data=options, timeout=300)
+
+
+def test_health_reports_the_model(whisper_service):
+    body = requests.get(whisper_service.url + "/health", timeout=5).json()
+    assert body["status"] == "ok" and body["model"] == "tiny.en"
+    assert body["compute_type"] == "int8" and body["multilingual"] is False
+
+
+@pytest.mark.parametrize("container", ["wav", "mp3", "flac", "ogg", "opus", "m4a", "webm"])
+def test_every_container_is_transcribed(whisper_service, speech, container):
+    response = transcribe(whisper_service, speech.containers[container])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert_heard(body["text"], KEY_WORDS[1])
+    assert body["language"] == "en" and 2.0 < body["duration"] < 8.0
+    assert body["segments"] and all(s["start"] < s["end"] for s in body["segments"])
+
+
+def test_audio_track_of_a_video_and_stereo_44k(whisper_service, speech):
+    assert_heard(transcribe(whisper_service, speech.video).json()["text"], KEY_WORDS[2])
+    assert_heard(transcribe(whisper_service, speech.stereo_44k).json()["text"], KEY_WORDS[3])
+
+
+def test_readme_curl_example_and_the_openai_route(whisper_service, speech):
+    out = subprocess.run(["curl", "-sS", "-X", "POST", f"{whisper_service.url}/transcribe",
+                          "-F", f"audio=@{speech.containers['m4a']}"], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    assert_heard(json.loads(out)["text"], KEY_WORDS[1])
+    openai_style = transcribe(whisper_service, speech.sentences[4], field="file", route="/v1/audio/transcriptions",
+                              model="whisper-1", response_format="text")
+    assert openai_style.status_code == 200
+    assert_heard(openai_style.text, KEY_WORDS[4])
+
+
+def test_a_minute_long_recording_spans_chunks_in_order(whisper_service, speech):
+    body = transcribe(whisper_service, speech.long, response_format="verbose_json").json()
+    assert body["duration"] > 55
+    starts = [s["start"] for s in body["segments"]]
+    assert starts == sorted(starts) and body["segments"][-1]["end"] > 45  # later chunks are on the real timeline
+    text = body["text"]
+    assert_heard(text, KEY_WORDS[0] + KEY_WORDS[7])
+    assert text.lower().count("bakery") == 2  # both repetitions, nothing dropped between chunks
+
+
+SRT_CUE = re.compile(r"^\d+\n\d{2}:\d{2}:\d{2},\d{3} --> \d{2}:\d{2}:\d{2},\d{3}\n[^\n]+\n$")
+VTT_CUE = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}\n[^\n]+\n$")
+
+
+def test_srt_and_vtt_are_valid_subtitles(whisper_service, speech):
+    srt = transcribe(whisper_service, speech.long, response_format="srt")
+    assert srt.headers["Content-Type"].startswith("application/x-subrip")
+    cues = srt.text.strip("\n").split("\n\n")
+    assert len(cues) >= 4
+    for n, cue in enumerate(cues, start=1):
+        assert SRT_CUE.match(cue + "\n"), cue
+        assert cue.startswith(f"{n}\n")
+    vtt = transcribe(whisper_service, speech.long, response_format="vtt")
+    assert vtt.headers["Content-Type"].startswith("text/vtt")
+    assert vtt.text.startswith("WEBVTT\n\n")
+    for cue in vtt.text[len("WEBVTT\n\n"):].strip("\n").split("\n\n"):
+        assert VTT_CUE.match(cue + "\n"), cue
+
+
+def test_text_and_verbose_json(whisper_service, speech):
+    text = transcribe(whisper_service, speech.sentences[5], response_format="text")
+    assert text.headers["Content-Type"].startswith("text/plain") and text.text.endswith("\n")
+    assert_heard(text.text, KEY_WORDS[5])
+    verbose = transcribe(whisper_service, speech.sentences[5], response_format="verbose_json").json()
+    segment = verbose["segments"][0]
+    assert {"avg_logprob", "no_speech_prob", "compression_ratio", "temperature"} <= set(segment)
+    assert "words" not in segment and verbose["task"] == "transcribe"
+
+
+def test_word_timestamps(whisper_service, speech):
+    body = transcribe(whisper_service, speech.sentences[1], response_format="verbose_json",
+                      word_timestamps="true").json()
+    words = [w for s in body["segments"] for w in s["words"]]
+    assert_heard(" ".join(w["word"] for w in words), KEY_WORDS[1])
+    starts = [w["start"] for w in words]
+    assert starts == sorted(starts)
+    assert all(0 <= w["start"] <= w["end"] <= body["duration"] + 0.5 and 0 <= w["probability"] <= 1 for w in words)
+
+
+def test_silence_is_200_with_no_invented_text(whisper_service, speech):
+    for vad in ("true", "false"):
+        body = transcribe(whisper_service, speech.silence, vad_filter=vad).json()
+        assert len(body["text"]) < 15, body  # "near-empty": nothing like a sentence
+
+
+def test_options_as_query_parameters(whisper_service, speech):
+    with open(speech.sentences[4], "rb") as audio:
+        response = requests.post(whisper_service.url + "/transcribe?response_format=text&beam_size=1",
+                                 files={"audio": ("s.wav", audio)}, timeout=120)
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert_heard(response.text, KEY_WORDS[4])
+
+
+def test_eight_concurrent_clips_match_their_solo_results_and_share_model_calls(whisper_service, speech):
+    solo = {n: transcribe(whisper_service, path).json()["text"] for n, path in enumerate(speech.sentences)}
+    before = requests.get(whisper_service.url + "/health", timeout=5).json()["stats"]
+    with ThreadPoolExecutor(8) as pool:
+        together = dict(pool.map(lambda item: (item[0], transcribe(whisper_service, item[1])),
+                                 enumerate(speech.sentences)))
+    after = requests.get(whisper_service.url + "/health", timeout=5).json()["stats"]
+    for n, response in together.items():
+        assert response.status_code == 200
+        assert response.json()["text"] == solo[n]
+    chunks = after["items"] - before["items"]
+    calls = after["batches"] - before["batches"]
+    assert chunks >= 8 and calls < chunks, f"{chunks} chunks in {calls} model calls: no cross-request batching"
+    assert after["largest_batch"] >= 2
+
+
+def test_cross_request_batch_sizes_appear_in_the_request_logs(whisper_service, speech):
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda path: transcribe(whisper_service, path), speech.sentences[:4]))
+    sizes = [size for line in whisper_service.logs().splitlines() if line.startswith("{")
+             for size in json.loads(line).get("batch_sizes", [])]
+    assert max(sizes) >= 2
+
+
+def test_sigterm_lets_an_in_flight_transcription_finish(tmp_path, speech):
+    with run_service("worker", {"WHISPER_MODEL": "tiny.en"}, tmp_path, ready_timeout_s=180) as running:
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(response=transcribe(running, speech.long)))
+        thread.start()
+        threading.Event().wait(1.0)  # the request is being decoded/transcribed now
+        running.process.send_signal(signal.SIGTERM)
+        thread.join(timeout=30)
+        running.process.wait(timeout=15)
+        assert result["response"].status_code == 200
+        assert_heard(result["response"].json()["text"], KEY_WORDS[0])
