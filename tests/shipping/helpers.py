@@ -1,0 +1,166 @@
+"""Helpers shared by the shipping tests: repo paths, a small Dockerfile parser, the deploy script."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_SCRIPT = REPO / "deploy-cloudrun.sh"
+# Dockerfile -> the package it serves (python -m PACKAGE, python -m PACKAGE.bake).
+DOCKERFILES = {"Dockerfile.cloudrun": "server", "Dockerfile.slim": "worker"}
+
+
+@dataclass
+class Instruction:
+    """One Dockerfile instruction with its continuation lines joined."""
+
+    keyword: str
+    args: str
+    line: int
+    stage: str
+
+
+def parse_dockerfile(path: Path) -> list[Instruction]:
+    """Instructions in order, each tagged with its stage name (or index); comments dropped."""
+    instructions: list[Instruction] = []
+    stage, stage_count = "global", 0
+    pending, start = "", 0
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        stripped = raw.strip()
+        # Docker drops comment lines, even inside a continued instruction.
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        text = pending + stripped
+        pending = ""
+        keyword, _, args = text.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            match = re.search(r"\s+AS\s+(\S+)\s*$", args, re.IGNORECASE)
+            stage = match.group(1) if match else str(stage_count)
+            stage_count += 1
+        instructions.append(Instruction(keyword, args.strip(), start, stage))
+    return instructions
+
+
+def stage_names(instructions: list[Instruction]) -> list[str]:
+    """Names of the build stages, in order."""
+    return [i.stage for i in instructions if i.keyword == "FROM"]
+
+
+def copy_sources(instruction: Instruction) -> list[str] | None:
+    """Sources of a COPY/ADD from the build context; None when it copies from a stage or image."""
+    if instruction.args.startswith("["):
+        parts = json.loads(instruction.args)
+    else:
+        parts = shlex.split(instruction.args)
+    flags = [p for p in parts if p.startswith("--")]
+    if any(f.startswith("--from=") for f in flags):
+        return None
+    paths = [p for p in parts if not p.startswith("--")]
+    return paths[:-1]
+
+
+def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore patterns exclude ``path`` (last match wins, parents count)."""
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        if pattern.startswith("**/"):
+            pattern_options = [pattern, pattern[3:]]
+        else:
+            pattern_options = [pattern]
+        if any(fnmatch.fnmatchcase(c, p) for c in candidates for p in pattern_options):
+            excluded = not negate
+    return excluded
+
+
+def read_dockerignore() -> list[str]:
+    """The .dockerignore patterns, comments and blanks dropped."""
+    path = REPO / ".dockerignore"
+    if not path.exists():
+        return []
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for the deploy script: no stray settings from the developer's shell."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    env.update(extra)
+    return env
+
+
+def run_deploy(tmp_path: Path, *args: str, env_file: str | None = None,
+               extra_env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess:
+    """Run deploy-cloudrun.sh with an explicit (by default empty) env file, capture output."""
+    if env_file is None:
+        empty = tmp_path / "empty.env"
+        empty.write_text("")
+        env_file = str(empty)
+    return subprocess.run(
+        ["bash", str(DEPLOY_SCRIPT), "--env-file", env_file, *args],
+        cwd=tmp_path, env=script_env(tmp_path, **(extra_env or {})), input=stdin,
+        capture_output=True, text=True, timeout=60)
+
+
+def dry_run_lines(tmp_path: Path, *args: str, **kwargs) -> list[str]:
+    """The commands a dry run prints (stdout), one per line; the run must succeed."""
+    result = run_deploy(tmp_path, "--dry-run", *args, **kwargs)
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def flag_values(argv: list[str], flag: str) -> list[str]:
+    """Values of ``--flag=value`` / ``--flag value`` in argv."""
+    values = []
+    for index, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            values.append(arg[len(flag) + 1:])
+        elif arg == flag and index + 1 < len(argv):
+            values.append(argv[index + 1])
+    return values
+
+
+# Scenarios whose dry-run output the tests check, and the real gcloud then parses.
+PROJECT, REGION = "demo-project-123", "us-central1"
+TARGET = ["--project", PROJECT, "--region", REGION]
+
+
+def scenario_args(api_key_file: Path) -> dict[str, list[str]]:
+    """Named argument lists covering every command of the deploy script.
+
+    A fixed --image-tag makes the lines scenarios share identical, so each runs through gcloud once.
+    """
+    return {
+        "deploy-all": [PROJECT, REGION, "--api-key-file", str(api_key_file), "--image-tag", "t1"],
+        "deploy-zonal": [*TARGET, "deploy", "worker", "--zonal-redundancy", "--skip-build",
+                         "--image-tag", "t1"],
+        "staged": [*TARGET, "deploy", "clip", "--no-traffic", "--tag", "canary", "--image-tag", "t1"],
+        "split": [*TARGET, "traffic", "clip", "canary=10"],
+        "promote": [*TARGET, "promote", "clip"],
+        "rollback": [*TARGET, "rollback", "worker", "whisper-worker-00002-abc"],
+        "status": [*TARGET, "status"],
+        "url": [*TARGET, "url", "clip"],
+        "logs": [*TARGET, "logs", "worker"],
+        "delete": [*TARGET, "delete", "all", "--yes"],
+        "build": [*TARGET, "build", "--image-tag", "t1"],
+    }
+
+
+# Environment of some scenarios: a value with commas makes the script use gcloud's ^DELIM^ syntax.
+SCENARIO_ENV = {"deploy-zonal": {"RATE_LIMIT": "10/second,100/minute"}}

@@ -1,0 +1,105 @@
+"""docker-compose.yml: valid Compose, the three services, their ports, GPUs and health checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.shipping.helpers import REPO
+
+# The Compose spec schema from shared/ (beside the checkout, or inside it), or COMPOSE_SCHEMA.
+SCHEMA_CANDIDATES = [Path(os.environ.get("COMPOSE_SCHEMA", "/nonexistent")),
+                     REPO / "shared/schemas/compose-spec.json",
+                     REPO.parent / "shared/schemas/compose-spec.json",
+                     Path("/work/shared/schemas/compose-spec.json")]
+SCHEMA = next((p for p in SCHEMA_CANDIDATES if p.exists()), SCHEMA_CANDIDATES[-1])
+CONTRACT_ENV = {"PORT", "MODELS_DIR", "HF_HUB_OFFLINE", "API_KEY", "WEB_THREADS", "MAX_BATCH_SIZE",
+                "MAX_WAIT_MS", "RATE_LIMIT", "RATE_LIMIT_STORAGE_URI", "MAX_REQUEST_MB"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def gpu_devices(service: dict) -> list[dict]:
+    return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+
+
+@pytest.mark.skipif(not SCHEMA.exists(), reason=f"Compose schema not found at {SCHEMA}")
+def test_compose_file_validates_against_the_compose_spec(compose):
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA.read_text()))
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.skipif(not SCHEMA.exists(), reason=f"Compose schema not found at {SCHEMA}")
+def test_schema_check_would_catch_a_broken_file(compose):
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["worker"]["ports"] = {"8080": 8080}  # a mapping is not a port list
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA.read_text()))
+    assert list(validator.iter_errors(broken))
+
+
+def test_services_and_host_ports(compose):
+    services = compose["services"]
+    assert {"clip-server", "worker", "worker-slim"} <= set(services)
+    assert services["clip-server"]["ports"] == ["5001:5001"]
+    assert services["worker"]["ports"] == ["8080:8080"]
+    assert services["worker-slim"]["ports"] == ["8081:8080"]
+
+
+def test_images_come_from_the_repo_dockerfiles(compose):
+    services = compose["services"]
+    assert services["clip-server"]["build"]["dockerfile"] == "Dockerfile.cloudrun"
+    assert services["worker-slim"]["build"]["dockerfile"] == "Dockerfile.slim"
+    # worker is the CPU variant of the same Dockerfile.
+    assert services["worker"]["build"]["dockerfile"] == "Dockerfile.slim"
+    assert services["worker"]["build"]["args"]["BASE_IMAGE"].startswith("python:3.")
+    for service in services.values():
+        assert (REPO / service["build"]["context"] / service["build"]["dockerfile"]).exists()
+    tags = [service["image"] for service in services.values()]
+    assert len(set(tags)) == len(tags), "two services would overwrite each other's image"
+
+
+def test_gpu_services_reserve_one_nvidia_gpu_and_cpu_worker_none(compose):
+    services = compose["services"]
+    for name in ("clip-server", "worker-slim"):
+        devices = gpu_devices(services[name])
+        assert devices, f"{name} has no GPU reservation"
+        assert devices[0]["driver"] == "nvidia"
+        assert "gpu" in devices[0]["capabilities"]
+    assert not gpu_devices(services["worker"])
+
+
+def test_health_checks_probe_health_on_the_container_port(compose):
+    for name, service in compose["services"].items():
+        check = service["healthcheck"]
+        command = " ".join(check["test"])
+        container_port = service["ports"][0].split(":")[-1]
+        assert f"127.0.0.1:{container_port}/health" in command, name
+        assert service["environment"]["PORT"] == container_port, name
+        assert check.get("start_period"), f"{name}: model loading needs a start period"
+
+
+def test_environment_passes_the_contract_settings(compose):
+    for name, service in compose["services"].items():
+        env = service["environment"]
+        assert CONTRACT_ENV <= set(env), f"{name} misses {CONTRACT_ENV - set(env)}"
+        assert env["API_KEY"] == "${API_KEY:-}", "the key comes from the caller's environment"
+        assert env["HF_HUB_OFFLINE"] == "1"
+        assert env["MODELS_DIR"] == "/models"
+
+
+def test_model_cache_is_a_named_volume_and_not_over_the_baked_models(compose):
+    assert "model-cache" in compose["volumes"]
+    for name, service in compose["services"].items():
+        mounts = service["volumes"]
+        assert any(m.startswith("model-cache:") for m in mounts), name
+        # A volume over /models would keep serving old weights after a rebuild with another model.
+        assert not any(m.split(":")[1] == "/models" for m in mounts), name

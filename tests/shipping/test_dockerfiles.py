@@ -1,0 +1,157 @@
+"""Static checks of Dockerfile.cloudrun and Dockerfile.slim: sources, layer order, runtime contract."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.shipping.helpers import (
+    DOCKERFILES,
+    REPO,
+    copy_sources,
+    dockerignore_excludes,
+    parse_dockerfile,
+    read_dockerignore,
+    stage_names,
+)
+
+PARAMS = pytest.mark.parametrize("dockerfile,package", sorted(DOCKERFILES.items()))
+
+
+def final_stage(instructions):
+    last = stage_names(instructions)[-1]
+    return [i for i in instructions if i.stage == last]
+
+
+def env_value(instructions, name):
+    """The last ENV value of ``name`` among ``instructions`` (key=value form)."""
+    value = None
+    for instruction in instructions:
+        if instruction.keyword == "ENV":
+            match = re.search(rf"(?:^|\s){name}=(\S+)", instruction.args)
+            if match:
+                value = match.group(1)
+    return value
+
+
+@PARAMS
+def test_every_copy_source_exists_and_reaches_the_build_context(dockerfile, package):
+    instructions = parse_dockerfile(REPO / dockerfile)
+    stages = set(stage_names(instructions))
+    patterns = read_dockerignore()
+    checked = 0
+    for instruction in instructions:
+        if instruction.keyword not in ("COPY", "ADD"):
+            continue
+        sources = copy_sources(instruction)
+        if sources is None or any(s in stages for s in sources):
+            continue  # copied from a build stage, not the repo
+        for source in sources:
+            matches = list(REPO.glob(source.rstrip("/"))) if any(c in source for c in "*?[") \
+                else [REPO / source]
+            assert any(m.exists() for m in matches), f"{dockerfile}:{instruction.line}: {source} missing"
+            assert not dockerignore_excludes(source, patterns), (
+                f"{dockerfile}:{instruction.line}: .dockerignore excludes {source}")
+            checked += 1
+    assert checked >= 3  # requirements/, core/ and the package at least
+
+
+@PARAMS
+def test_requirements_files_installed_exist(dockerfile, package):
+    text = " ".join(i.args for i in parse_dockerfile(REPO / dockerfile) if i.keyword == "RUN")
+    names = re.findall(r"-r\s+/tmp/requirements/(\S+)", text)
+    assert names == [f"{package}.txt"]
+    for name in names:
+        assert (REPO / "requirements" / name).exists(), f"requirements/{name} missing"
+
+
+def test_dockerignore_check_would_catch_an_excluded_source():
+    assert dockerignore_excludes(".venv/bin/python", read_dockerignore())
+    assert dockerignore_excludes("core/x.py", ["*"])
+    assert not dockerignore_excludes("core/x.py", ["*", "!core/"])
+
+
+@PARAMS
+def test_base_image_is_a_cuda12_cudnn9_runtime_image_overridable_for_cpu(dockerfile, package):
+    instructions = parse_dockerfile(REPO / dockerfile)
+    default = next(i.args for i in instructions if i.keyword == "ARG" and i.args.startswith("BASE_IMAGE="))
+    assert re.fullmatch(r"BASE_IMAGE=pytorch/pytorch:[\d.]+-cuda12\.\d+-cudnn9-runtime", default), default
+    assert all(i.args.startswith("${BASE_IMAGE}") or i.args.split()[0] in stage_names(instructions)
+               for i in instructions if i.keyword == "FROM")
+
+
+@PARAMS
+def test_layer_order_requirements_then_weights_then_code(dockerfile, package):
+    instructions = parse_dockerfile(REPO / dockerfile)
+    names = stage_names(instructions)
+    first = [i for i in instructions if i.stage == names[0]]
+    # The dependency stage copies only requirements/, then installs them under the torch constraints.
+    copies = [i.args for i in first if i.keyword == "COPY"]
+    assert copies == ["requirements/ /tmp/requirements/"], copies
+    keywords = [(i.keyword, i.args) for i in first]
+    constraint = next(n for n, (k, a) in enumerate(keywords) if k == "ENV" and "PIP_CONSTRAINT=" in a)
+    install = next(n for n, (k, a) in enumerate(keywords) if k == "RUN" and "-r /tmp/requirements/" in a)
+    assert constraint < install, "torch must be pinned before requirements are installed"
+    # Weights are baked with the package's own bake command.
+    bakes = [i for i in instructions if i.keyword == "RUN" and f"python -m {package}.bake" in i.args]
+    assert len(bakes) == 1
+    # The runtime stage: weights layer first, code after it.
+    final = final_stage(instructions)
+    order = [i.args for i in final if i.keyword == "COPY"]
+    weights = next(n for n, a in enumerate(order) if a.startswith(f"--from={bakes[0].stage} /models"))
+    code = [n for n, a in enumerate(order) if a.split()[0] in ("core/", f"{package}/")]
+    assert len(code) == 2 and weights < min(code), order
+
+
+@PARAMS
+def test_runtime_contract(dockerfile, package):
+    final = final_stage(parse_dockerfile(REPO / dockerfile))
+    assert env_value(final, "HF_HUB_OFFLINE") == "1"
+    assert env_value(final, "MODELS_DIR") == "/models"
+    assert env_value(final, "PORT") in {"5001", "8080"}
+    user = [i.args for i in final if i.keyword == "USER"]
+    assert user and user[-1].split(":")[0] not in {"0", "root"}
+    healthcheck = [i.args for i in final if i.keyword == "HEALTHCHECK"]
+    assert healthcheck and "/health" in healthcheck[-1] and "PORT" in healthcheck[-1]
+    cmd = [i.args for i in final if i.keyword == "CMD"]
+    assert json.loads(cmd[-1]) == ["python", "-m", package]
+
+
+@PARAMS
+def test_torch_is_never_installed_twice(dockerfile, package):
+    instructions = parse_dockerfile(REPO / dockerfile)
+    runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
+    # The base's torch family is frozen into the constraints file and diffed after the install.
+    assert "pip list --format=freeze" in runs and "> /etc/pip-constraints.txt" in runs
+    assert "diff /etc/pip-constraints.txt -" in runs
+    for install in re.findall(r"pip install [^&]*", runs):
+        if "torch==" in install:  # only where the base has none (CPU variant), only CPU wheels
+            assert '--index-url "${TORCH_CPU_INDEX}"' in install
+            assert 'if ! python -c "import torch"' in runs
+            args = [i.args for i in instructions if i.keyword == "ARG"]
+            assert "TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu" in args
+
+
+def test_slim_image_puts_cuda12_cublas_and_cudnn9_on_the_loader_path():
+    instructions = parse_dockerfile(REPO / "Dockerfile.slim")
+    path = env_value(instructions, "LD_LIBRARY_PATH").split(":")
+    assert {"/opt/nvidia/cublas/lib", "/opt/nvidia/cudnn/lib", "/usr/local/nvidia/lib64"} <= set(path)
+    assert "" not in path, "an empty entry means the current directory"
+    runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
+    assert 'ln -s "${site}/nvidia" /opt/nvidia' in runs
+    assert "libcublas.so.12" in runs and "libcudnn.so.9" in runs  # checked at build time
+    assert "apt-get" not in runs, "the slim image installs no system packages"
+
+
+@PARAMS
+def test_every_python_module_the_image_runs_exists(dockerfile, package):
+    instructions = parse_dockerfile(REPO / dockerfile)
+    text = " ".join(i.args for i in instructions if i.keyword in ("RUN", "CMD"))
+    modules = set(re.findall(r'python"?,?\s+"?-m"?,?\s+"?([A-Za-z_][\w.]*)', text))
+    assert {package, f"{package}.bake"} <= modules, modules
+    for module in modules:
+        path = REPO / module.replace(".", "/")
+        assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), (
+            f"{dockerfile} runs python -m {module}, which is not in the repo")
