@@ -22,6 +22,7 @@ pipeline itself uses just the first temperature.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
@@ -32,6 +33,7 @@ from core.errors import ModelNotBaked
 from worker.audio import SAMPLE_RATE, DecodedAudio
 from worker.formats import Segment, Word
 from worker.models import resolve_model_dir
+from worker.packing import assign_segments, pack_features, plan_windows
 from worker.settings import WorkerSettings
 
 CHUNK_SECONDS = 30  # Whisper's window
@@ -65,7 +67,7 @@ class DecodeKey:
 class Chunk:
     """One <= 30 s piece of a request: features plus where it sits in the (VAD) timeline."""
 
-    features: np.ndarray  # (n_mels, 3000) float32
+    features: np.ndarray  # (n_mels, frames) float32, unpadded: padding happens per window
     offset: float
     duration: float
 
@@ -113,6 +115,34 @@ def best_attempt(attempts: list[ChunkResult]) -> ChunkResult:
     return max(below or attempts, key=lambda a: a.avg_logprob)
 
 
+def cpu_threads(setting: int) -> int:
+    """WHISPER_CPU_THREADS, where 0 means one per core this process may use.
+
+    CTranslate2's own default is 4 threads whatever the machine, which oversubscribes small
+    instances (measured on 2 cores: 4 threads ran 15% slower than 2).
+    """
+    return setting or len(os.sched_getaffinity(0))
+
+
+def split_segments(model, tokenizer, tokens: list[int], time_offset: float, duration: float) -> list[dict]:
+    """faster-whisper's split of decoded tokens at timestamp pairs, without losing the last words.
+
+    ``_split_segments_by_timestamps`` leaves out a last segment that has no closing timestamp,
+    because sequential Whisper decodes it again from the next window. A batched chunk has no
+    next window, so that text would silently vanish; here it becomes a segment ending with the chunk.
+    """
+    segments, _, _ = model._split_segments_by_timestamps(
+        tokenizer=tokenizer, tokens=tokens, time_offset=time_offset,
+        segment_size=int(ceil(duration) * model.frames_per_second), segment_duration=duration, seek=0)
+    rest = tokens[sum(len(segment["tokens"]) for segment in segments):]
+    if any(token < tokenizer.eot for token in rest):
+        stamps = [token for token in rest if token >= tokenizer.timestamp_begin]
+        start = (time_offset + (stamps[0] - tokenizer.timestamp_begin) * model.time_precision if stamps
+                 else segments[-1]["end"] if segments else time_offset)
+        segments.append(dict(seek=0, start=start, end=max(start, time_offset + duration), tokens=rest))
+    return segments
+
+
 class _PrecomputedAlignments:
     """Stands in for WhisperModel inside ``add_word_timestamps``.
 
@@ -138,6 +168,8 @@ class WhisperBackend:
         self.compute_type = "int8"
         self.model = None
         self.model_dir: Path | None = None
+        # Model-thread counters, shown by /health: how much packing saved and how often it backed off.
+        self.packing_stats = {"enabled": settings.pack_short_audio, "windows": 0, "chunks": 0, "unpacked_retries": 0}
 
     # ---- start-up (batcher thread) ---------------------------------------------------------
     def check_weights(self) -> None:
@@ -157,7 +189,7 @@ class WhisperBackend:
         compute = self.settings.whisper_compute_type
         self.compute_type = ("float16" if self.device == "cuda" else "int8") if compute == "auto" else compute
         self.model = WhisperModel(str(self.model_dir), device=self.device, compute_type=self.compute_type,
-                                  cpu_threads=self.settings.whisper_cpu_threads, local_files_only=True)
+                                  cpu_threads=cpu_threads(self.settings.whisper_cpu_threads), local_files_only=True)
         self.pipeline = BatchedInferencePipeline(self.model)
         self.multilingual = bool(self.model.model.is_multilingual)
         self.frames_per_second = self.model.frames_per_second
@@ -172,12 +204,12 @@ class WhisperBackend:
 
     def describe(self) -> dict:
         return {"model": self.name, "model_dir": str(self.model_dir), "device": self.device,
-                "compute_type": self.compute_type, "multilingual": self.multilingual}
+                "compute_type": self.compute_type, "multilingual": self.multilingual,
+                "packing": dict(self.packing_stats)}
 
     # ---- request threads -------------------------------------------------------------------
     def preprocess(self, kind, raw: tuple[DecodedAudio, bool]) -> PreparedAudio:
         """(decoded audio, vad_filter) -> 30 s chunks with log-mel features, as the pipeline cuts them."""
-        from faster_whisper.audio import pad_or_trim
         from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
         decoded, vad_filter = raw
@@ -198,7 +230,7 @@ class WhisperBackend:
             spans = [(start / SAMPLE_RATE, len(piece) / SAMPLE_RATE)
                      for start, piece in zip(range(0, len(audio), window), pieces)]
         extractor = self.model.feature_extractor
-        chunks = [Chunk(pad_or_trim(extractor(piece)[..., :-1]), offset, duration)
+        chunks = [Chunk(extractor(piece)[..., :-1], offset, duration)
                   for piece, (offset, duration) in zip(pieces, spans) if len(piece)]
         return PreparedAudio(chunks, decoded.duration, speech)
 
@@ -270,37 +302,83 @@ class WhisperBackend:
         return tokenizer, options
 
     def _decode(self, key: DecodeKey, batch: list[Chunk]) -> list[ChunkResult]:
-        from faster_whisper.transcribe import get_compression_ratio
+        pack = self.settings.pack_short_audio and not key.word_timestamps and len(batch) > 1
+        windows = plan_windows([c.duration for c in batch]) if pack else [[i] for i in range(len(batch))]
+        results: list[ChunkResult | None] = [None] * len(batch)
+        unpack = self._decode_windows(key, batch, windows, results)
+        if unpack:  # a segment crossed between two requests: decode those chunks alone instead
+            self.packing_stats["unpacked_retries"] += len(unpack)
+            self._decode_windows(key, batch, [[i] for i in unpack], results)
+        return results
+
+    def _decode_windows(self, key: DecodeKey, batch: list[Chunk], windows: list[list[int]],
+                        results: list) -> list[int]:
+        """Decode windows (one chunk, or several packed) in one model call; fills ``results``.
+
+        Returns the chunk indices of packed windows whose segments could not be split cleanly.
+        """
+        from faster_whisper.audio import pad_or_trim
 
         tokenizer, options = self._decoding(key)
-        features = np.stack([chunk.features for chunk in batch])
+        stacked, spans = [], []
+        for window in windows:
+            if len(window) == 1:
+                stacked.append(pad_or_trim(batch[window[0]].features))
+                spans.append(None)
+            else:
+                features, member_spans = pack_features([batch[i].features for i in window])
+                stacked.append(pad_or_trim(features))
+                spans.append(member_spans)
+        features = np.stack(stacked)
         if key.temperature == 0:
             encoder_output, outputs = self.pipeline.generate_segment_batched(features, tokenizer, options)
         else:
             encoder_output, outputs = self._sample(features, tokenizer, options, key.temperature)
-        results = []
-        for chunk, output in zip(batch, outputs):
-            segment_size = int(ceil(chunk.duration) * self.frames_per_second)
-            subsegments, _, _ = self.model._split_segments_by_timestamps(
-                tokenizer=tokenizer, tokens=output["tokens"], time_offset=chunk.offset,
-                segment_size=segment_size, segment_duration=chunk.duration, seek=0)
-            seek = int(chunk.offset * self.frames_per_second)
-            for sub in subsegments:
-                sub["text"] = tokenizer.decode(sub["tokens"])
-                sub["seek"] = seek
-            results.append(ChunkResult(
-                subsegments=subsegments, avg_logprob=output["avg_logprob"],
-                no_speech_prob=output["no_speech_prob"],
-                compression_ratio=get_compression_ratio(tokenizer.decode(output["tokens"])),
-                temperature=key.temperature, segment_size=segment_size))
-        if key.word_timestamps:
+        self.packing_stats["windows"] += len(windows)
+        self.packing_stats["chunks"] += sum(len(w) for w in windows)
+        unpack: list[int] = []
+        for window, member_spans, output in zip(windows, spans, outputs):
+            if member_spans is None:
+                results[window[0]] = self._chunk_result(key, tokenizer, batch[window[0]], output, output["tokens"])
+                continue
+            subsegments = split_segments(self.model, tokenizer, output["tokens"], 0.0, member_spans[-1][1])
+            members = assign_segments(subsegments, member_spans)
+            if members is None:
+                unpack.extend(window)
+                continue
+            for index, (start, _end), own in zip(window, member_spans, members):
+                results[index] = self._chunk_result(key, tokenizer, batch[index], output,
+                                                    [t for sub in own for t in sub["tokens"]], own, start)
+        if key.word_timestamps:  # never packed: every window is one chunk
             text_tokens = [[t for sub in r.subsegments for t in sub["tokens"] if t < tokenizer.eot]
                            for r in results]
             alignments = self.model.find_alignment(tokenizer, text_tokens, encoder_output,
                                                    [r.segment_size for r in results])
             for result, alignment in zip(results, alignments):
                 result.alignment = alignment
-        return results
+        return unpack
+
+    def _chunk_result(self, key: DecodeKey, tokenizer, chunk: Chunk, output: dict, tokens: list[int],
+                      packed_segments: list[dict] | None = None, packed_start: float = 0.0) -> ChunkResult:
+        """One chunk's segments on its request's (VAD) timeline, from its own or a shared window."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        segment_size = int(ceil(chunk.duration) * self.frames_per_second)
+        if packed_segments is None:
+            subsegments = split_segments(self.model, tokenizer, tokens, chunk.offset, chunk.duration)
+        else:
+            shift = chunk.offset - packed_start
+            subsegments = [dict(sub, start=max(chunk.offset, sub["start"] + shift),
+                                end=min(chunk.offset + chunk.duration, sub["end"] + shift))
+                           for sub in packed_segments]
+        seek = int(chunk.offset * self.frames_per_second)
+        for sub in subsegments:
+            sub["text"] = tokenizer.decode(sub["tokens"])
+            sub["seek"] = seek
+        return ChunkResult(subsegments=subsegments, avg_logprob=output["avg_logprob"],
+                           no_speech_prob=output["no_speech_prob"],
+                           compression_ratio=get_compression_ratio(tokenizer.decode(tokens)),
+                           temperature=key.temperature, segment_size=segment_size)
 
     def _sample(self, features, tokenizer, options, temperature: float):
         """generate_segment_batched, but sampling: beam search would ignore the temperature."""
@@ -322,7 +400,9 @@ class WhisperBackend:
 
     def _detect_language(self, batch: list[np.ndarray]) -> list[tuple[str, float]]:
         """Batched language identification on each request's first 30 s of speech."""
-        encoder_output = self.model.encode(np.stack(batch))
+        from faster_whisper.audio import pad_or_trim
+
+        encoder_output = self.model.encode(np.stack([pad_or_trim(features) for features in batch]))
         detected = []
         for candidates in self.model.model.detect_language(encoder_output):
             token, probability = candidates[0]

@@ -12,7 +12,7 @@ from tests.media import SENTENCES, concat_wavs, speak, transcode
 
 # Words tiny.en reliably hears in each espeak-ng sentence (it garbles a few others).
 KEY_WORDS = [
-    ("lazy", "dog"), ("quarterly", "report", "friday"), ("train", "berlin", "morning"),
+    ("lazy", "dog"), ("quarterly", "report", "friday"), ("train", "morning"),
     ("weather", "breeze", "west"), ("water", "tomatoes", "garden"), ("museum", "exhibition", "egypt"),
     ("sister", "silver"), ("left", "bakery"),
 ]

