@@ -7,6 +7,7 @@ import os
 import sys
 
 from core.launcher import exec_gunicorn
+from core.settings import SettingsError
 from server.backends import make_backend
 from server.models import ModelNotBaked
 from server.settings import ServerSettings
@@ -24,10 +25,9 @@ def main(argv: list[str] | None = None) -> None:
                        ("PORT", args.port), ("CLIP_DEVICE", args.device)):
         if value is not None:
             os.environ[env] = str(value)
-    settings = ServerSettings.from_env()  # fail here, in the foreground, on a bad setting
-    try:
-        make_backend(settings).check_weights()
-    except ModelNotBaked as err:
+    try:  # fail here, in the foreground, with one clear line: a bad setting or missing weights
+        make_backend(ServerSettings.from_env()).check_weights()
+    except (SettingsError, ModelNotBaked) as err:
         sys.exit(f"error: {err}")
     exec_gunicorn("server", "server.app:create_app()")
 

@@ -8,6 +8,7 @@ import sys
 
 from core.errors import ModelNotBaked
 from core.launcher import exec_gunicorn
+from core.settings import SettingsError
 from worker.models import resolve_model_dir
 from worker.settings import WorkerSettings
 
@@ -22,10 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     for env, value in (("WHISPER_MODEL", args.model), ("PORT", args.port), ("WHISPER_DEVICE", args.device)):
         if value is not None:
             os.environ[env] = str(value)
-    settings = WorkerSettings.from_env()  # fail here, in the foreground, on a bad setting
-    try:
-        resolve_model_dir(settings)
-    except ModelNotBaked as err:
+    try:  # fail here, in the foreground, with one clear line: a bad setting or a missing model
+        resolve_model_dir(WorkerSettings.from_env())
+    except (SettingsError, ModelNotBaked) as err:
         sys.exit(f"error: {err}")
     exec_gunicorn("worker", "worker.app:create_app()")
 

@@ -27,7 +27,7 @@ class WorkerSettings(CoreSettings):
     whisper_model: str = setting(
         "WHISPER_MODEL", "tiny.en",
         "faster-whisper size (tiny.en, small, large-v3, distil-large-v3, ...) baked into "
-        "MODELS_DIR, a local CTranslate2 model directory, or fake (tests).")
+        "MODELS_DIR, or a local CTranslate2 model directory; tiny.en is embedded for local runs.")
     whisper_device: str = setting("WHISPER_DEVICE", "auto", "auto (CUDA when available), cuda or cpu.",
                                   choices=("auto", "cuda", "cpu"))
     whisper_compute_type: str = setting(
