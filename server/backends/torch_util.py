@@ -36,8 +36,6 @@ def stack_to_device(batch: list[np.ndarray], device: str, dtype=None):
 
 def to_unit_rows(features) -> list[np.ndarray]:
     """Model features -> L2-normalised float32 numpy rows (normalised in fp32 for precision)."""
-    import torch
-
     features = features.float()
     features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return list(features.cpu().numpy())
