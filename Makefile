@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup system-deps run run-server run-worker test test-fast bench lint demo-model clean
+.PHONY: setup system-deps run run-server run-worker test test-fast bench lint samples demo-model clean
 
 setup: system-deps $(STAMP)  ## create .venv and install everything (idempotent)
 
@@ -40,8 +40,11 @@ lint: setup
 	shellcheck deploy-cloudrun.sh scripts/*.sh .ci/run
 	$(VENV)/bin/hadolint --failure-threshold error Dockerfile.cloudrun Dockerfile.slim
 
+samples: setup  ## photo.jpg and meeting.m4a for the README's curl examples
+	$(PY) scripts/make_samples.py .
+
 demo-model: setup  ## retrain the embedded demo CLIP model (about 3 minutes on 2 cores)
 	$(PY) -m server.demo.train
 
 clean:
-	rm -rf $(VENV) .pytest_cache models
+	rm -rf $(VENV) .pytest_cache models photo.jpg meeting.m4a
