@@ -5,7 +5,7 @@
 #   ./deploy-cloudrun.sh --dry-run PROJECT REGION        print every command, run none
 #   ./deploy-cloudrun.sh help                            all commands and options
 #
-# Settings come from deploy.env (see deploy.env.example), then flags. docs/DEPLOY.md explains
+# Settings come from deploy.env (see deploy.env.example), then flags. README.md (Deploying to Cloud Run) explains
 # every default. Avoids bash 4 features so macOS's bash 3.2 can run it (tested with bash 5).
 set -euo pipefail
 
@@ -52,7 +52,7 @@ Options:
   --image-tag TAG                 image tag to build/deploy (default: UTC time + git commit)
   --api-key-file FILE             add FILE's content (no trailing newline; - for stdin) as the new
                                   API key version in Secret Manager
-  --zonal-redundancy              GPU zonal redundancy (dearer; default off, see docs/DEPLOY.md)
+  --zonal-redundancy              GPU zonal redundancy (dearer; default off, see README.md)
   --no-zonal-redundancy
   --yes                           do not ask before delete
 Cost options:
@@ -470,7 +470,7 @@ cmd_delete() {
     run gcloud run services delete "$name" --project="$PROJECT" --region="$REGION" --quiet
   done
   log "Images stay in $REGION-docker.pkg.dev/$PROJECT/$AR_REPO and the key in secret $API_KEY_SECRET;"
-  log "see docs/DEPLOY.md (Delete) to remove those too."
+  log "see README.md (Deploying to Cloud Run, Delete) to remove those too."
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ compute of ViT-B-32 without a download.
 
 from __future__ import annotations
 
-import time
+import statistics
 
-from bench.harness import Row, RssSampler, drive, multipart, python, repeat, serve, table, target
+from bench.harness import Row, RssSampler, drive, multipart, python, repeat, run_bare, serve, table, target
 from tests.media import encode, photo_like
 
 CONCURRENCY = (1, 8, 32)
@@ -26,32 +26,13 @@ def make_inputs(n_small: int, n_large: int) -> dict[str, list[bytes]]:
     }
 
 
-def bare_model(repeats: int, n_images: int = 64) -> Row:
-    """Forward-only throughput of ViT-B-32 on preprocessed tensors, best of batch sizes 1-32."""
-    import open_clip
-    import torch
-
-    model, _, _ = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
-    model.eval()
-    pixels = torch.randn(n_images, 3, 224, 224)
-    row = Row("(a) bare model, best batch")
-    with RssSampler() as rss, torch.inference_mode():
-        model.encode_image(pixels[:8])  # warm-up
-        best = None
-        for batch in (1, 8, 16, 32):
-            def run(batch=batch):
-                started = time.perf_counter()
-                for start in range(0, n_images, batch):
-                    model.encode_image(pixels[start:start + batch])
-                return n_images / (time.perf_counter() - started)
-            candidate = repeat(repeats, run, Row(f"batch {batch}"))
-            print(f"  bare batch {batch}: {candidate.rate:.2f} images/s", flush=True)
-            if best is None or candidate.rate > best.rate:
-                best = candidate
-        row.rates = best.rates
-        row.label = f"(a) bare model, batch {best.label.split()[-1]}"
-    row.peak_mb = rss.peak_mb
-    return row
+def bare_model(repeats: int) -> Row:
+    """Forward-only throughput of ViT-B-32 on preprocessed tensors at its best batch size."""
+    rates, peak_mb = run_bare("clip", {"repeats": repeats})
+    for batch, values in rates.items():
+        print(f"  bare batch {batch}: {statistics.median(values):.2f} images/s", flush=True)
+    best = max(rates, key=lambda batch: statistics.median(rates[batch]))
+    return Row(f"(a) bare model, batch {best}", rates=rates[best], peak_mb=peak_mb)
 
 
 def over_http(name: str, argv: list[str], env: dict, inputs: dict[str, list[bytes]], repeats: int,

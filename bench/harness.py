@@ -105,6 +105,19 @@ def serve(argv: list[str], env: dict[str, str], name: str, ready_path: str = "/h
         log.close()
 
 
+def run_bare(which: str, arguments: dict) -> tuple[dict, float]:
+    """Run a bare-model baseline (bench/bare.py) in its own process: (its JSON result, peak RSS MB)."""
+    import json
+
+    process = subprocess.Popen([sys.executable, "-m", "bench.bare", which, json.dumps(arguments)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with RssSampler(process.pid) as rss:
+        out, _ = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"bench.bare {which} failed")
+    return json.loads(out.strip().splitlines()[-1]), rss.peak_mb
+
+
 def multipart(field_name: str, filename: str, data: bytes, extra: dict[str, str] | None = None) -> tuple[bytes, str]:
     """A multipart/form-data body built once, so the client spends no CPU on it per request."""
     boundary = uuid.uuid4().hex

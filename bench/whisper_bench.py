@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
-from bench.harness import Row, RssSampler, drive, multipart, python, repeat, serve, table, target
+from bench.harness import Row, RssSampler, drive, multipart, python, repeat, run_bare, serve, table, target
 from tests.media import SENTENCES, concat_wavs, speak
 from worker.models import embedded_model_dir
 
@@ -63,38 +62,11 @@ def seconds_of(path: Path) -> float:
 
 
 def bare(long: Path, clips: list[Path], repeats: int, model_dir: Path) -> dict[str, Row]:
-    """In-process faster-whisper: the batched pipeline on the long file, transcribe() per clip."""
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
-    from faster_whisper.audio import decode_audio
-
-    rows = {"long": Row("(a) bare faster-whisper, batched pipeline"),
-            "clips": Row("(a) bare faster-whisper, clip after clip")}
-    with RssSampler() as rss:
-        model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=CPU_THREADS)
-        pipeline = BatchedInferencePipeline(model)
-        long_audio = decode_audio(str(long))
-        clip_audio = [decode_audio(str(c)) for c in clips]
-        clip_seconds = sum(len(a) for a in clip_audio) / 16000
-
-        def run_long():
-            started = time.perf_counter()
-            segments, info = pipeline.transcribe(long_audio, batch_size=8, beam_size=5, without_timestamps=False)
-            list(segments)
-            return info.duration / (time.perf_counter() - started)
-
-        def run_clips():
-            started = time.perf_counter()
-            for audio in clip_audio:
-                segments, _ = model.transcribe(audio, beam_size=5)
-                list(segments)
-            return clip_seconds / (time.perf_counter() - started)
-
-        run_clips()  # warm-up
-        repeat(repeats, run_long, rows["long"])
-        repeat(repeats, run_clips, rows["clips"])
-    for row in rows.values():
-        row.peak_mb = rss.peak_mb
-    return rows
+    """In-process faster-whisper (its own process): batched pipeline on the long file, transcribe() per clip."""
+    rates, peak_mb = run_bare("whisper", {"repeats": repeats, "model_dir": str(model_dir), "cpu_threads": CPU_THREADS,
+                                          "long_path": str(long), "clip_paths": [str(c) for c in clips]})
+    return {"long": Row("(a) bare faster-whisper, batched pipeline", rates=rates["long"], peak_mb=peak_mb),
+            "clips": Row("(a) bare faster-whisper, clip after clip", rates=rates["clips"], peak_mb=peak_mb)}
 
 
 def over_http(name: str, argv: list[str], env: dict, path: str, field: str, long: Path, clips: list[Path],

@@ -13,6 +13,7 @@ A backend is split by *where* each step runs:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
@@ -58,8 +59,6 @@ class ModelRunner:
             max_queue=settings.max_queue,
             startup=self._startup,
             name=f"{name}-batcher",
-            # A batch stuck far beyond any request's deadline means the model hung.
-            stuck_after_s=max(60.0, 5 * settings.request_timeout_s),
         )
 
     def start(self) -> ModelRunner:
@@ -74,9 +73,11 @@ class ModelRunner:
         # One full batch of each kind: allocator, kernels and caches are ready before traffic,
         # and a model that cannot run a batch never reports healthy.
         for kind, items in self.backend.warmup_batches(self.batcher.max_batch_size):
+            started = time.monotonic()
             outputs = self.backend.forward(kind, items)
             if len(outputs) != len(items):
                 raise RuntimeError(f"warm-up returned {len(outputs)} outputs for {len(items)} inputs")
+            self.batcher.record_batch_time(time.monotonic() - started)
 
     def run(self, kind: Hashable, raws: Sequence[Any], batch_sizes: list[int] | None = None) -> list[Any]:
         """preprocess (this thread) -> batched forward (model thread) -> postprocess (this thread)."""
@@ -86,18 +87,19 @@ class ModelRunner:
                  batch_sizes: list[int] | None = None) -> dict[Hashable, list[Any]]:
         """Like ``run`` for several kinds at once: all are queued before waiting on any."""
         self.batcher.ensure_accepting()  # before decoding: no wasted work while loading
-        items = {kind: [self.backend.preprocess(kind, raw) for raw in raws]
-                 for kind, raws in raws_by_kind.items() if raws}
         timeout = self.settings.request_timeout_s
         futures: dict[Hashable, list] = {}
-        try:
-            for kind, batch in items.items():
-                futures[kind] = self.batcher.submit_many(batch, key=kind, timeout_s=timeout)
-        except Exception:
-            for queued in futures.values():
-                for future in queued:
-                    future.cancel()
-            raise
+        with self.batcher.expecting():
+            items = {kind: [self.backend.preprocess(kind, raw) for raw in raws]
+                     for kind, raws in raws_by_kind.items() if raws}
+            try:
+                for kind, batch in items.items():
+                    futures[kind] = self.batcher.submit_many(batch, key=kind, timeout_s=timeout)
+            except Exception:
+                for queued in futures.values():
+                    for future in queued:
+                        future.cancel()
+                raise
         results = {}
         for kind, queued in futures.items():
             outputs = Batcher.gather(queued, timeout_s=timeout + 1.0)

@@ -19,6 +19,7 @@ Guarantees (each has a test):
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
@@ -29,7 +30,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded, PayloadTooLarge
 
 log = logging.getLogger("core.batcher")
 
@@ -55,6 +56,7 @@ class BatcherStats:
     expired_items: int = 0
     rejected_items: int = 0
     last_error: str | None = None
+    longest_batch_s: float = 0.0
     batch_sizes: collections.Counter = field(default_factory=collections.Counter)
 
     def snapshot(self) -> dict:
@@ -63,6 +65,7 @@ class BatcherStats:
             "batches": self.batches, "items": self.items, "failed_batches": self.failed_batches,
             "expired_items": self.expired_items, "rejected_items": self.rejected_items,
             "largest_batch": max(self.batch_sizes, default=0),
+            "longest_batch_s": round(self.longest_batch_s, 3),
             "mean_batch_size": round(self.items / self.batches, 2) if self.batches else 0.0,
         }
 
@@ -73,7 +76,7 @@ class Batcher:
     def __init__(self, run_batch: RunBatch, *, max_batch_size: int, max_wait_ms: float,
                  max_queue: int, startup: Callable[[], None] | None = None,
                  name: str = "batcher", unhealthy_after_failures: int = 3,
-                 stuck_after_s: float = 300.0):
+                 stuck_after_s: float = 120.0):
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be >= 1")
         self.run_batch = run_batch
@@ -90,6 +93,9 @@ class Batcher:
         # older than anything still queued, so the next batches start from them.
         self._carried: collections.deque[_Item] = collections.deque()
         self._state = "starting"
+        # Requests being decoded right now whose items will arrive soon (see ``expecting``).
+        self._expected = 0
+        self._expected_lock = threading.Lock()
         self._failure: str | None = None
         self._busy_since: float | None = None
         self._stopping = threading.Event()
@@ -110,6 +116,9 @@ class Batcher:
                     timeout_s: float = 60.0) -> list[Future]:
         """Queue a request's items together: all or none, so a 429 never half-runs a request."""
         self.ensure_accepting()
+        if len(payloads) > self.max_queue:
+            raise PayloadTooLarge(f"{len(payloads)} items in one request; the queue holds {self.max_queue} "
+                                  "(MAX_QUEUE)", code="too_many_inputs")
         if self._queue.qsize() + len(payloads) > self.max_queue:
             self.stats.rejected_items += len(payloads)
             raise Overloaded(f"inference queue is full ({self.max_queue} items); retry shortly",
@@ -126,6 +135,21 @@ class Batcher:
                 raise Overloaded("inference queue is full; retry shortly",
                                  retry_after=self._retry_after()) from None
         return [item.future for item in items]
+
+    @contextlib.contextmanager
+    def expecting(self):
+        """Announce a request whose items are being prepared: batches wait for it, up to max_wait_ms.
+
+        With nothing announced, a batch closes as soon as the queue is empty, so a lone request
+        never pays the batching wait (at concurrency 1 it would add max_wait_ms to every call).
+        """
+        with self._expected_lock:
+            self._expected += 1
+        try:
+            yield
+        finally:
+            with self._expected_lock:
+                self._expected -= 1
 
     @staticmethod
     def gather(futures: Sequence[Future], timeout_s: float) -> list[Any]:
@@ -160,12 +184,19 @@ class Batcher:
         if state in ("dead", "stopped"):
             return False, f"inference thread is {state}" + (f": {self._failure}" if self._failure else "")
         busy_since = self._busy_since
-        if busy_since is not None and time.monotonic() - busy_since > self.stuck_after_s:
-            return False, f"a batch has been running for over {self.stuck_after_s:g} s"
+        # Hung, not just slow: ten times the slowest batch so far (the warm-up batch is full
+        # size, so this is calibrated from the start), and never less than stuck_after_s.
+        limit = max(self.stuck_after_s, 10 * self.stats.longest_batch_s)
+        if busy_since is not None and time.monotonic() - busy_since > limit:
+            return False, f"a batch has been running for over {limit:g} s"
         if self.stats.consecutive_failures >= self.unhealthy_after_failures:
             return False, (f"the last {self.stats.consecutive_failures} batches failed: "
                            f"{self.stats.last_error}")
         return True, None
+
+    def record_batch_time(self, seconds: float) -> None:
+        """Note how long a successful batch took (the hang detector's yardstick)."""
+        self.stats.longest_batch_s = max(self.stats.longest_batch_s, seconds)
 
     def queue_depth(self) -> int:
         """Items waiting for the model."""
@@ -241,8 +272,9 @@ class Batcher:
             if item is None:
                 remaining = close_at - time.monotonic()
                 try:
-                    # After the wait window, still take what is already queued, without waiting.
-                    item = (self._queue.get(timeout=remaining) if remaining > 0
+                    # Wait only while more items are on their way and the window is open;
+                    # otherwise take what is already queued, without waiting.
+                    item = (self._queue.get(timeout=remaining) if remaining > 0 and self._expected > 0
                             else self._queue.get_nowait())
                 except queue.Empty:
                     break
@@ -284,6 +316,7 @@ class Batcher:
         finally:
             elapsed = time.monotonic() - self._busy_since
             self._busy_since = None
+        self.record_batch_time(elapsed)
         self.stats.batches += 1
         self.stats.items += len(live)
         self.stats.batch_sizes[len(live)] += 1

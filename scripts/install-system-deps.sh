@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the local run need: espeak-ng (speech for the Whisper tests),
-# ffmpeg (transcoding test audio), shellcheck (linting the shell scripts). Idempotent.
+# ffmpeg (transcoding test audio), shellcheck (linting the shell scripts), redis-server (the shared
+# rate-limit storage test). Idempotent.
 set -euo pipefail
 
 packages=()
 command -v espeak-ng >/dev/null 2>&1 || packages+=(espeak-ng)
 command -v ffmpeg >/dev/null 2>&1 || packages+=(ffmpeg)
 command -v shellcheck >/dev/null 2>&1 || packages+=(shellcheck)
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

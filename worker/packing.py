@@ -21,14 +21,18 @@ SLACK_SECONDS = 0.25  # overlap with a neighbour's speech tolerated: timestamps 
 FRAMES_PER_SECOND = 100  # log-mel frames
 
 
-def plan_windows(durations: list[float], capacity_s: float = WINDOW_SECONDS,
+def plan_windows(durations: list[float], owners: list[object], capacity_s: float = WINDOW_SECONDS,
                  gap_s: float = GAP_SECONDS) -> list[list[int]]:
-    """Group chunk indices into windows of at most ``capacity_s`` (first fit, arrival order kept)."""
+    """Group chunk indices into windows of at most ``capacity_s`` (first fit, arrival order kept).
+
+    Chunks of the same owner (request) never share a window: VAD already packed each recording's
+    own speech, and a request alone must get exactly what it would get without packing.
+    """
     windows: list[list[int]] = []
     used: list[float] = []
-    for index, duration in enumerate(durations):
+    for index, (duration, owner) in enumerate(zip(durations, owners)):
         for n, window in enumerate(windows):
-            if used[n] + gap_s + duration <= capacity_s:
+            if used[n] + gap_s + duration <= capacity_s and all(owners[i] != owner for i in window):
                 window.append(index)
                 used[n] += gap_s + duration
                 break

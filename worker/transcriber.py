@@ -24,8 +24,9 @@ class Transcriber:
     def transcribe(self, data: bytes, options: TranscribeOptions, batch_sizes: list[int]) -> Transcript:
         """Upload bytes -> Transcript (raises ServiceErrors for bad input or overload)."""
         self.runner.batcher.ensure_accepting()  # before decoding: no wasted work while loading
-        decoded = decode_audio(data, self.runner.settings.max_audio_seconds)
-        prepared: PreparedAudio = self.backend.preprocess(None, (decoded, options.vad_filter))
+        with self.runner.batcher.expecting():  # batches being built wait for this one's chunks
+            decoded = decode_audio(data, self.runner.settings.max_audio_seconds)
+            prepared: PreparedAudio = self.backend.preprocess(None, (decoded, options.vad_filter))
         language, probability = self._language(prepared, options, batch_sizes)
         transcript = Transcript(language=language, language_probability=probability,
                                 duration=decoded.duration, segments=[], task=options.task,

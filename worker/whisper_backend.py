@@ -22,6 +22,7 @@ pipeline itself uses just the first temperature.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from dataclasses import dataclass
 from math import ceil
@@ -70,6 +71,7 @@ class Chunk:
     features: np.ndarray  # (n_mels, frames) float32, unpadded: padding happens per window
     offset: float
     duration: float
+    request: int = 0  # which request it belongs to (packing keeps a request's chunks apart)
 
 
 @dataclass
@@ -168,6 +170,7 @@ class WhisperBackend:
         self.compute_type = "int8"
         self.model = None
         self.model_dir: Path | None = None
+        self._request_ids = itertools.count(1)  # next() is atomic under the GIL
         # Model-thread counters, shown by /health: how much packing saved and how often it backed off.
         self.packing_stats = {"enabled": settings.pack_short_audio, "windows": 0, "chunks": 0, "unpacked_retries": 0}
 
@@ -230,7 +233,8 @@ class WhisperBackend:
             spans = [(start / SAMPLE_RATE, len(piece) / SAMPLE_RATE)
                      for start, piece in zip(range(0, len(audio), window), pieces)]
         extractor = self.model.feature_extractor
-        chunks = [Chunk(extractor(piece)[..., :-1], offset, duration)
+        request = next(self._request_ids)
+        chunks = [Chunk(extractor(piece)[..., :-1], offset, duration, request)
                   for piece, (offset, duration) in zip(pieces, spans) if len(piece)]
         return PreparedAudio(chunks, decoded.duration, speech)
 
@@ -262,11 +266,15 @@ class WhisperBackend:
                     compression_ratio=sub["compression_ratio"], words=words, temperature=result.temperature))
         if prepared.speech_timestamps:
             fw_segments = list(restore_speech_timestamps(fw_segments, prepared.speech_timestamps, SAMPLE_RATE))
-        return [Segment(id=s.id, start=round(s.start, 3), end=round(s.end, 3), text=s.text,
+        def clamp(seconds: float) -> float:
+            # Whisper's timestamps are 20 ms tokens and can point past the last sample.
+            return round(min(max(seconds, 0.0), prepared.duration), 3)
+
+        return [Segment(id=s.id, start=clamp(s.start), end=clamp(s.end), text=s.text,
                         avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob,
                         compression_ratio=s.compression_ratio, temperature=s.temperature,
                         words=None if s.words is None else [
-                            Word(start=round(w.start, 3), end=round(w.end, 3), word=w.word,
+                            Word(start=clamp(w.start), end=clamp(w.end), word=w.word,
                                  probability=float(w.probability)) for w in s.words])
                 for s in fw_segments]
 
@@ -303,7 +311,8 @@ class WhisperBackend:
 
     def _decode(self, key: DecodeKey, batch: list[Chunk]) -> list[ChunkResult]:
         pack = self.settings.pack_short_audio and not key.word_timestamps and len(batch) > 1
-        windows = plan_windows([c.duration for c in batch]) if pack else [[i] for i in range(len(batch))]
+        windows = (plan_windows([c.duration for c in batch], [c.request for c in batch]) if pack
+                   else [[i] for i in range(len(batch))])
         results: list[ChunkResult | None] = [None] * len(batch)
         unpack = self._decode_windows(key, batch, windows, results)
         if unpack:  # a segment crossed between two requests: decode those chunks alone instead
@@ -367,10 +376,13 @@ class WhisperBackend:
         if packed_segments is None:
             subsegments = split_segments(self.model, tokenizer, tokens, chunk.offset, chunk.duration)
         else:
-            shift = chunk.offset - packed_start
-            subsegments = [dict(sub, start=max(chunk.offset, sub["start"] + shift),
-                                end=min(chunk.offset + chunk.duration, sub["end"] + shift))
-                           for sub in packed_segments]
+            # Window time -> this chunk's time, kept inside the chunk (a segment may have run into
+            # the silence around it).
+            shift, chunk_end = chunk.offset - packed_start, chunk.offset + chunk.duration
+            subsegments = []
+            for sub in packed_segments:
+                end = min(chunk_end, max(chunk.offset, sub["end"] + shift))
+                subsegments.append(dict(sub, start=min(end, max(chunk.offset, sub["start"] + shift)), end=end))
         seek = int(chunk.offset * self.frames_per_second)
         for sub in subsegments:
             sub["text"] = tokenizer.decode(sub["tokens"])

@@ -252,3 +252,29 @@ def test_a_hung_batch_turns_health_red():
     assert not ok and "running for over" in reason
     model.release.set()
     wait_until(lambda: batcher.health()[0], 5)
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=8, max_wait_ms=60_000)
+    assert Batcher.gather([batcher.submit(1)], timeout_s=10) == [2]  # not held for the 60 s window
+
+
+def test_a_batch_waits_for_requests_still_being_decoded():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=8, max_wait_ms=10_000)
+    announced, submitted = threading.Event(), []
+
+    def slow_decoder():
+        with batcher.expecting():
+            announced.set()
+            time.sleep(0.3)  # decoding an image
+            submitted.append(batcher.submit(20))
+
+    thread = threading.Thread(target=slow_decoder)
+    thread.start()
+    announced.wait(5)
+    first = batcher.submit(10)
+    thread.join()
+    assert first.result(10) == 20 and submitted[0].result(10) == 40
+    assert [payloads for _, payloads in model.batches] == [[10, 20]]

@@ -156,12 +156,40 @@ def test_a_failing_batch_is_a_500_for_its_requests_only_and_the_service_keeps_se
     assert client.get("/health").status_code == 200
 
 
-def test_overload_is_429_with_retry_after():
-    _, client = make_client(max_queue=1, max_inputs=64)
-    response = client.post("/embed", data={"text": ["a", "b", "c"]})
+class HeldBackend(FakeClipBackend):
+    """Holds every batch until released, so the queue behind it fills up."""
+
+    release = threading.Event()
+    release.set()  # let the warm-up batch through
+
+    def forward(self, kind, batch):
+        self.release.wait(30)
+        return super().forward(kind, batch)
+
+
+def test_overload_is_429_with_retry_after_and_the_queue_drains_afterwards():
+    app, client = make_client(HeldBackend, max_queue=4, max_batch_size=1, max_wait_ms=0)
+    HeldBackend.release.clear()
+    runner = app.extensions["model_runner"]
+    waiting = [threading.Thread(target=client.post, args=("/embed",), kwargs={"data": {"text": f"t{n}"}})
+               for n in range(5)]  # one in the model, four filling the queue
+    for thread in waiting:
+        thread.start()
+    wait_until(lambda: runner.batcher.queue_depth() == 4, 10)
+    response = client.post("/embed", data={"text": "one too many"})
     assert response.status_code == 429
     assert response.get_json()["error"]["code"] == "overloaded"
     assert int(response.headers["Retry-After"]) >= 1
+    HeldBackend.release.set()
+    for thread in waiting:
+        thread.join(30)
+    assert client.post("/embed", data={"text": "after"}).status_code == 200
+
+
+def test_a_request_bigger_than_the_whole_queue_is_413_not_429():
+    _, client = make_client(max_queue=2)
+    response = client.post("/embed", data={"text": ["a", "b", "c"]})
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "too_many_inputs"
 
 
 def test_health_reports_model_and_batching(client):

@@ -19,9 +19,15 @@ from worker.whisper_backend import WhisperBackend
 
 @pytest.mark.unit
 def test_plan_windows_fills_30_seconds_with_gaps_in_arrival_order():
-    assert plan_windows([3.0, 4.0, 29.0, 20.0, 5.0]) == [[0, 1, 3], [2], [4]]
-    assert plan_windows([30.0, 30.0]) == [[0], [1]]
-    assert plan_windows([14.7, 14.7]) == [[0, 1]]  # 14.7 + 0.6 + 14.7 = 30.0 fits exactly
+    assert plan_windows([3.0, 4.0, 29.0, 20.0, 5.0], ["a", "b", "c", "d", "e"]) == [[0, 1, 3], [2], [4]]
+    assert plan_windows([30.0, 30.0], ["a", "b"]) == [[0], [1]]
+    assert plan_windows([14.7, 14.7], ["a", "b"]) == [[0, 1]]  # 14.7 + 0.6 + 14.7 = 30.0 fits exactly
+
+
+@pytest.mark.unit
+def test_a_requests_own_chunks_never_share_a_window():
+    assert plan_windows([10.0, 8.0, 5.0], ["a", "a", "b"]) == [[0, 2], [1]]
+    assert plan_windows([3.0, 3.0, 3.0], ["a", "a", "a"]) == [[0], [1], [2]]
 
 
 @pytest.mark.unit
@@ -64,7 +70,8 @@ def test_concurrent_clips_share_windows_and_get_their_own_segments(speech):
     for n, transcript in enumerate(transcripts):
         words = set(normalise(transcript.text).split())
         heard += len(words & set(KEY_WORDS[n]))
-        assert all(0 <= s.start <= s.end <= transcript.duration + 0.05 for s in transcript.segments)
+        spans = [(s.start, s.end) for s in transcript.segments]
+        assert all(0 <= start <= end <= transcript.duration + 0.05 for start, end in spans), (spans, transcript)
         for m, theirs in enumerate(KEY_WORDS):
             # A segment handed to the wrong request would bring a whole sentence of someone else's
             # words. (Single words can drift between packed requests: the documented trade-off.)

@@ -1,0 +1,46 @@
+"""RATE_LIMIT_STORAGE_URI=redis://...: two instances share one client's budget (a real redis-server)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import free_port
+from tests.core.test_http_core import make_client
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not installed (make setup installs it)")
+    port = free_port()
+    server = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_two_instances_share_the_budget_through_redis(redis_url):
+    first = make_client(rate_limit="3/minute", rate_limit_storage_uri=redis_url)
+    second = make_client(rate_limit="3/minute", rate_limit_storage_uri=redis_url)
+    statuses = [client.post("/embed", data={"text": "x"}).status_code for client in (first, second, first, second)]
+    assert statuses == [200, 200, 200, 429]
