@@ -32,29 +32,56 @@ def clip(repeats: int, n_images: int = 64) -> dict:
     return rates
 
 
+def decode(repeats: int, n_images: int = 12) -> dict:
+    """Images/s on one thread: 12 MP JPEG -> model input, reference transform vs this server's path."""
+    import io
+
+    import open_clip
+    from PIL import Image
+
+    from server.images import ImageSpec, decode_image
+    from tests.media import encode, photo_like
+
+    model, _, reference = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
+    cfg = model.visual.preprocess_cfg
+    spec = ImageSpec(size=224, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    images = [encode(photo_like(4000, 3000, seed=n), "JPEG", quality=90) for n in range(n_images)]
+
+    def rate(convert) -> float:
+        started = time.perf_counter()
+        for data in images:
+            convert(data)
+        return n_images / (time.perf_counter() - started)
+
+    return {
+        "reference": [rate(lambda d: reference(Image.open(io.BytesIO(d)).convert("RGB"))) for _ in range(repeats)],
+        "fast": [rate(lambda d: decode_image(d, spec, 50_000_000)) for _ in range(repeats)],
+    }
+
+
 def whisper(repeats: int, model_dir: str, cpu_threads: int, long_path: str, clip_paths: list[str]) -> dict:
-    """Audio-s per wall-s: the batched pipeline on the long file, transcribe() clip after clip."""
+    """Audio-s per wall-s, decoding included (as the servers must): the batched pipeline on the long
+    file, transcribe() clip after clip."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
     from faster_whisper.audio import decode_audio
 
     model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads)
     pipeline = BatchedInferencePipeline(model)
-    long_audio = decode_audio(long_path)
-    clips = [decode_audio(path) for path in clip_paths]
-    clip_seconds = sum(len(audio) for audio in clips) / 16000
 
     def run_long():
         started = time.perf_counter()
-        segments, info = pipeline.transcribe(long_audio, batch_size=8, beam_size=5, without_timestamps=False)
+        segments, info = pipeline.transcribe(decode_audio(long_path), batch_size=8, beam_size=5,
+                                             without_timestamps=False)
         list(segments)
         return info.duration / (time.perf_counter() - started)
 
     def run_clips():
-        started = time.perf_counter()
-        for audio in clips:
-            segments, _ = model.transcribe(audio, beam_size=5)
+        started, seconds = time.perf_counter(), 0.0
+        for path in clip_paths:
+            segments, info = model.transcribe(decode_audio(path), beam_size=5)
             list(segments)
-        return clip_seconds / (time.perf_counter() - started)
+            seconds += info.duration
+        return seconds / (time.perf_counter() - started)
 
     run_clips()  # warm-up
     return {"long": [run_long() for _ in range(repeats)], "clips": [run_clips() for _ in range(repeats)]}
@@ -62,4 +89,4 @@ def whisper(repeats: int, model_dir: str, cpu_threads: int, long_path: str, clip
 
 if __name__ == "__main__":
     which, arguments = sys.argv[1], json.loads(sys.argv[2])
-    print(json.dumps({"clip": clip, "whisper": whisper}[which](**arguments)))
+    print(json.dumps({"clip": clip, "decode": decode, "whisper": whisper}[which](**arguments)))

@@ -203,16 +203,25 @@ class Row:
         return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def repeat(times: int, run: Callable[[], LoadResult | float], row: Row) -> Row:
-    """Run a measurement ``times`` times into ``row`` (a float result is a rate with no latencies)."""
-    for _ in range(times):
-        outcome = run()
-        if isinstance(outcome, LoadResult):
-            row.rates.append(outcome.rate)
-            row.latencies_s.extend(outcome.latencies_s)
-        else:
-            row.rates.append(outcome)
-    return row
+def record(row: Row, outcome: LoadResult | float) -> None:
+    """Add one measurement to a row (a float is a rate with no latencies)."""
+    if isinstance(outcome, LoadResult):
+        row.rates.append(outcome.rate)
+        row.latencies_s.extend(outcome.latencies_s)
+    else:
+        row.rates.append(outcome)
+
+
+def interleave(repeats: int, runs: list[tuple[Row, Callable[[], LoadResult | float]]]) -> None:
+    """Measure every configuration once per round, ``repeats`` rounds.
+
+    Round-robin rather than all repeats of one configuration then the next: this machine is
+    shared, its speed drifts over minutes, and a drift must not land on one configuration only.
+    """
+    for round_number in range(1, repeats + 1):
+        for row, run in runs:
+            record(row, run())
+            print(f"  round {round_number}: {row.label}: {row.rates[-1]:.2f}", flush=True)
 
 
 def table(title: str, unit: str, rows: list[Row], baseline: Row) -> str:
@@ -225,8 +234,9 @@ def table(title: str, unit: str, rows: list[Row], baseline: Row) -> str:
         def ms(value):
             return f"{value * 1000:.0f}" if value is not None else "-"
 
+        rss = f"{row.peak_mb:.0f}" if row.peak_mb else "-"
         lines.append(f"| {row.label} | {row.rate:.2f} | {row.rate / baseline.rate:.2f}x | {ms(p50)} | {ms(p99)} "
-                     f"| {row.peak_mb:.0f} |")
+                     f"| {rss} |")
     return "\n".join(lines)
 
 

