@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from core.launcher import exec_gunicorn
+from core.launcher import exec_gunicorn, options_to_env
 from core.settings import SettingsError
 from server.backends import make_backend
 from server.models import ModelNotBaked
@@ -21,10 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="PORT (default 5001)")
     parser.add_argument("--device", help="CLIP_DEVICE: auto, cuda, cpu")
     args = parser.parse_args(argv)
-    for env, value in (("CLIP_MODEL", args.model), ("CLIP_PRETRAINED", args.pretrained),
-                       ("PORT", args.port), ("CLIP_DEVICE", args.device)):
-        if value is not None:
-            os.environ[env] = str(value)
+    options_to_env({"CLIP_MODEL": args.model, "CLIP_PRETRAINED": args.pretrained, "PORT": args.port,
+                    "CLIP_DEVICE": args.device})
     try:  # fail here, in the foreground, with one clear line: a bad setting or missing weights
         make_backend(ServerSettings.from_env()).check_weights()
     except (SettingsError, ModelNotBaked) as err:

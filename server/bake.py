@@ -8,12 +8,12 @@ kept unless ``--force``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from core.launcher import options_to_env
 from server.models import MANIFEST, ClipModelSpec, resolve_spec, write_manifest
 from server.settings import ServerSettings
 
@@ -72,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", help="MODELS_DIR")
     parser.add_argument("--force", action="store_true", help="bake again even if present")
     args = parser.parse_args(argv)
-    for env, value in (("CLIP_MODEL", args.model), ("CLIP_PRETRAINED", args.pretrained),
-                       ("MODELS_DIR", args.models_dir)):
-        if value:
-            os.environ[env] = value
+    options_to_env({"CLIP_MODEL": args.model, "CLIP_PRETRAINED": args.pretrained, "MODELS_DIR": args.models_dir})
     bake(ServerSettings.from_env(), force=args.force)
     return 0
 

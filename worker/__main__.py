@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from core.errors import ModelNotBaked
-from core.launcher import exec_gunicorn
+from core.launcher import exec_gunicorn, options_to_env
 from core.settings import SettingsError
 from worker.models import resolve_model_dir
 from worker.settings import WorkerSettings
@@ -20,9 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="PORT (default 8080)")
     parser.add_argument("--device", help="WHISPER_DEVICE: auto, cuda, cpu")
     args = parser.parse_args(argv)
-    for env, value in (("WHISPER_MODEL", args.model), ("PORT", args.port), ("WHISPER_DEVICE", args.device)):
-        if value is not None:
-            os.environ[env] = str(value)
+    options_to_env({"WHISPER_MODEL": args.model, "PORT": args.port, "WHISPER_DEVICE": args.device})
     try:  # fail here, in the foreground, with one clear line: a bad setting or a missing model
         resolve_model_dir(WorkerSettings.from_env())
     except (SettingsError, ModelNotBaked) as err:

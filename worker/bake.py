@@ -8,11 +8,11 @@ with faster-whisper's downloader. At run time the worker reads only that directo
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
 
+from core.launcher import options_to_env
 from worker.models import EMBEDDED_MODEL, baked_dir, embedded_model_dir, is_model_dir
 from worker.settings import WorkerSettings
 
@@ -50,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", help="MODELS_DIR")
     parser.add_argument("--force", action="store_true", help="bake again even if present")
     args = parser.parse_args(argv)
-    for env, value in (("WHISPER_MODEL", args.model), ("MODELS_DIR", args.models_dir)):
-        if value:
-            os.environ[env] = value
+    options_to_env({"WHISPER_MODEL": args.model, "MODELS_DIR": args.models_dir})
     bake(WorkerSettings.from_env(), force=args.force)
     return 0
 

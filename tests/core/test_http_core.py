@@ -92,7 +92,8 @@ def test_body_over_the_limit_is_413_json():
 def test_unknown_route_and_wrong_method_are_json():
     client = make_client()
     missing = client.get("/nope")
-    assert missing.status_code == 404 and missing.get_json() == error_body("not_found", missing.get_json()["error"]["message"])
+    assert missing.status_code == 404
+    assert missing.get_json() == error_body("not_found", missing.get_json()["error"]["message"])
     wrong = client.get("/embed")
     assert wrong.status_code == 405 and "POST" in wrong.headers["Allow"]
     assert wrong.get_json()["error"]["code"] == "method_not_allowed"
@@ -107,8 +108,9 @@ def test_unsupported_content_type_is_415():
 def test_json_log_lines_carry_trace_and_never_bodies_or_keys(capsys):
     client = make_client(api_key="very-secret-key")
     capsys.readouterr()
+    trace = "0123456789abcdef0123456789abcdef"
     client.post("/embed", data={"text": "confidential words"},
-                headers={"X-API-Key": "very-secret-key", "X-Cloud-Trace-Context": "0123456789abcdef0123456789abcdef/1;o=1"})
+                headers={"X-API-Key": "very-secret-key", "X-Cloud-Trace-Context": f"{trace}/1;o=1"})
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     request_lines = [line for line in lines if line.get("httpRequest", {}).get("requestUrl") == "/embed"]
     assert request_lines, lines

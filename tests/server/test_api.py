@@ -15,7 +15,7 @@ from server.backends.fake import FakeClipBackend
 from server.models import resolve_spec
 from server.settings import ServerSettings
 from tests.conftest import wait_until
-from tests.media import encode, photo_like
+from tests.media import encode
 
 pytestmark = pytest.mark.unit
 
