@@ -19,7 +19,7 @@ from server.demo.shapes import TRAIN_STREAM, all_classes, draw_shape, random_cap
 # A fixed thread count: float reductions (and so the weights) depend on it.
 NUM_THREADS = 2
 PER_CLASS = 2  # pictures of each (colour, shape) class in every batch
-LR = 2e-3
+LR = 3e-3
 WEIGHT_DECAY = 0.05
 WARMUP_STEPS = 40
 EVAL_SEED = 0
@@ -80,9 +80,9 @@ def clip_loss(image_features, text_features, logit_scale, labels):
 
 
 def _optimizer(model):
-    """AdamW with weight decay only on matrices (not gains, biases, embeddings' scale)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "ln" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "ln" not in n)]
+    """AdamW; weight decay on weight matrices only, not on biases, norm gains or logit_scale."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
                               {"params": rest, "weight_decay": 0.0}], lr=LR, fused=True)
 
@@ -143,7 +143,7 @@ def main(argv=None):
     """Command line entry point: train, save, then report held-out zero-shot accuracy."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(checkpoint_path().parent), help="output directory")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-n", type=int, default=480, help="held-out pictures (0: skip)")
     args = parser.parse_args(argv)
