@@ -100,20 +100,19 @@ class ModelRunner:
                     for future in queued:
                         future.cancel()
                 raise
-        results = {}
-        for kind, queued in futures.items():
-            outputs = Batcher.gather(queued, timeout_s=timeout + 1.0)
-            if batch_sizes is not None:
-                batch_sizes.extend(getattr(f, "batch_size", 0) for f in queued)
-            results[kind] = [self.backend.postprocess(kind, out) for out in outputs]
+        results = {kind: [self.backend.postprocess(kind, out) for out in self._wait(queued, batch_sizes)]
+                   for kind, queued in futures.items()}
         return {kind: results.get(kind, []) for kind in raws_by_kind}
 
     def submit_and_wait(self, kind: Hashable, items: Sequence[Any],
                         batch_sizes: list[int] | None = None) -> list[Any]:
         """Queue already-preprocessed items of one kind and wait for their forward() outputs."""
-        timeout = self.settings.request_timeout_s
-        futures = self.batcher.submit_many(items, key=kind, timeout_s=timeout)
-        outputs = Batcher.gather(futures, timeout_s=timeout + 1.0)
+        futures = self.batcher.submit_many(items, key=kind, timeout_s=self.settings.request_timeout_s)
+        return self._wait(futures, batch_sizes)
+
+    def _wait(self, futures: list, batch_sizes: list[int] | None) -> list[Any]:
+        """Gather outputs within the request deadline; note the batch sizes for the request log."""
+        outputs = Batcher.gather(futures, timeout_s=self.settings.request_timeout_s + 1.0)
         if batch_sizes is not None:
             batch_sizes.extend(getattr(f, "batch_size", 0) for f in futures)
         return outputs

@@ -37,10 +37,6 @@ class Unauthorized(ServiceError):
     status, code = 401, "unauthorized"
 
 
-class NotFound(ServiceError):
-    status, code = 404, "not_found"
-
-
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

@@ -94,7 +94,3 @@ def apply(namespace: dict, settings: CoreSettings) -> None:
         },
     )
 
-
-def gunicorn_argv(app_uri: str, config_path: str) -> list[str]:
-    """The command line ``python -m server|worker`` runs."""
-    return ["gunicorn", "--config", config_path, app_uri]

@@ -164,6 +164,12 @@ class CoreSettings:
         return out
 
 
+def override(name: str, default: Any, doc: str | None = None) -> Any:
+    """Redeclare a CoreSettings field in a service: same variable and checks, its own default (and why)."""
+    base = next(f for f in dataclasses.fields(CoreSettings) if f.name == name)
+    return field(default=default, metadata={**base.metadata, "doc": doc or base.metadata["doc"]})
+
+
 def settings_table(cls: type[CoreSettings]) -> str:
     """Markdown table of a settings class: variable, default, meaning (for the README)."""
     rows = ["| Variable | Default | What it does |", "|---|---|---|"]

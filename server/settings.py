@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.settings import CoreSettings, setting
+from core.settings import CoreSettings, override, setting
 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}"
 
@@ -13,14 +13,9 @@ DEFAULT_PROMPT_TEMPLATE = "a photo of a {}"
 class ServerSettings(CoreSettings):
     """Everything the CLIP server reads from the environment."""
 
-    port: int = setting("PORT", 5001, "TCP port to listen on (Cloud Run sets it).", minimum=1)
-    web_threads: int = setting(
-        "WEB_THREADS", 32,
-        "gunicorn gthread threads = requests one instance handles at once; match Cloud Run "
-        "--concurrency, and keep it above MAX_BATCH_SIZE so batches can fill.", minimum=1)
-    request_timeout_s: float = setting(
-        "REQUEST_TIMEOUT_S", 30.0, "An item still waiting for the model after this long gets 504.",
-        minimum=0.001)
+    port: int = override("port", 5001)
+    web_threads: int = override("web_threads", 32)
+    request_timeout_s: float = override("request_timeout_s", 30.0)
     clip_model: str = setting(
         "CLIP_MODEL", "demo",
         "open_clip architecture (ViT-B-32, ViT-L-14, ...), hf:ORG/NAME for transformers, demo "

@@ -4,26 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.settings import CoreSettings, setting
+from core.settings import CoreSettings, override, setting
 
 
 @dataclass(frozen=True)
 class WorkerSettings(CoreSettings):
     """Everything the worker reads from the environment."""
 
-    port: int = setting("PORT", 8080, "TCP port to listen on (Cloud Run sets it).", minimum=1)
-    max_wait_ms: float = setting(
-        "MAX_WAIT_MS", 50.0,
+    port: int = override("port", 8080)
+    max_wait_ms: float = override(
+        "max_wait_ms", 50.0,
         "How long the first 30 s chunk of a batch waits for company; a Whisper batch takes "
-        "seconds, so waiting a little to fill it is cheap.", minimum=0)
-    max_queue: int = setting(
-        "MAX_QUEUE", 1024,
-        "30 s chunks waiting for the model (about 1 MB of features each) before 429 + Retry-After.",
-        minimum=1)
-    request_timeout_s: float = setting(
-        "REQUEST_TIMEOUT_S", 900.0,
-        "A chunk still waiting for the model after this long gets 504; long files need minutes.",
-        minimum=0.001)
+        "seconds, so waiting a little to fill it is cheap.")
+    max_queue: int = override(
+        "max_queue", 1024,
+        "30 s chunks waiting for the model (about 1 MB of features each) before 429 + Retry-After.")
+    request_timeout_s: float = override(
+        "request_timeout_s", 900.0,
+        "A chunk still waiting for the model after this long gets 504; long files need minutes.")
     whisper_model: str = setting(
         "WHISPER_MODEL", "tiny.en",
         "faster-whisper size (tiny.en, small, large-v3, distil-large-v3, ...) baked into "

@@ -1,0 +1,30 @@
+"""gunicorn config logic that needs no GPU: GPU discovery without CUDA, one GPU per worker."""
+
+import pytest
+
+from core.gunicorn_conf import apply, gpu_ids, pick_gpu
+from server.settings import ServerSettings
+
+pytestmark = pytest.mark.unit
+
+
+def test_gpu_ids_come_from_cuda_visible_devices_without_touching_cuda():
+    assert gpu_ids({"CUDA_VISIBLE_DEVICES": "0,2"}) == ["0", "2"]
+    assert gpu_ids({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    assert gpu_ids({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_a_restarted_worker_takes_the_gpu_its_predecessor_freed():
+    assert pick_gpu(set(), ["0", "1"]) == "0"
+    assert pick_gpu({"0"}, ["0", "1"]) == "1"
+    assert pick_gpu({"1"}, ["0", "1"]) == "0"  # worker on GPU 0 died and is replaced
+    assert pick_gpu({"0", "1"}, ["0", "1"]) is None
+
+
+def test_config_honours_port_threads_and_cloud_runs_shutdown_window(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    config = {}
+    apply(config, ServerSettings.from_env({"PORT": "9123", "WEB_THREADS": "12"}))
+    assert config["bind"] == "0.0.0.0:9123" and config["threads"] == 12 and config["workers"] == 1
+    assert config["worker_class"] == "gthread" and not config["preload_app"]
+    assert config["graceful_timeout"] < 10
