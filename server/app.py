@@ -8,8 +8,8 @@ from core.backend import ModelRunner
 from core.health import install_health
 from core.http import build_app
 from server.backends import ClipBackend, make_backend
-from server.label_cache import LabelCache
 from server.routes import bp
+from server.service import ClipService
 from server.settings import ServerSettings
 
 
@@ -22,8 +22,10 @@ def create_app(settings: ServerSettings | None = None, backend: ClipBackend | No
     # exits) instead of answering 503 until the startup probe gives up minutes later.
     backend.check_weights()
     runner = ModelRunner(backend, settings, name="clip")
+    service = ClipService(runner, settings)
     app.extensions["model_runner"] = runner
-    app.extensions["label_cache"] = LabelCache(settings.label_cache_size)
+    app.extensions["clip_service"] = service
+    app.extensions["label_cache"] = service.label_cache
     install_health(app, runner.health, service="clip-server")
     app.register_blueprint(bp)
     app.logger.info("starting", extra={"settings": settings.public_dict()})

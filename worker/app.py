@@ -8,8 +8,8 @@ from core.backend import ModelRunner
 from core.health import install_health
 from core.http import build_app
 from worker.routes import bp
+from worker.service import WhisperService
 from worker.settings import WorkerSettings
-from worker.transcriber import Transcriber
 from worker.whisper_backend import WhisperBackend
 
 
@@ -21,7 +21,9 @@ def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     backend.check_weights()  # a missing model fails the worker's boot at once (see server/app.py)
     runner = ModelRunner(backend, settings, name="whisper")
     app.extensions["model_runner"] = runner
-    app.extensions["transcriber"] = Transcriber(runner)
+    service = WhisperService(runner, settings)
+    app.extensions["whisper_service"] = service
+    app.extensions["transcriber"] = service.transcriber
     install_health(app, runner.health, service="whisper-worker")
     app.register_blueprint(bp)
     app.logger.info("starting", extra={"settings": settings.public_dict()})

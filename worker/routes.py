@@ -1,13 +1,14 @@
-"""HTTP routes of the Whisper worker: /transcribe (and its OpenAI-compatible alias)."""
+"""HTTP routes of the Whisper worker: /transcribe (and its OpenAI-compatible alias).
+
+Routes only read the request and render the answer; the work is ``worker.service.WhisperService``.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, request
 
 from core.errors import InvalidInput
-from worker.formats import render
-from worker.options import parse_options
-from worker.transcriber import Transcriber
+from worker.service import WhisperService
 
 bp = Blueprint("whisper", __name__)
 AUDIO_FIELDS = ("audio", "file")  # "file" is what OpenAI clients send
@@ -34,12 +35,9 @@ def _upload() -> bytes:
 def transcribe():
     """Transcribe one uploaded recording; options as form fields or query parameters."""
     data = _upload()
-    transcriber: Transcriber = current_app.extensions["transcriber"]
-    backend = transcriber.backend
-    raw_options = {**request.args.to_dict(flat=False), **request.form.to_dict(flat=False)}
-    options = parse_options(raw_options, multilingual=backend.multilingual, model_name=backend.name,
-                            default_beam_size=current_app.extensions["settings"].default_beam_size)
-    transcript = transcriber.transcribe(data, options, g.batch_sizes)
+    service: WhisperService = current_app.extensions["whisper_service"]
+    options = service.options({**request.args.to_dict(flat=False), **request.form.to_dict(flat=False)})
+    transcript = service.transcribe(data, options, g.batch_sizes)
     g.inputs = {"audio_seconds": round(transcript.duration, 2), "segments": len(transcript.segments)}
-    body, content_type = render(transcript, options.response_format)
+    body, content_type = service.render(transcript, options.response_format)
     return Response(body, content_type=content_type)

@@ -1,0 +1,95 @@
+"""What the CLIP server does, one method per job: embed inputs, classify images.
+
+Every entry point calls these and nothing else: the HTTP routes, and later callbacks, events and
+batch jobs. None of them talks to the batcher or the backend on its own, so validation, batching
+and the response shape live in one place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.backend import ModelRunner
+from core.errors import InvalidInput, PayloadTooLarge
+from server.backends import IMAGE, TEXT
+from server.label_cache import LabelCache
+from server.settings import DEFAULT_PROMPT_TEMPLATE, ServerSettings
+
+
+def vector(values: np.ndarray) -> list[float]:
+    """One embedding as a JSON-ready list."""
+    # 7 decimals keep unit vectors exact to ~1e-7 and make the JSON about half as long.
+    return np.round(values.astype(np.float64), 7).tolist()
+
+
+class ClipService:
+    """The CLIP server's jobs on one runner (model + batcher) and one label cache."""
+
+    def __init__(self, runner: ModelRunner, settings: ServerSettings):
+        self.runner = runner
+        self.settings = settings
+        self.label_cache = LabelCache(settings.label_cache_size)
+
+    def embed(self, images: list[bytes], texts: list[str], batch_sizes: list[int] | None = None) -> dict:
+        """Embed images and/or texts (already counted and checked) -> the /embed response body."""
+        runner = self.runner
+        out = runner.run_many({IMAGE: images, TEXT: texts}, batch_sizes)
+        body = {"model": runner.backend.spec.label, "dim": runner.backend.dim}
+        if images:
+            body["image_embeddings"] = [vector(v) for v in out[IMAGE]]
+        if texts:
+            body["text_embeddings"] = [vector(v) for v in out[TEXT]]
+        if len(images) + len(texts) == 1:
+            body["embedding"] = (body.get("image_embeddings") or body["text_embeddings"])[0]
+        return body
+
+    def classify_options(self, labels: list, template, top_k) -> tuple[list[str], str, int]:
+        """Validate /classify's options -> (labels, template, top_k); raises 4xx ServiceErrors."""
+        if not labels:
+            raise InvalidInput("send the candidate labels as repeated 'labels' fields or a JSON list",
+                               code="no_labels")
+        for n, label in enumerate(labels):
+            if not isinstance(label, str) or not label.strip():
+                raise InvalidInput(f"label {n} must be a non-empty string", code="invalid_labels")
+        limit = self.settings.max_labels
+        if len(labels) > limit:
+            raise PayloadTooLarge(f"{len(labels)} labels; the limit is {limit} (MAX_LABELS)",
+                                  code="too_many_labels")
+        template = template or DEFAULT_PROMPT_TEMPLATE
+        if not isinstance(template, str) or "{}" not in template:
+            raise InvalidInput("template must contain '{}' where the label goes, e.g. 'a photo of a {}'",
+                               code="invalid_template")
+        return [label.strip() for label in labels], template, _top_k(top_k, len(labels))
+
+    def classify(self, images: list[bytes], labels: list[str], template: str, top_k: int,
+                 batch_sizes: list[int] | None = None) -> dict:
+        """Zero-shot scores of each image against the labels -> the /classify response body."""
+        runner = self.runner
+        # str.replace, not str.format: a label with braces must not be able to break the template.
+        prompts = [template.replace("{}", label) for label in labels]
+        label_vectors = self.label_cache.get_many(prompts, lambda missing: runner.run(TEXT, missing, batch_sizes))
+        image_vectors = np.stack(runner.run(IMAGE, images, batch_sizes))
+        logits = runner.backend.logit_scale * image_vectors @ label_vectors.T
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        results = []
+        for row in probabilities:
+            order = np.argsort(-row, kind="stable")[:top_k]
+            results.append({"labels": [{"label": labels[i], "score": round(float(row[i]), 6)} for i in order]})
+        body = {"model": runner.backend.spec.label, "template": template, "results": results}
+        if len(results) == 1:
+            body["labels"] = results[0]["labels"]
+        return body
+
+
+def _top_k(raw, n_labels: int) -> int:
+    if raw is None:
+        return n_labels
+    try:
+        top_k = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput("top_k must be a positive integer", code="invalid_option") from None
+    if top_k < 1:
+        raise InvalidInput("top_k must be a positive integer", code="invalid_option")
+    return min(top_k, n_labels)

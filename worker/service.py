@@ -1,0 +1,40 @@
+"""What the Whisper worker does, one method per job: transcribe this audio with these options.
+
+Every entry point calls these and nothing else: the HTTP routes, and later callbacks, events and
+batch jobs. None of them talks to the batcher or the backend on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from core.backend import ModelRunner
+from worker.formats import Transcript, render
+from worker.options import TranscribeOptions, parse_options
+from worker.settings import WorkerSettings
+from worker.transcriber import Transcriber
+
+
+class WhisperService:
+    """The worker's jobs on one runner (model + batcher)."""
+
+    def __init__(self, runner: ModelRunner, settings: WorkerSettings):
+        self.runner = runner
+        self.settings = settings
+        self.transcriber = Transcriber(runner)
+
+    def options(self, raw: Mapping[str, list]) -> TranscribeOptions:
+        """Validate raw option fields (form, query or JSON, each a list of values); raises 4xx."""
+        backend = self.runner.backend
+        return parse_options(raw, multilingual=backend.multilingual, model_name=backend.name,
+                             default_beam_size=self.settings.default_beam_size)
+
+    def transcribe(self, data: bytes, options: TranscribeOptions,
+                   batch_sizes: list[int] | None = None) -> Transcript:
+        """Upload bytes -> Transcript (raises ServiceErrors for bad input or overload)."""
+        return self.transcriber.transcribe(data, options, batch_sizes if batch_sizes is not None else [])
+
+    @staticmethod
+    def render(transcript: Transcript, response_format: str) -> tuple[str, str]:
+        """Transcript -> (body, content type) in one of the response formats."""
+        return render(transcript, response_format)
