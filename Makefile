@@ -4,17 +4,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup system-deps run run-server run-worker test test-fast bench lint samples demo-model clean
+.PHONY: setup system-deps run run-server run-server-vitb32 run-worker test test-fast bench lint samples demo-model clean
 
 setup: system-deps $(STAMP)  ## create .venv and install everything (idempotent)
 
 $(STAMP):
+	@echo "==> creating $(VENV) (needs python3-venv on Debian)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/dev.txt
+	@echo "==> installing requirements/dev.txt into $(VENV): about 6 GB on disk, 3-5 minutes"
+	@echo "    (torch 2.14.1 + torchvision 0.29.1 are most of it; pip shows each package below)"
+	$(PY) -m pip install --progress-bar on -r requirements/dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
+	@echo "==> $(VENV) is ready"
 
-system-deps:  ## espeak-ng, ffmpeg, shellcheck (apt)
+system-deps:  ## espeak-ng, ffmpeg, shellcheck, redis-server (apt)
 	bash scripts/install-system-deps.sh
 
 run: setup  ## CLIP server on :5001 and Whisper worker on :8080, embedded default models
@@ -22,6 +26,9 @@ run: setup  ## CLIP server on :5001 and Whisper worker on :8080, embedded defaul
 
 run-server: setup
 	$(PY) -m server
+
+run-server-vitb32: setup  ## CLIP server with production-shaped vectors: ViT-B-32, random weights, 512 dims
+	CLIP_MODEL=ViT-B-32 CLIP_PRETRAINED=random $(PY) -m server
 
 run-worker: setup
 	$(PY) -m worker
@@ -43,7 +50,7 @@ lint: setup
 samples: setup  ## photo.jpg and meeting.m4a for the README's curl examples
 	$(PY) scripts/make_samples.py .
 
-demo-model: setup  ## retrain the embedded demo CLIP model (about 3 minutes on 2 cores)
+demo-model: setup  ## retrain the embedded demo CLIP model (about 2 minutes on 2 cores)
 	$(PY) -m server.demo.train
 
 clean:
