@@ -171,6 +171,7 @@ class AsyncJobs:
             if job.finished:  # already failed as shutting_down
                 return
             job.finished = True
+            job.work = None  # drop the upload now; only the result waits for delivery
             job.record.update(status=body["status"], result=body)
             self._lock.notify_all()
         self._save(job)

@@ -162,12 +162,19 @@ class Deliverer:
             else:
                 conn = _PinnedConnection(target, address, timeout, self.socket_factory)
             try:
+                conn.connect()
+            except OSError as err:
+                errors.append(f"{address}: {type(err).__name__}: {err}")
+                conn.close()
+                continue  # never connected: the next checked address may be up
+            try:
                 conn.request("POST", target.path, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read(64 * 1024)  # drain a little so the connection closes cleanly
                 return self._result(response.status, response.getheader("Retry-After"))
             except (OSError, http.client.HTTPException) as err:
-                errors.append(f"{address}: {type(err).__name__}: {err}")
+                # Sent but no answer: the receiver may have it; retry later (it dedupes on job_id).
+                return AttemptResult(False, retryable=True, error=f"{address}: {type(err).__name__}: {err}")
             finally:
                 conn.close()
         return AttemptResult(False, retryable=True, error="; ".join(errors)[:500])

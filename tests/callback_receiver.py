@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +28,7 @@ class Receiver:
     secret: str
     script: list[tuple[int, dict]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None  # serve https with this server context
 
     def __post_init__(self):
         receiver = self
@@ -54,6 +56,8 @@ class Receiver:
         self.arrived = threading.Condition(self.lock)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 
@@ -132,3 +135,37 @@ def test_sender_retries_in_the_background_and_flush_makes_the_last_attempt_now(r
     started = time.monotonic()
     assert sender2.flush(5) and time.monotonic() - started < 3
     assert done[1]["state"] == "failed" and done[1]["attempts"] == 2 and done[1]["last_status"] == 503
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for hooks.test (openssl), trusted by the test's client context."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=hooks.test",
+                    "-addext", "subjectAltName=DNS:hooks.test", "-keyout", str(folder / "key.pem"),
+                    "-out", str(folder / "cert.pem")], check=True, capture_output=True)
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_https_goes_to_the_checked_address_with_sni_and_certificate_of_the_host_name(certificate):
+    cert, key = certificate
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    receiver = Receiver(SECRET, tls=server_context)
+    try:
+        client_context = ssl.create_default_context(cafile=str(cert))
+        resolve = lambda host, port: ["127.0.0.1"]  # noqa: E731 - hooks.test is the receiver on loopback
+        guard = AddressGuard([f"hooks.test:{receiver.port}", f"other.test:{receiver.port}"], resolver=resolve)
+        deliverer = Deliverer(SECRET, guard, RetryPolicy(max_attempts=1), ssl_context=client_context)
+        record = deliverer.deliver(f"https://hooks.test:{receiver.port}/tls", b'{"ok":true}', "job-tls")
+        assert record["state"] == "delivered"
+        (got,) = receiver.received
+        assert got.signature_ok and got.headers["Host"] == f"hooks.test:{receiver.port}"
+        # The same address under a name the certificate does not cover: the TLS check fails, nothing is sent.
+        refused = deliverer.attempt(f"https://other.test:{receiver.port}/tls", b"{}", "job-tls")
+        assert not refused.delivered and "Hostname mismatch" in refused.error and len(receiver.received) == 1
+    finally:
+        receiver.close()
