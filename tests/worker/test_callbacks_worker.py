@@ -37,6 +37,18 @@ def test_srt_result_is_delivered_and_sigterm_fails_unfinished_jobs_as_shutting_d
                                 ["callback"]["state"] == "delivered" and r, 10)
             assert record["result"] == body
 
+            # Bad input and a refused URL still get their 4xx at once; nothing is delivered for them.
+            hook = {"callback_url": receiver.url("/bad")}
+            for files, data, status in [({"audio": ("a.png", b"\x89PNG\r\n\x1a\n" + b"0" * 64)}, hook, 415),
+                                        ({"audio": ("v.mp4", speech.video_without_audio.read_bytes())}, hook, 400),
+                                        ({"audio": ("s.wav", speech.sentences[0].read_bytes())},
+                                         {**hook, "response_format": "docx"}, 400),
+                                        ({"audio": ("s.wav", speech.sentences[0].read_bytes())},
+                                         {"callback_url": "https://10.0.0.1/hook"}, 400)]:
+                refused = requests.post(service.url + "/v1/audio/transcriptions", files=files, data=data, timeout=60)
+                assert refused.status_code == status, refused.text
+            assert len(receiver.received) == 1
+
             # Three minute-long recordings on one job thread: they cannot finish within the 4 s grace.
             long_ids = []
             for n in range(3):
