@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +67,7 @@ class _Job:
     accepted: float = field(default_factory=time.monotonic)
     finished: bool = False
     record: dict = field(default_factory=dict)
+    save_lock: threading.Lock = field(default_factory=threading.Lock)  # store writes in snapshot order
 
 
 class AsyncJobs:
@@ -195,13 +196,14 @@ class AsyncJobs:
         self._save(job)
 
     def _save(self, job: _Job) -> None:
-        with self._lock:
-            job.record["updated_at"] = _now()
-            record = json.loads(json.dumps(job.record))
-        try:
-            self.store.save(record)
-        except Exception:  # noqa: BLE001 - a store outage must not stop the job or its callback
-            log.exception("could not save the job record", extra={"job_id": job.job_id})
+        with job.save_lock:
+            with self._lock:
+                job.record["updated_at"] = _now()
+                record = json.loads(json.dumps(job.record))
+            try:
+                self.store.save(record)
+            except Exception:  # noqa: BLE001 - a store outage must not stop the job or its callback
+                log.exception("could not save the job record", extra={"job_id": job.job_id})
 
     # ---- shutting down -----------------------------------------------------------------------
 
@@ -285,9 +287,9 @@ def install_async_jobs(app: Flask, settings: CoreSettings) -> AsyncJobs:
     return jobs
 
 
-def callback_url_from(fields: Mapping[str, list] | None = None) -> str | None:
+def callback_url_from(fields: dict[str, list] | None = None) -> str | None:
     """The request's callback_url: popped from ``fields`` (form or JSON), else the query string."""
-    values = fields.pop(CALLBACK_FIELD, None) if fields is not None else None  # type: ignore[attr-defined]
+    values = fields.pop(CALLBACK_FIELD, None) if fields is not None else None
     if values:
         value = values[-1]
         if not isinstance(value, str):
