@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import threading
+import time
 
 import pytest
 
@@ -173,3 +174,22 @@ def test_jobs_route_needs_the_api_key_like_every_route(receiver):
     assert client.get(path, headers={"Authorization": "Bearer k3y"}).status_code == 200
     missing = client.get("/jobs/nope", headers=headers)
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "job_not_found"
+
+
+def test_drain_delivers_unfinished_jobs_as_shutting_down_and_refuses_new_ones(receiver):
+    BlockingBackend.gate.clear()
+    client = make_client(receiver, backend=BlockingBackend, async_workers=1)
+    jobs = client.application.extensions["async_jobs"]
+    ids = [client.post("/embed", data={"text": f"t{n}", "callback_url": receiver.url()}).get_json()["job_id"]
+           for n in range(2)]
+    jobs.begin_shutdown(graceful_timeout_s=1.0)
+    refused = client.post("/embed", data={"text": "late", "callback_url": receiver.url()})
+    assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "shutting_down"
+    assert refused.headers["Retry-After"] == "1"
+    started = time.monotonic()
+    jobs.drain()
+    assert time.monotonic() - started < 1.5  # within the graceful timeout
+    bodies = {json.loads(r.body)["job_id"]: json.loads(r.body) for r in receiver.wait_for(2, 5)}
+    assert set(bodies) == set(ids)
+    assert all(b["status"] == "failed" and b["error"]["code"] == "shutting_down" for b in bodies.values())
+    BlockingBackend.gate.set()
