@@ -287,11 +287,12 @@ def install_async_jobs(app: Flask, settings: CoreSettings) -> AsyncJobs:
     return jobs
 
 
-def callback_url_from(fields: dict[str, list] | None = None) -> str | None:
-    """The request's callback_url: popped from ``fields`` (form or JSON), else the query string."""
-    values = fields.pop(CALLBACK_FIELD, None) if fields is not None else None
-    if values:
-        value = values[-1]
+def callback_url_from(fields: dict | None = None) -> str | None:
+    """The request's callback_url: popped from ``fields`` (form or JSON: a value or a list), else the query."""
+    value = fields.pop(CALLBACK_FIELD, None) if fields is not None else None
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if value is not None:
         if not isinstance(value, str):
             raise InvalidInput("callback_url must be a string", code="invalid_callback_url")
         return value

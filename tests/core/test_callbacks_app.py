@@ -78,6 +78,8 @@ def test_query_parameter_and_json_key_work_too(receiver):
     got = {r.path: json.loads(r.body) for r in receiver.wait_for(2)}
     assert len(got["/q"]["embedding"]) == 64 and got["/q"]["status"] == "succeeded"
     assert [label["label"] for label in got["/j"]["labels"]] and got["/j"]["job_id"] == by_json.get_json()["job_id"]
+    not_a_string = client.post("/embed", json={"texts": ["x"], "callback_url": 5})
+    assert not_a_string.status_code == 400 and not_a_string.get_json()["error"]["code"] == "invalid_callback_url"
 
 
 def test_fails_twice_then_succeeds_is_one_accepted_delivery_and_status_url_says_delivered(receiver):
