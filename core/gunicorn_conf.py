@@ -46,6 +46,18 @@ def pick_gpu(taken: set[str], available: list[str]) -> str | None:
     return next((gpu for gpu in available if gpu not in taken), None)
 
 
+def _post_worker_init(worker) -> None:
+    from core.async_jobs import gunicorn_post_worker_init  # imported late: this module stays light
+
+    gunicorn_post_worker_init(worker)
+
+
+def _worker_exit(server, worker) -> None:
+    from core.async_jobs import gunicorn_worker_exit
+
+    gunicorn_worker_exit(server, worker)
+
+
 def apply(namespace: dict, settings: CoreSettings) -> None:
     """Fill a gunicorn config module's globals from the service settings."""
     available = gpu_ids()
@@ -78,6 +90,8 @@ def apply(namespace: dict, settings: CoreSettings) -> None:
         loglevel=settings.log_level.lower(),
         pre_fork=pre_fork,
         post_fork=post_fork,
+        post_worker_init=_post_worker_init,  # callback_url jobs: drain clock starts at SIGTERM
+        worker_exit=_worker_exit,  # callback_url jobs: finish or fail as shutting_down, deliver
         # Cloud Run's front end terminates TLS and forwards X-Forwarded-*; trust it.
         forwarded_allow_ips="*",
         logconfig_dict={

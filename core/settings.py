@@ -108,6 +108,34 @@ class CoreSettings:
     log_level: str = setting(
         "LOG_LEVEL", "INFO", "Python log level of the JSON logs on stdout.",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    callback_secret: str | None = setting(
+        "CALLBACK_SECRET", None,
+        "HMAC key that signs callback_url deliveries (X-Signature); unset = callback_url is refused "
+        "(in production, from Secret Manager).", secret=True)
+    callback_allowed_hosts: tuple[str, ...] = setting(
+        "CALLBACK_ALLOWED_HOSTS", (),
+        "Comma-separated host or host:port callbacks may reach over plain http or at non-public "
+        "addresses (a private receiver, tests); every other callback needs https and a public address.")
+    callback_timeout_s: float = setting(
+        "CALLBACK_TIMEOUT_S", 10.0, "Connect + response timeout of one callback attempt.", minimum=0.1)
+    callback_max_attempts: int = setting(
+        "CALLBACK_MAX_ATTEMPTS", 8,
+        "Attempts per callback; connection errors, 5xx, 408 and 429 are retried with backoff.", minimum=1)
+    callback_max_age_s: float = setting(
+        "CALLBACK_MAX_AGE_S", 3600.0, "A callback still failing this long after the job ended is given up.",
+        minimum=0)
+    callback_backoff_s: float = setting(
+        "CALLBACK_BACKOFF_S", 2.0,
+        "First retry delay; it doubles per attempt (jittered, at most 5 minutes, at least Retry-After).",
+        minimum=0)
+    job_ttl_s: float = setting(
+        "JOB_TTL", 86400.0, "Seconds GET /jobs/<id> keeps a callback_url job's status and result.", minimum=1)
+    async_queue: int = setting(
+        "ASYNC_QUEUE", 256, "callback_url jobs waiting to run before new ones get 429 + Retry-After.",
+        minimum=1)
+    async_workers: int = setting(
+        "ASYNC_WORKERS", 4,
+        "Threads running callback_url jobs; each feeds the same batcher as a request thread.", minimum=1)
 
     @classmethod
     def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:

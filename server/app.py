@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from core.async_jobs import install_async_jobs
 from core.backend import ModelRunner
 from core.health import install_health
 from core.http import build_app
@@ -27,6 +28,7 @@ def create_app(settings: ServerSettings | None = None, backend: ClipBackend | No
     app.extensions["clip_service"] = service
     app.extensions["label_cache"] = service.label_cache
     install_health(app, runner.health, service="clip-server")
+    install_async_jobs(app, settings)
     app.register_blueprint(bp)
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, current_app, g
 
+from core.async_jobs import CALLBACK_FIELD, answer, callback_url_from
 from core.errors import InvalidInput
 from server.inputs import check_count, check_texts, read_inputs
 from server.service import ClipService
 
 bp = Blueprint("clip", __name__)
-CLASSIFY_OPTIONS = ("labels", "label", "template", "top_k")
+CLASSIFY_OPTIONS = ("labels", "label", "template", "top_k", CALLBACK_FIELD)
 
 
 def _service() -> ClipService:
@@ -25,11 +26,12 @@ def _service() -> ClipService:
 def embed():
     """Embed images and/or texts into CLIP's shared space (L2-normalised)."""
     service = _service()
-    inputs = read_inputs()
+    inputs = read_inputs((CALLBACK_FIELD,))
     check_count(inputs, service.settings.max_inputs)
     check_texts(inputs.texts)
     g.inputs = {"images": len(inputs.images), "texts": len(inputs.texts)}
-    return jsonify(service.embed(inputs.images, inputs.texts, g.batch_sizes))
+    return answer(lambda sizes: service.embed(inputs.images, inputs.texts, sizes), callback_url_from(inputs.options),
+                  validate=lambda: service.check_images(inputs.images))
 
 
 def _labels(inputs) -> list:
@@ -55,4 +57,5 @@ def classify():
     labels, template, top_k = service.classify_options(_labels(inputs), inputs.option("template"),
                                                        inputs.option("top_k"))
     g.inputs = {"images": len(inputs.images), "labels": len(labels)}
-    return jsonify(service.classify(inputs.images, labels, template, top_k, g.batch_sizes))
+    return answer(lambda sizes: service.classify(inputs.images, labels, template, top_k, sizes),
+                  callback_url_from(inputs.options), validate=lambda: service.check_images(inputs.images))

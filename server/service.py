@@ -43,6 +43,11 @@ class ClipService:
             body["embedding"] = (body.get("image_embeddings") or body["text_embeddings"])[0]
         return body
 
+    def check_images(self, images: list[bytes]) -> None:
+        """Decode each image as a request would (raises its 4xx); for callback_url jobs before their 202."""
+        for data in images:
+            self.runner.backend.preprocess(IMAGE, data)
+
     def classify_options(self, labels: list, template, top_k) -> tuple[list[str], str, int]:
         """Validate /classify's options -> (labels, template, top_k); raises 4xx ServiceErrors."""
         if not labels:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from core.async_jobs import install_async_jobs
 from core.backend import ModelRunner
 from core.health import install_health
 from core.http import build_app
@@ -25,6 +26,7 @@ def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     app.extensions["whisper_service"] = service
     app.extensions["transcriber"] = service.transcriber
     install_health(app, runner.health, service="whisper-worker")
+    install_async_jobs(app, settings)
     app.register_blueprint(bp)
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()

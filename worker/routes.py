@@ -5,9 +5,13 @@ Routes only read the request and render the answer; the work is ``worker.service
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, current_app, g, request
 
+from core.async_jobs import answer, callback_url_from
 from core.errors import InvalidInput
+from worker.formats import Transcript
 from worker.service import WhisperService
 
 bp = Blueprint("whisper", __name__)
@@ -34,10 +38,25 @@ def _upload() -> bytes:
 @bp.post("/v1/audio/transcriptions")
 def transcribe():
     """Transcribe one uploaded recording; options as form fields or query parameters."""
-    data = _upload()
+    data = _upload()  # read in full here: a callback_url job outlives the request
     service: WhisperService = current_app.extensions["whisper_service"]
-    options = service.options({**request.args.to_dict(flat=False), **request.form.to_dict(flat=False)})
-    transcript = service.transcribe(data, options, g.batch_sizes)
-    g.inputs = {"audio_seconds": round(transcript.duration, 2), "segments": len(transcript.segments)}
-    body, content_type = service.render(transcript, options.response_format)
-    return Response(body, content_type=content_type)
+    fields = {**request.args.to_dict(flat=False), **request.form.to_dict(flat=False)}
+    callback_url = callback_url_from(fields)
+    options = service.options(fields)
+
+    def respond(transcript: Transcript) -> Response:
+        g.inputs = {"audio_seconds": round(transcript.duration, 2), "segments": len(transcript.segments)}
+        body, content_type = service.render(transcript, options.response_format)
+        return Response(body, content_type=content_type)
+
+    return answer(lambda sizes: service.transcribe(data, options, sizes), callback_url, respond=respond,
+                  to_result=lambda transcript: transcript_result(service, transcript, options.response_format),
+                  validate=lambda: service.check_audio(data))
+
+
+def transcript_result(service: WhisperService, transcript: Transcript, response_format: str) -> dict:
+    """A callback body: the JSON formats as they are; text/srt/vtt under a key named for the format."""
+    body, content_type = service.render(transcript, response_format)
+    if response_format in ("json", "verbose_json"):
+        return json.loads(body)
+    return {"response_format": response_format, "content_type": content_type, response_format: body}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from core.backend import ModelRunner
+from worker.audio import decode_audio
 from worker.formats import Transcript, render
 from worker.options import TranscribeOptions, parse_options
 from worker.settings import WorkerSettings
@@ -33,6 +34,10 @@ class WhisperService:
                    batch_sizes: list[int] | None = None) -> Transcript:
         """Upload bytes -> Transcript (raises ServiceErrors for bad input or overload)."""
         return self.transcriber.transcribe(data, options, batch_sizes if batch_sizes is not None else [])
+
+    def check_audio(self, data: bytes) -> None:
+        """Decode the upload as a request would (raises its 4xx); for callback_url jobs before their 202."""
+        decode_audio(data, self.settings.max_audio_seconds)
 
     @staticmethod
     def render(transcript: Transcript, response_format: str) -> tuple[str, str]:

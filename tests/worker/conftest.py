@@ -70,6 +70,7 @@ def speech(tmp_path_factory) -> Speech:
 @pytest.fixture(scope="session")
 def whisper_service(tmp_path_factory):
     """``python -m worker`` on loopback with the embedded tiny.en, once per test session."""
-    env = {"WHISPER_MODEL": "tiny.en", "WEB_THREADS": "16", "MAX_WAIT_MS": "100", "MAX_AUDIO_SECONDS": "600"}
+    env = {"WHISPER_MODEL": "tiny.en", "WEB_THREADS": "16", "MAX_WAIT_MS": "100", "MAX_AUDIO_SECONDS": "600",
+           "CALLBACK_SECRET": "dev-secret", "CALLBACK_ALLOWED_HOSTS": "localhost:9000"}  # README callback examples
     with run_service("worker", env, tmp_path_factory.mktemp("worker"), ready_timeout_s=180) as running:
         yield running

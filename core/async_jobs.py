@@ -1,0 +1,353 @@
+"""Requests with ``callback_url``: accept now (202), run on a few threads, deliver the result.
+
+A route validates its request as usual, then hands ``answer`` a callable that does the work
+through the app's service (so the job goes through the same batcher as a synchronous request):
+
+    return answer(lambda sizes: service.embed(images, texts, sizes), callback_url_from(fields))
+
+Without a callback URL that runs the work at once and renders it; with one it checks the URL
+(400 at once if the guard refuses it), queues the job (429 + Retry-After when ``ASYNC_QUEUE`` is
+full) and answers ``202 {"job_id", "status": "queued", "status_url"}``. ``GET /jobs/<id>`` shows the
+record. On SIGTERM (gunicorn hooks below) jobs get until shortly before the graceful timeout;
+those that cannot finish are delivered as ``failed`` with code ``shutting_down``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, g, jsonify, request, url_for
+
+from core.address_guard import AddressGuard
+from core.callbacks import CallbackSender, Deliverer, RetryPolicy, new_delivery_record
+from core.errors import InvalidInput, NotReady, Overloaded, ServiceError
+from core.job_store import JobStore, make_job_store
+from core.settings import CoreSettings
+
+log = logging.getLogger("core.async_jobs")
+
+CALLBACK_FIELD = "callback_url"
+# Seconds of the graceful timeout kept for delivering the shutting_down failures.
+SHUTDOWN_DELIVERY_RESERVE_S = 2.0
+
+Work = Callable[[list[int]], Any]
+
+
+class JobNotFound(ServiceError):
+    status, code = 404, "job_not_found"
+
+
+class ShuttingDown(ServiceError):
+    """This instance is stopping: the job could not finish in time (503 at submit time)."""
+
+    status, code = 503, "shutting_down"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _Job:
+    job_id: str
+    work: Work
+    to_result: Callable[[Any], dict]
+    callback_url: str
+    accepted: float = field(default_factory=time.monotonic)
+    finished: bool = False
+    record: dict = field(default_factory=dict)
+    save_lock: threading.Lock = field(default_factory=threading.Lock)  # store writes in snapshot order
+
+
+class AsyncJobs:
+    """The queue, the threads that run jobs, their records and their callbacks."""
+
+    def __init__(self, settings: CoreSettings, store: JobStore, guard: AddressGuard, sender: CallbackSender | None):
+        self.settings = settings
+        self.store = store
+        self.guard = guard
+        self.sender = sender
+        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=settings.async_queue)
+        self._jobs: dict[str, _Job] = {}  # accepted and not yet finished
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._drain_deadline: float | None = None
+        self._kill_at: float | None = None
+        self._mean_job_s = 1.0
+        self._threads = [threading.Thread(target=self._serve, name=f"async-job-{n}", daemon=True)
+                         for n in range(settings.async_workers)]
+        for thread in self._threads:
+            thread.start()
+
+    # ---- accepting ---------------------------------------------------------------------------
+
+    def check_callback(self, callback_url: str) -> None:
+        """Refuse now what could never be delivered: callbacks off, shutting down, a guarded URL."""
+        if self.sender is None:
+            raise InvalidInput("callback_url is not enabled on this service (its operator has not set "
+                               "CALLBACK_SECRET)", code="callbacks_disabled")
+        if self._stopping.is_set():
+            raise ShuttingDown("this instance is shutting down; retry", retry_after=1)
+        self.guard.check(callback_url)  # 400 now, not a failed delivery later
+
+    def submit(self, work: Work, callback_url: str, to_result: Callable[[Any], dict]) -> dict:
+        """Queue a job (its URL checked first); returns its first record; 429 when the queue is full."""
+        job = _Job(uuid.uuid4().hex, work, to_result, callback_url)
+        job.record = {"job_id": job.job_id, "status": "queued", "created_at": _now(), "updated_at": None,
+                      "result": None, "callback": new_delivery_record()}
+        with self._lock:
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise Overloaded(f"the async job queue is full ({self.settings.async_queue} jobs, ASYNC_QUEUE); "
+                                 "retry shortly", retry_after=self._retry_after()) from None
+            self._jobs[job.job_id] = job
+        self._save(job)
+        log.info("job accepted", extra={"job_id": job.job_id})
+        return job.record
+
+    def _retry_after(self) -> int:
+        waiting = self._queue.qsize() / max(1, self.settings.async_workers)
+        return max(1, min(60, math.ceil(waiting * self._mean_job_s)))
+
+    def get(self, job_id: str) -> dict | None:
+        """The stored record of a job, or None."""
+        return self.store.get(job_id)
+
+    # ---- running -----------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job.finished:  # failed as shutting_down while it waited
+                continue
+            self._run(job)
+
+    def _run(self, job: _Job) -> None:
+        started = time.monotonic()
+        with self._lock:
+            job.record["status"] = "running"
+        self._save(job)
+        batch_sizes: list[int] = []
+        try:
+            value = self._call(job, batch_sizes)
+            body = {**job.to_result(value), "job_id": job.job_id, "status": "succeeded"}
+        except ServiceError as err:
+            body = failure_body(job.job_id, err.code, err.message)
+        except Exception as err:  # noqa: BLE001 - the job fails, the thread keeps serving
+            log.exception("job crashed", extra={"job_id": job.job_id})
+            body = failure_body(job.job_id, "internal_error", f"{type(err).__name__}: {err}")
+        elapsed = time.monotonic() - started
+        self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * elapsed
+        log.info("job %s", body["status"], extra={"job_id": job.job_id, "batch_sizes": batch_sizes,
+                                                   "latency_ms": round(elapsed * 1000, 1)})
+        self._finish(job, body)
+
+    def _call(self, job: _Job, batch_sizes: list[int]) -> Any:
+        """Run the work; a full batcher queue or a loading model is waited out, not failed."""
+        give_up_at = job.accepted + self.settings.request_timeout_s
+        while True:
+            try:
+                return job.work(batch_sizes)
+            except (Overloaded, NotReady) as err:
+                wait = float(err.retry_after or 1)
+                if time.monotonic() + wait > give_up_at:
+                    raise
+                if self._stopping.wait(wait):
+                    raise ShuttingDown("the instance shut down before the job could run") from None
+
+    def _finish(self, job: _Job, body: dict) -> None:
+        with self._lock:
+            if job.finished:  # already failed as shutting_down
+                return
+            job.finished = True
+            job.work = None  # drop the upload now; only the result waits for delivery
+            job.record.update(status=body["status"], result=body)
+            self._lock.notify_all()
+        self._save(job)
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        self.sender.send(job.job_id, job.callback_url, payload, lambda delivery: self._delivered(job, delivery))
+
+    def _delivered(self, job: _Job, delivery: dict) -> None:
+        with self._lock:
+            job.record["callback"] = dict(delivery)
+            self._jobs.pop(job.job_id, None)
+            self._lock.notify_all()
+        self._save(job)
+
+    def progress(self, job_id: str, delivery: dict) -> None:
+        """A retry is scheduled: make the attempts so far visible at status_url."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return
+            job.record["callback"] = dict(delivery)
+        self._save(job)
+
+    def _save(self, job: _Job) -> None:
+        with job.save_lock:
+            with self._lock:
+                job.record["updated_at"] = _now()
+                record = json.loads(json.dumps(job.record))
+            try:
+                self.store.save(record)
+            except Exception:  # noqa: BLE001 - a store outage must not stop the job or its callback
+                log.exception("could not save the job record", extra={"job_id": job.job_id})
+
+    # ---- shutting down -----------------------------------------------------------------------
+
+    def begin_shutdown(self, graceful_timeout_s: float | None = None) -> None:
+        """SIGTERM arrived: refuse new jobs; running and queued ones get until the drain deadline."""
+        if self._stopping.is_set():
+            return
+        grace = self.settings.graceful_timeout_s if graceful_timeout_s is None else graceful_timeout_s
+        now = time.monotonic()
+        self._kill_at = now + grace
+        self._drain_deadline = now + max(0.0, grace - min(SHUTDOWN_DELIVERY_RESERVE_S, grace / 2))
+        self._stopping.set()
+        log.info("async jobs draining",
+                 extra={"jobs": len(self._jobs), "drain_s": round(self._drain_deadline - now, 2)})
+
+    def drain(self) -> None:
+        """Wait for jobs until the drain deadline, fail the rest as shutting_down, deliver, return."""
+        self.begin_shutdown()
+        with self._lock:
+            while any(not job.finished for job in self._jobs.values()):
+                remaining = self._drain_deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(remaining)
+            unfinished = [job for job in self._jobs.values() if not job.finished]
+        if self.sender is None:
+            return
+        self.sender.finalize()  # from here each delivery gets one short attempt
+        for job in unfinished:
+            log.warning("job cut short by shutdown", extra={"job_id": job.job_id})
+            self._finish(job, failure_body(job.job_id, "shutting_down",
+                                           "the instance shut down before the job finished; submit it again"))
+        delivered = self.sender.flush(max(0.1, self._kill_at - time.monotonic() - 0.2))
+        if not delivered:
+            log.warning("callbacks still undelivered at shutdown", extra={"pending": self.sender.pending()})
+
+    def pending(self) -> int:
+        """Jobs accepted whose callback is not final yet."""
+        with self._lock:
+            return len(self._jobs)
+
+
+def failure_body(job_id: str, code: str, message: str) -> dict:
+    """The callback body of a failed job."""
+    return {"job_id": job_id, "status": "failed", "error": {"code": code, "message": message}}
+
+
+# ---- Flask glue ------------------------------------------------------------------------------
+
+bp = Blueprint("jobs", __name__)
+
+
+@bp.get("/jobs/<job_id>")
+def job_status(job_id: str):
+    """Status of a callback_url job and, once done, its result and delivery outcome."""
+    record = current_app.extensions["async_jobs"].get(job_id)
+    if record is None:
+        ttl = int(current_app.extensions["settings"].job_ttl_s)
+        raise JobNotFound(f"no job {job_id!r} here: unknown, expired (JOB_TTL={ttl} s), or held by "
+                          "another instance (the job store is in memory unless RATE_LIMIT_STORAGE_URI "
+                          "is redis://)")
+    response = jsonify(record)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def install_async_jobs(app: Flask, settings: CoreSettings) -> AsyncJobs:
+    """Set up the job store, the callback sender, the job threads and ``GET /jobs/<id>``."""
+    guard = AddressGuard(settings.callback_allowed_hosts)
+    store = make_job_store(settings.rate_limit_storage_uri, settings.job_ttl_s)
+    sender = None
+    jobs: AsyncJobs
+    if settings.callback_secret:
+        policy = RetryPolicy(timeout_s=settings.callback_timeout_s, max_attempts=settings.callback_max_attempts,
+                             max_age_s=settings.callback_max_age_s, backoff_s=settings.callback_backoff_s)
+        sender = CallbackSender(Deliverer(settings.callback_secret, guard, policy),
+                                on_attempt=lambda job_id, delivery: jobs.progress(job_id, delivery))
+    jobs = AsyncJobs(settings, store, guard, sender)
+    app.extensions["async_jobs"] = jobs
+    app.register_blueprint(bp)
+    return jobs
+
+
+def callback_url_from(fields: dict | None = None) -> str | None:
+    """The request's callback_url: popped from ``fields`` (form or JSON: a value or a list), else the query."""
+    value = fields.pop(CALLBACK_FIELD, None) if fields is not None else None
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if value is not None:
+        if not isinstance(value, str):
+            raise InvalidInput("callback_url must be a string", code="invalid_callback_url")
+        return value
+    return request.args.get(CALLBACK_FIELD)
+
+
+def answer(work: Work, callback_url: str | None, *, respond: Callable[[Any], Any] = jsonify,
+           to_result: Callable[[Any], dict] | None = None, validate: Callable[[], object] | None = None):
+    """Run ``work`` now and ``respond`` with it, or accept it as a job when there is a callback URL.
+
+    ``work(batch_sizes)`` calls the service; ``to_result`` turns its value into the callback's
+    JSON body (default: the value itself, for services that return the response dict);
+    ``validate()`` runs before a 202 so undecodable inputs still get their 4xx at once.
+    """
+    if callback_url is None:
+        return respond(work(g.batch_sizes))
+    jobs: AsyncJobs = current_app.extensions["async_jobs"]
+    jobs.check_callback(callback_url)
+    runner = current_app.extensions.get("model_runner")
+    if runner is not None:
+        runner.batcher.ensure_accepting()  # 503 while loading, like a synchronous request
+    if validate is not None:
+        validate()
+    record = jobs.submit(work, callback_url, to_result or (lambda value: value))
+    status_url = url_for("jobs.job_status", job_id=record["job_id"], _external=True)
+    response = jsonify({"job_id": record["job_id"], "status": "queued", "status_url": status_url})
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    return response
+
+
+# ---- gunicorn hooks (core/gunicorn_conf.py) --------------------------------------------------
+
+def _jobs_of(worker) -> AsyncJobs | None:
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("async_jobs")
+
+
+def gunicorn_post_worker_init(worker) -> None:
+    """Start the drain clock at SIGTERM itself: the worker exits only after in-flight requests."""
+    jobs = _jobs_of(worker)
+    if jobs is None:
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _on_sigterm(sig, frame):
+        jobs.begin_shutdown(float(worker.cfg.graceful_timeout))
+        if callable(previous):
+            previous(sig, frame)
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
+def gunicorn_worker_exit(server, worker) -> None:
+    """The worker is leaving: finish or fail its jobs and deliver their callbacks first."""
+    jobs = _jobs_of(worker)
+    if jobs is not None:
+        jobs.drain()
