@@ -8,6 +8,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, request
 
 from core.errors import InvalidInput
+from core.openapi import operation
+from worker.schemas import OPTION_FIELDS, TRANSCRIPT_CONTENT, query_options, upload_form
 from worker.service import WhisperService
 
 bp = Blueprint("whisper", __name__)
@@ -32,6 +34,10 @@ def _upload() -> bytes:
 
 @bp.post("/transcribe")
 @bp.post("/v1/audio/transcriptions")
+@operation("Transcribe one recording", request={"multipart/form-data": upload_form(tuple(OPTION_FIELDS))},
+           parameters=query_options(tuple(OPTION_FIELDS)),
+           responses={200: ("The transcript in the requested format.", TRANSCRIPT_CONTENT)},
+           errors=(400, 413, 415, 500, 503, 504))
 def transcribe():
     """Transcribe one uploaded recording; options as form fields or query parameters."""
     data = _upload()
