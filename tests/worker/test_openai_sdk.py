@@ -9,6 +9,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.conftest import wait_until
 from tests.worker.conftest import KEY_WORDS, assert_heard
 from worker.app import create_app
 from worker.formats import Segment, Transcript
@@ -74,12 +75,20 @@ def test_models_lists_the_served_model(whisper_service):
 
 
 class MultilingualStub(WhisperBackend):
-    """Says it is multilingual and never loads (the model's work is stubbed below)."""
-
-    multilingual = True
+    """Says it is multilingual and loads nothing (the model's work is stubbed in the test)."""
 
     def load(self) -> None:
-        threading.Event().wait()  # stays "loading" (a daemon thread): nothing here needs the model
+        self.multilingual = True
+
+    def warmup_batches(self, batch_size: int) -> list:
+        return []
+
+
+class NeverLoads(WhisperBackend):
+    """Stays loading for ever (a daemon thread), like a large model still on its way to the GPU."""
+
+    def load(self) -> None:
+        threading.Event().wait()
 
 
 def test_translation_on_a_multilingual_model_asks_the_service_for_task_translate(monkeypatch):
@@ -87,6 +96,7 @@ def test_translation_on_a_multilingual_model_asks_the_service_for_task_translate
     stubbed here: the test checks the route's part, that it asks WhisperService for a translation."""
     settings = WorkerSettings.from_env({}, whisper_model="tiny.en", log_level="ERROR")
     app = create_app(settings, backend=MultilingualStub(settings))
+    wait_until(lambda: app.test_client().get("/health").status_code == 200, 30)
     service = app.extensions["whisper_service"]
     asked = []
 
@@ -101,3 +111,14 @@ def test_translation_on_a_multilingual_model_asks_the_service_for_task_translate
     assert response.status_code == 200, response.get_json()
     assert asked[0].task == "translate" and response.get_json()["task"] == "translate"
     assert response.get_json()["text"] == "Good morning."
+
+
+def test_requests_while_the_model_loads_are_503_not_ready():
+    """Options are checked against the loaded model (multilingual or not), so before it loads the
+    answer is 503 with Retry-After, not a crash."""
+    settings = WorkerSettings.from_env({}, whisper_model="tiny.en", log_level="ERROR")
+    client = create_app(settings, backend=NeverLoads(settings)).test_client()
+    for route in ("/v1/audio/translations", "/v1/audio/transcriptions", "/transcribe"):
+        response = client.post(route, data={"file": (io.BytesIO(b"audio"), "a.wav")})
+        assert response.status_code == 503 and response.get_json()["error"]["code"] == "not_ready", route
+        assert response.headers["Retry-After"] == "5"
