@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -33,24 +34,28 @@ def transcribe(url: str, recording: bytes, **options):
     return sdk(url).audio.transcriptions.create(file=("report.wav", recording), model="whisper-1", **options)
 
 
-def test_json_and_verbose_json(whisper_service, recording):
-    result = transcribe(whisper_service.url, recording)  # the SDK's default response_format is json
-    assert_heard(result.text, KEY_WORDS[1])
-    verbose = transcribe(whisper_service.url, recording, response_format="verbose_json",
-                         timestamp_granularities=["word"])
-    assert_heard(verbose.text, KEY_WORDS[1])
+# json is left to the SDK's default; the others are asked for.
+FORMATS = {"json": {}, "verbose_json": {"response_format": "verbose_json", "timestamp_granularities": ["word"]},
+           "text": {"response_format": "text"}, "srt": {"response_format": "srt"}, "vtt": {"response_format": "vtt"}}
+
+
+def test_every_response_format(whisper_service, recording):
+    # All five at once: the worker batches concurrent requests, so this costs about one transcription.
+    with ThreadPoolExecutor(len(FORMATS)) as pool:
+        futures = {fmt: pool.submit(transcribe, whisper_service.url, recording, **extra)
+                   for fmt, extra in FORMATS.items()}
+        results = {fmt: future.result() for fmt, future in futures.items()}
+    assert type(results["json"]).__name__ == "Transcription"
+    assert_heard(results["json"].text, KEY_WORDS[1])
+    verbose = results["verbose_json"]
+    assert type(verbose).__name__ == "TranscriptionVerbose" and verbose.text == results["json"].text
     assert verbose.language == "en" and 2.0 < verbose.duration < 6.0
     assert verbose.segments and verbose.segments[0].end > verbose.segments[0].start
     assert verbose.segments[0].model_extra["words"]  # word times asked for the OpenAI way
-
-
-@pytest.mark.parametrize("response_format, starts", [("text", ""), ("srt", "1\n00:00:0"), ("vtt", "WEBVTT\n\n00:00:0")])
-def test_text_and_subtitle_formats_come_back_as_strings(whisper_service, recording, response_format, starts):
-    body = transcribe(whisper_service.url, recording, response_format=response_format)
-    assert isinstance(body, str) and body.startswith(starts)
-    assert_heard(body, KEY_WORDS[1])
-    if response_format != "text":
-        assert " --> " in body
+    assert results["text"] == results["json"].text + "\n"
+    for fmt, starts in (("srt", "1\n00:00:0"), ("vtt", "WEBVTT\n\n00:00:0")):
+        assert isinstance(results[fmt], str) and results[fmt].startswith(starts) and " --> " in results[fmt]
+        assert_heard(results[fmt], KEY_WORDS[1])
 
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks translations deprecated
