@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from flask import Flask, jsonify
 
+from core.openapi import HEALTH_SCHEMA, json_content, operation
+
 HealthCheck = Callable[[], "tuple[bool, str | None, dict]"]
 
 
@@ -17,6 +19,9 @@ def install_health(app: Flask, check: HealthCheck, service: str) -> None:
     """Register /health backed by ``check`` (usually ``ModelRunner.health``)."""
 
     @app.get("/health")
+    @operation("Readiness: 200 when the model serves, 503 while loading or broken",
+               responses={200: ("Ready.", json_content(HEALTH_SCHEMA)),
+                          503: ("Not ready; see reason and Retry-After.", json_content(HEALTH_SCHEMA))})
     def health():
         ok, reason, details = check()
         body = {"status": "ok" if ok else "unavailable", "service": service, **details}

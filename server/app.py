@@ -8,7 +8,9 @@ from core.async_jobs import install_async_jobs
 from core.backend import ModelRunner
 from core.health import install_health
 from core.http import build_app
+from core.openapi import install_openapi
 from server.backends import ClipBackend, make_backend
+from server.openai_routes import bp as openai_bp
 from server.routes import bp
 from server.service import ClipService
 from server.settings import ServerSettings
@@ -30,6 +32,8 @@ def create_app(settings: ServerSettings | None = None, backend: ClipBackend | No
     install_health(app, runner.health, service="clip-server")
     install_async_jobs(app, settings)
     app.register_blueprint(bp)
+    app.register_blueprint(openai_bp)
+    install_openapi(app, "CLIP embedding server", "Embeddings and zero-shot classification with a CLIP model.")
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()
     return app

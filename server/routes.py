@@ -11,6 +11,8 @@ from flask import Blueprint, current_app, g
 
 from core.async_jobs import CALLBACK_FIELD, answer, callback_url_from
 from core.errors import InvalidInput
+from core.openapi import json_content, operation
+from server import schemas
 from server.inputs import check_count, check_texts, read_inputs
 from server.service import ClipService
 
@@ -23,6 +25,10 @@ def _service() -> ClipService:
 
 
 @bp.post("/embed")
+@operation("Embed images and/or texts", request={"multipart/form-data": schemas.EMBED_MULTIPART,
+                                                 "application/json": schemas.EMBED_JSON, **schemas.RAW_IMAGE},
+           responses={200: ("Embeddings by kind, in input order.", json_content(schemas.EMBED_RESPONSE))},
+           errors=(400, 413, 415, 500, 503, 504))
 def embed():
     """Embed images and/or texts into CLIP's shared space (L2-normalised)."""
     service = _service()
@@ -47,6 +53,10 @@ def _labels(inputs) -> list:
 
 
 @bp.post("/classify")
+@operation("Zero-shot classification of images", request={"multipart/form-data": schemas.CLASSIFY_MULTIPART,
+                                                         "application/json": schemas.CLASSIFY_JSON},
+           responses={200: ("Labels by probability, per image.", json_content(schemas.CLASSIFY_RESPONSE))},
+           errors=(400, 413, 415, 500, 503, 504))
 def classify():
     """Zero-shot classification of images against candidate labels."""
     service = _service()

@@ -8,6 +8,8 @@ from core.async_jobs import install_async_jobs
 from core.backend import ModelRunner
 from core.health import install_health
 from core.http import build_app
+from core.openapi import install_openapi
+from worker.openai_routes import bp as openai_bp
 from worker.routes import bp
 from worker.service import WhisperService
 from worker.settings import WorkerSettings
@@ -28,6 +30,8 @@ def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     install_health(app, runner.health, service="whisper-worker")
     install_async_jobs(app, settings)
     app.register_blueprint(bp)
+    app.register_blueprint(openai_bp)
+    install_openapi(app, "Whisper transcription worker", "Speech to text with faster-whisper (CTranslate2).")
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()
     return app

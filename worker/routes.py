@@ -11,7 +11,9 @@ from flask import Blueprint, Response, current_app, g, request
 
 from core.async_jobs import answer, callback_url_from
 from core.errors import InvalidInput
+from core.openapi import operation
 from worker.formats import Transcript
+from worker.schemas import OPTION_FIELDS, TRANSCRIPT_CONTENT, query_options, upload_form
 from worker.service import WhisperService
 
 bp = Blueprint("whisper", __name__)
@@ -36,6 +38,10 @@ def _upload() -> bytes:
 
 @bp.post("/transcribe")
 @bp.post("/v1/audio/transcriptions")
+@operation("Transcribe one recording", request={"multipart/form-data": upload_form(tuple(OPTION_FIELDS))},
+           parameters=query_options(tuple(OPTION_FIELDS)),
+           responses={200: ("The transcript in the requested format.", TRANSCRIPT_CONTENT)},
+           errors=(400, 413, 415, 500, 503, 504))
 def transcribe():
     """Transcribe one uploaded recording; options as form fields or query parameters."""
     data = _upload()  # read in full here: a callback_url job outlives the request

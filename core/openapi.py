@@ -1,0 +1,189 @@
+"""One OpenAPI 3.1 contract per app, built from the routes' own declarations.
+
+Each view declares its request and response schemas next to its definition with ``@operation``;
+``build_document`` walks the app's url_map, so the document lists exactly the routes Flask serves
+(a route without a declaration still appears, with a generic body, and a test names it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+from flask import Flask, current_app, jsonify
+
+from core.auth import OPEN_PATHS
+
+OPENAPI_VERSION = "3.1.0"
+IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})  # Flask adds these to every rule by itself
+# Statuses any route can answer: API key, rate limit, request body limit.
+COMMON_ERRORS = (401, 429)
+ERROR_DESCRIPTIONS = {
+    400: "Bad input: the message says what to send instead.",
+    401: "Missing or wrong API key (only when API_KEY is set).",
+    404: "No such resource.",
+    413: "Too large: body, inputs, labels, pixels or audio length over a limit.",
+    415: "Unsupported media type.",
+    429: "Inference queue full (overloaded) or RATE_LIMIT reached; see Retry-After.",
+    500: "Inference failed for this request's batch; the service keeps serving.",
+    503: "Model not ready (loading or broken); see Retry-After.",
+    504: "Waited longer than REQUEST_TIMEOUT_S for the model.",
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"type": "string", "description": "Stable machine-readable code."},
+                       "message": {"type": "string", "description": "What went wrong and what to send."},
+                       "type": {"type": "string"}},
+    }},
+}
+MODEL_LIST_SCHEMA = {
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+        "type": "object", "required": ["id", "object", "created", "owned_by"],
+        "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+                       "owned_by": {"type": "string"}}}}},
+}
+HEALTH_SCHEMA = {
+    "type": "object",
+    "required": ["status", "service"],
+    "properties": {"status": {"enum": ["ok", "unavailable"]}, "service": {"type": "string"},
+                   "reason": {"type": "string"}},
+}  # plus the model, device, batching and stats details
+_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def operation(summary: str, *, request: Mapping[str, dict] | None = None, request_required: bool = True,
+              responses: Mapping[int, tuple[str, Mapping[str, dict] | None]],
+              errors: Iterable[int] = (), parameters: Iterable[dict] = (), description: str | None = None,
+              tags: Iterable[str] = ()) -> Callable:
+    """Declare a view's contract: request bodies and responses by media type, error statuses."""
+
+    def declare(view: Callable) -> Callable:
+        view.openapi = {"summary": summary, "description": description or (view.__doc__ or "").strip(),
+                        "request": request, "request_required": request_required, "responses": responses,
+                        "errors": tuple(errors), "parameters": list(parameters), "tags": list(tags)}
+        return view
+
+    return declare
+
+
+def json_content(schema: dict) -> dict[str, dict]:
+    """``{"application/json": schema}`` for ``responses``/``request``."""
+    return {"application/json": schema}
+
+
+def query(name: str, schema: dict, description: str) -> dict:
+    """A query parameter declaration."""
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def routes(app: Flask) -> set[tuple[str, str]]:
+    """(OpenAPI path, lower-case method) for every rule Flask serves, without HEAD/OPTIONS."""
+    found = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        for method in (rule.methods or set()) - IGNORED_METHODS:
+            found.add((openapi_path(rule.rule), method.lower()))
+    return found
+
+
+def openapi_path(flask_rule: str) -> str:
+    """``/jobs/<int:job_id>`` -> ``/jobs/{job_id}``."""
+    return _PARAMETER.sub(r"{\1}", flask_rule)
+
+
+def undeclared(app: Flask) -> list[str]:
+    """Rules whose view has no ``@operation`` (each should declare its contract)."""
+    return sorted(rule.rule for rule in app.url_map.iter_rules()
+                  if rule.endpoint != "static" and not hasattr(app.view_functions[rule.endpoint], "openapi"))
+
+
+def build_document(app: Flask, title: str, description: str, version: str = "1.0.0") -> dict:
+    """The OpenAPI 3.1 document of ``app``, from its url_map and each view's declaration."""
+    paths: dict[str, dict] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static":
+            continue
+        view = app.view_functions[rule.endpoint]
+        declared = getattr(view, "openapi", None)
+        path = openapi_path(rule.rule)
+        for method in sorted((rule.methods or set()) - IGNORED_METHODS):
+            item = _operation(declared, view, rule.rule in OPEN_PATHS)
+            item["operationId"] = re.sub(r"[^A-Za-z0-9]+", "_", f"{method.lower()}{path}").strip("_")
+            path_params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                           for name in _PARAMETER.findall(rule.rule)]
+            if path_params:
+                item["parameters"] = path_params + item.get("parameters", [])
+            paths.setdefault(path, {})[method.lower()] = item
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR_SCHEMA},
+            "responses": {str(status): _error_response(status) for status in ERROR_DESCRIPTIONS},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "API_KEY as a bearer token."},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+        # The key is optional (API_KEY unset = open), hence the empty alternative.
+        "security": [{"bearer": []}, {"apiKeyHeader": []}, {}],
+    }
+
+
+def _error_response(status: int) -> dict:
+    return {"description": ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _operation(declared: dict | None, view: Callable, public: bool) -> dict:
+    if declared is None:  # an undeclared route still appears; the contract test names it
+        summary = ((view.__doc__ or view.__name__).strip().splitlines() or [view.__name__])[0]
+        declared = {"summary": summary, "description": "", "request": None, "request_required": False,
+                    "responses": {200: ("Success.", None)}, "errors": (), "parameters": [], "tags": []}
+    item: dict = {"summary": declared["summary"]}
+    if declared["description"] and declared["description"] != declared["summary"]:
+        item["description"] = declared["description"]
+    if declared["tags"]:
+        item["tags"] = declared["tags"]
+    if declared["parameters"]:
+        item["parameters"] = list(declared["parameters"])
+    if declared["request"]:
+        item["requestBody"] = {"required": declared["request_required"],
+                               "content": {media: {"schema": schema} for media, schema in declared["request"].items()}}
+    responses: dict = {}
+    for status, (text, content) in declared["responses"].items():
+        responses[str(status)] = {"description": text}
+        if content:
+            responses[str(status)]["content"] = {media: {"schema": schema} for media, schema in content.items()}
+    errors = set(declared["errors"]) | (set() if public else set(COMMON_ERRORS))
+    for status in sorted(errors):
+        responses.setdefault(str(status), {"$ref": f"#/components/responses/{status}"})
+    # Anything else (404/405 from routing, a body over MAX_REQUEST_MB) has the same error body.
+    responses["default"] = {"description": "Any other error.",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    item["responses"] = responses
+    if public:
+        item["security"] = []
+    return item
+
+
+def install_openapi(app: Flask, title: str, description: str) -> None:
+    """Serve the app's document at GET /openapi.json (behind API_KEY like every route but /health)."""
+
+    @app.get("/openapi.json")
+    @operation("This service's OpenAPI 3.1 document", responses={
+        200: ("The document.", json_content({"type": "object", "required": ["openapi", "paths"]}))})
+    def openapi_document():
+        """The OpenAPI 3.1 document, built from the routes themselves."""
+        document = current_app.extensions.get("openapi_document")
+        if document is None:  # built on first use: every blueprint is registered by then
+            document = current_app.extensions["openapi_document"] = build_document(current_app, title, description)
+        return jsonify(document)

@@ -1,0 +1,125 @@
+"""OpenAI-compatible routes of the CLIP server: POST /v1/embeddings and GET /v1/models.
+
+The official ``openai`` SDKs work unchanged with ``base_url=<server>/v1``. Images travel in
+``input`` as ``data:image/...;base64,`` URIs, or as base64 with ``modality: "image"`` (infinity's
+convention). The work is ``server.service.ClipService.embed``, as for /embed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import numpy as np
+from flask import Blueprint, current_app, g, jsonify, request
+
+from core.errors import InvalidInput
+from core.openapi import MODEL_LIST_SCHEMA, json_content, operation
+from server.inputs import Inputs, check_count, check_texts, decode_base64_image
+from server.schemas import OPENAI_EMBEDDINGS_REQUEST, OPENAI_EMBEDDINGS_RESPONSE
+from server.service import ClipService
+
+bp = Blueprint("clip_openai", __name__)
+ENCODINGS = ("float", "base64")
+MODALITIES = ("text", "image")
+KNOWN_KEYS = ("input", "model", "encoding_format", "dimensions", "modality", "user")
+STARTED = int(time.time())  # /v1/models' "created": when this process started serving the model
+
+
+def _service() -> ClipService:
+    return current_app.extensions["clip_service"]
+
+
+def _body() -> dict:
+    if request.mimetype != "application/json":
+        raise InvalidInput('send a JSON body: {"input": ["a photo of a cat"], "model": "..."}', code="invalid_json")
+    try:
+        body = json.loads(request.get_data(cache=False) or b"")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InvalidInput(f"malformed JSON: {err}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the JSON body must be an object", code="invalid_json")
+    unknown = sorted(set(body) - set(KNOWN_KEYS))
+    if unknown:
+        raise InvalidInput(f"unexpected key '{unknown[0]}'; expected {', '.join(KNOWN_KEYS)}", code="unknown_field")
+    return body
+
+
+def _choice(body: dict, key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+    value = body.get(key, default)
+    if value is not None and value not in allowed:
+        raise InvalidInput(f"{key} must be one of {', '.join(allowed)}", code="invalid_option")
+    return value
+
+
+def split_inputs(raw, modality: str | None) -> tuple[Inputs, list[str]]:
+    """``input`` -> (images and texts, the kind of each input in order)."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise InvalidInput("input must be a string or a non-empty list of strings", code="no_input")
+    inputs, kinds = Inputs(), []
+    for n, item in enumerate(raw):
+        if not isinstance(item, str):
+            raise InvalidInput(f"input[{n}] must be a string; token arrays are not supported (this service "
+                               "tokenizes with the model's own tokenizer)", code="invalid_field")
+        is_image = modality == "image" or (modality is None and item.lstrip()[:11].lower() == "data:image/")
+        if is_image:
+            inputs.images.append(decode_base64_image(item, f"input[{n}]"))
+        else:
+            inputs.texts.append(item)
+        kinds.append("image" if is_image else "text")
+    return inputs, kinds
+
+
+def _encode(vector: list[float], encoding_format: str):
+    if encoding_format == "float":
+        return vector
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _check_dimensions(dimensions, dim: int | None) -> None:
+    if dimensions is None or dim is None:
+        return
+    if isinstance(dimensions, bool) or dimensions != dim:
+        raise InvalidInput(f"dimensions must be {dim} (the model's dimension) or omitted; this model cannot "
+                           "shorten its vectors", code="invalid_option")
+
+
+@bp.post("/v1/embeddings")
+@operation("Embed texts and images (OpenAI's embeddings API)",
+           request=json_content(OPENAI_EMBEDDINGS_REQUEST),
+           responses={200: ("One embedding per input, in input order.", json_content(OPENAI_EMBEDDINGS_RESPONSE))},
+           errors=(400, 413, 415, 500, 503, 504), tags=["openai"])
+def embeddings():
+    """OpenAI's POST /v1/embeddings; ``usage`` counts one token per input (text or image)."""
+    service = _service()
+    body = _body()
+    encoding_format = _choice(body, "encoding_format", ENCODINGS, "float")
+    modality = _choice(body, "modality", MODALITIES, None)
+    inputs, kinds = split_inputs(body.get("input"), modality)
+    check_count(inputs, service.settings.max_inputs)
+    check_texts(inputs.texts)
+    dimensions = body.get("dimensions")
+    _check_dimensions(dimensions, service.runner.backend.dim)  # None while loading: checked again below
+    g.inputs = {"images": len(inputs.images), "texts": len(inputs.texts)}
+    result = service.embed(inputs.images, inputs.texts, g.batch_sizes)
+    _check_dimensions(dimensions, result["dim"])
+    vectors = {"image": iter(result.get("image_embeddings", [])), "text": iter(result.get("text_embeddings", []))}
+    data = [{"object": "embedding", "index": n, "embedding": _encode(next(vectors[kind]), encoding_format)}
+            for n, kind in enumerate(kinds)]
+    # No per-token billing here: each input (a text, truncated to the model's context, or an image)
+    # counts as one, so usage says how many inputs were embedded.
+    usage = {"prompt_tokens": len(kinds), "total_tokens": len(kinds)}
+    return jsonify({"object": "list", "data": data, "model": result["model"], "usage": usage})
+
+
+@bp.get("/v1/models")
+@operation("The model this service serves (OpenAI's models API)",
+           responses={200: ("A list with the one loaded model.", json_content(MODEL_LIST_SCHEMA))}, tags=["openai"])
+def models():
+    """OpenAI's GET /v1/models: the one CLIP model, named as responses name it."""
+    model_id = _service().runner.backend.spec.label
+    return jsonify({"object": "list", "data": [{"id": model_id, "object": "model", "created": STARTED,
+                                                "owned_by": "clip-server"}]})

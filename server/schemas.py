@@ -1,0 +1,83 @@
+"""JSON Schemas of the CLIP server's requests and responses, for the routes' ``@operation``s."""
+
+from __future__ import annotations
+
+BINARY = {"type": "string", "format": "binary"}
+VECTOR = {"type": "array", "items": {"type": "number"}, "description": "L2-normalised embedding."}
+STRINGS = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+FILES = {"anyOf": [BINARY, {"type": "array", "items": BINARY}]}
+
+EMBED_MULTIPART = {
+    "type": "object",
+    "properties": {"image": FILES, "images": FILES, "text": STRINGS, "texts": STRINGS},
+    "additionalProperties": False,
+}
+EMBED_JSON = {
+    "type": "object",
+    "properties": {"images": {**STRINGS, "description": "base64 or data:image/...;base64, URIs."},
+                   "texts": STRINGS},
+    "additionalProperties": False,
+}
+EMBED_RESPONSE = {
+    "type": "object",
+    "required": ["model", "dim"],
+    "properties": {"model": {"type": "string"}, "dim": {"type": "integer"},
+                   "image_embeddings": {"type": "array", "items": VECTOR},
+                   "text_embeddings": {"type": "array", "items": VECTOR},
+                   "embedding": VECTOR},
+}
+RAW_IMAGE = {"image/jpeg": BINARY, "image/png": BINARY, "application/octet-stream": BINARY}
+
+CLASSIFY_MULTIPART = {
+    "type": "object",
+    "properties": {"image": FILES, "images": FILES, "labels": STRINGS, "label": STRINGS,
+                   "template": {"type": "string"}, "top_k": {"type": "string"}},
+    "additionalProperties": False,
+}
+CLASSIFY_JSON = {
+    "type": "object",
+    "properties": {"images": STRINGS, "labels": STRINGS, "label": STRINGS, "template": {"type": "string"},
+                   "top_k": {"type": "integer"}},
+    "additionalProperties": False,
+}
+SCORES = {"type": "array", "items": {"type": "object", "required": ["label", "score"],
+                                     "properties": {"label": {"type": "string"}, "score": {"type": "number"}}}}
+CLASSIFY_RESPONSE = {
+    "type": "object",
+    "required": ["model", "template", "results"],
+    "properties": {"model": {"type": "string"}, "template": {"type": "string"},
+                   "results": {"type": "array", "items": {"type": "object", "required": ["labels"],
+                                                          "properties": {"labels": SCORES}}},
+                   "labels": SCORES},
+}
+
+OPENAI_EMBEDDINGS_REQUEST = {
+    "type": "object",
+    "required": ["input"],
+    "properties": {
+        "input": {**STRINGS, "description": "Texts, and images as data:image/...;base64, URIs (or plain "
+                                            "base64 with modality=image)."},
+        "model": {"type": "string", "description": "Accepted and ignored: the service serves one model."},
+        "encoding_format": {"enum": ["float", "base64"], "default": "float"},
+        "dimensions": {"type": "integer", "description": "Must equal the model's dim if sent."},
+        "modality": {"enum": ["text", "image"],
+                     "description": "image: every input is an image; text: every input is text; absent: "
+                                    "data:image/ URIs are images, the rest texts."},
+        "user": {"type": "string"},
+    },
+}
+OPENAI_EMBEDDINGS_RESPONSE = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": {
+            "type": "object", "required": ["object", "index", "embedding"],
+            "properties": {"object": {"const": "embedding"}, "index": {"type": "integer"},
+                           "embedding": {"anyOf": [VECTOR, {"type": "string",
+                                                            "description": "base64 little-endian float32"}]}}}},
+        "model": {"type": "string"},
+        "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                  "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
+    },
+}
