@@ -33,6 +33,7 @@ from core.address_guard import AddressGuard
 from core.callbacks import CallbackSender, Deliverer, RetryPolicy, new_delivery_record
 from core.errors import InvalidInput, NotReady, Overloaded, ServiceError
 from core.job_store import JobStore, make_job_store
+from core.openapi import json_content, operation
 from core.settings import CoreSettings
 
 log = logging.getLogger("core.async_jobs")
@@ -254,9 +255,24 @@ def failure_body(job_id: str, code: str, message: str) -> dict:
 # ---- Flask glue ------------------------------------------------------------------------------
 
 bp = Blueprint("jobs", __name__)
+CALLBACK_URL_SCHEMA = {"type": "string", "format": "uri",
+                       "description": "Answer 202 at once and POST the result here (see 'Async requests')."}
+JOB_ACCEPTED_SCHEMA = {"type": "object", "required": ["job_id", "status", "status_url"],
+                       "properties": {"job_id": {"type": "string"}, "status": {"const": "queued"},
+                                      "status_url": {"type": "string"}}}
+JOB_STATUS_SCHEMA = {"type": "object", "required": ["job_id", "status"],
+                     "properties": {"job_id": {"type": "string"},
+                                    "status": {"enum": ["queued", "running", "succeeded", "failed"]},
+                                    "result": {"type": "object"}, "error": {"type": "object"},
+                                    "callback": {"type": "object"}}}
+# The extra response of every POST inference route that takes callback_url, for its @operation.
+JOB_ACCEPTED = {202: ("Accepted as a job (callback_url given); the result is POSTed there.",
+                      json_content(JOB_ACCEPTED_SCHEMA))}
 
 
 @bp.get("/jobs/<job_id>")
+@operation("Status of a callback_url job", responses={200: ("The job record.", json_content(JOB_STATUS_SCHEMA))},
+           errors=(404,))
 def job_status(job_id: str):
     """Status of a callback_url job and, once done, its result and delivery outcome."""
     record = current_app.extensions["async_jobs"].get(job_id)

@@ -14,6 +14,7 @@ import time
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
+from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
 from core.openapi import MODEL_LIST_SCHEMA, json_content, operation
 from server.inputs import Inputs, check_count, check_texts, decode_base64_image
@@ -23,7 +24,7 @@ from server.service import ClipService
 bp = Blueprint("clip_openai", __name__)
 ENCODINGS = ("float", "base64")
 MODALITIES = ("text", "image")
-KNOWN_KEYS = ("input", "model", "encoding_format", "dimensions", "modality", "user")
+KNOWN_KEYS = ("input", "model", "encoding_format", "dimensions", "modality", "user", CALLBACK_FIELD)
 STARTED = int(time.time())  # /v1/models' "created": when this process started serving the model
 
 
@@ -90,7 +91,8 @@ def _check_dimensions(dimensions, dim: int | None) -> None:
 @bp.post("/v1/embeddings")
 @operation("Embed texts and images (OpenAI's embeddings API)",
            request=json_content(OPENAI_EMBEDDINGS_REQUEST),
-           responses={200: ("One embedding per input, in input order.", json_content(OPENAI_EMBEDDINGS_RESPONSE))},
+           responses={200: ("One embedding per input, in input order.", json_content(OPENAI_EMBEDDINGS_RESPONSE)),
+                      **JOB_ACCEPTED},
            errors=(400, 413, 415, 500, 503, 504), tags=["openai"])
 def embeddings():
     """OpenAI's POST /v1/embeddings; ``usage`` counts one token per input (text or image)."""
@@ -104,15 +106,19 @@ def embeddings():
     dimensions = body.get("dimensions")
     _check_dimensions(dimensions, service.runner.backend.dim)  # None while loading: checked again below
     g.inputs = {"images": len(inputs.images), "texts": len(inputs.texts)}
-    result = service.embed(inputs.images, inputs.texts, g.batch_sizes)
-    _check_dimensions(dimensions, result["dim"])
-    vectors = {"image": iter(result.get("image_embeddings", [])), "text": iter(result.get("text_embeddings", []))}
-    data = [{"object": "embedding", "index": n, "embedding": _encode(next(vectors[kind]), encoding_format)}
-            for n, kind in enumerate(kinds)]
-    # No per-token billing here: each input (a text, truncated to the model's context, or an image)
-    # counts as one, so usage says how many inputs were embedded.
-    usage = {"prompt_tokens": len(kinds), "total_tokens": len(kinds)}
-    return jsonify({"object": "list", "data": data, "model": result["model"], "usage": usage})
+
+    def work(batch_sizes: list[int]) -> dict:
+        result = service.embed(inputs.images, inputs.texts, batch_sizes)
+        _check_dimensions(dimensions, result["dim"])
+        vectors = {"image": iter(result.get("image_embeddings", [])), "text": iter(result.get("text_embeddings", []))}
+        data = [{"object": "embedding", "index": n, "embedding": _encode(next(vectors[kind]), encoding_format)}
+                for n, kind in enumerate(kinds)]
+        # No per-token billing here: each input (a text, truncated to the model's context, or an image)
+        # counts as one, so usage says how many inputs were embedded.
+        usage = {"prompt_tokens": len(kinds), "total_tokens": len(kinds)}
+        return {"object": "list", "data": data, "model": result["model"], "usage": usage}
+
+    return answer(work, callback_url_from(body), validate=lambda: service.check_images(inputs.images))
 
 
 @bp.get("/v1/models")

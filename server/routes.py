@@ -9,7 +9,7 @@ import json
 
 from flask import Blueprint, current_app, g
 
-from core.async_jobs import CALLBACK_FIELD, answer, callback_url_from
+from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
 from core.openapi import json_content, operation
 from server import schemas
@@ -27,7 +27,8 @@ def _service() -> ClipService:
 @bp.post("/embed")
 @operation("Embed images and/or texts", request={"multipart/form-data": schemas.EMBED_MULTIPART,
                                                  "application/json": schemas.EMBED_JSON, **schemas.RAW_IMAGE},
-           responses={200: ("Embeddings by kind, in input order.", json_content(schemas.EMBED_RESPONSE))},
+           responses={200: ("Embeddings by kind, in input order.", json_content(schemas.EMBED_RESPONSE)),
+                      **JOB_ACCEPTED},
            errors=(400, 413, 415, 500, 503, 504))
 def embed():
     """Embed images and/or texts into CLIP's shared space (L2-normalised)."""
@@ -55,7 +56,8 @@ def _labels(inputs) -> list:
 @bp.post("/classify")
 @operation("Zero-shot classification of images", request={"multipart/form-data": schemas.CLASSIFY_MULTIPART,
                                                          "application/json": schemas.CLASSIFY_JSON},
-           responses={200: ("Labels by probability, per image.", json_content(schemas.CLASSIFY_RESPONSE))},
+           responses={200: ("Labels by probability, per image.", json_content(schemas.CLASSIFY_RESPONSE)),
+                      **JOB_ACCEPTED},
            errors=(400, 413, 415, 500, 503, 504))
 def classify():
     """Zero-shot classification of images against candidate labels."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from core.async_jobs import CALLBACK_URL_SCHEMA
+
 BINARY = {"type": "string", "format": "binary"}
 VECTOR = {"type": "array", "items": {"type": "number"}, "description": "L2-normalised embedding."}
 STRINGS = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
@@ -9,13 +11,14 @@ FILES = {"anyOf": [BINARY, {"type": "array", "items": BINARY}]}
 
 EMBED_MULTIPART = {
     "type": "object",
-    "properties": {"image": FILES, "images": FILES, "text": STRINGS, "texts": STRINGS},
+    "properties": {"image": FILES, "images": FILES, "text": STRINGS, "texts": STRINGS,
+                   "callback_url": CALLBACK_URL_SCHEMA},
     "additionalProperties": False,
 }
 EMBED_JSON = {
     "type": "object",
     "properties": {"images": {**STRINGS, "description": "base64 or data:image/...;base64, URIs."},
-                   "texts": STRINGS},
+                   "texts": STRINGS, "callback_url": CALLBACK_URL_SCHEMA},
     "additionalProperties": False,
 }
 EMBED_RESPONSE = {
@@ -31,13 +34,13 @@ RAW_IMAGE = {"image/jpeg": BINARY, "image/png": BINARY, "application/octet-strea
 CLASSIFY_MULTIPART = {
     "type": "object",
     "properties": {"image": FILES, "images": FILES, "labels": STRINGS, "label": STRINGS,
-                   "template": {"type": "string"}, "top_k": {"type": "string"}},
+                   "template": {"type": "string"}, "top_k": {"type": "string"}, "callback_url": CALLBACK_URL_SCHEMA},
     "additionalProperties": False,
 }
 CLASSIFY_JSON = {
     "type": "object",
     "properties": {"images": STRINGS, "labels": STRINGS, "label": STRINGS, "template": {"type": "string"},
-                   "top_k": {"type": "integer"}},
+                   "top_k": {"type": "integer"}, "callback_url": CALLBACK_URL_SCHEMA},
     "additionalProperties": False,
 }
 SCORES = {"type": "array", "items": {"type": "object", "required": ["label", "score"],
@@ -64,6 +67,7 @@ OPENAI_EMBEDDINGS_REQUEST = {
                      "description": "image: every input is an image; text: every input is text; absent: "
                                     "data:image/ URIs are images, the rest texts."},
         "user": {"type": "string"},
+        "callback_url": CALLBACK_URL_SCHEMA,
     },
 }
 OPENAI_EMBEDDINGS_RESPONSE = {

@@ -9,7 +9,7 @@ import json
 
 from flask import Blueprint, Response, current_app, g, request
 
-from core.async_jobs import answer, callback_url_from
+from core.async_jobs import JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
 from core.openapi import operation
 from worker.formats import Transcript
@@ -40,7 +40,7 @@ def _upload() -> bytes:
 @bp.post("/v1/audio/transcriptions")
 @operation("Transcribe one recording", request={"multipart/form-data": upload_form(tuple(OPTION_FIELDS))},
            parameters=query_options(tuple(OPTION_FIELDS)),
-           responses={200: ("The transcript in the requested format.", TRANSCRIPT_CONTENT)},
+           responses={200: ("The transcript in the requested format.", TRANSCRIPT_CONTENT), **JOB_ACCEPTED},
            errors=(400, 413, 415, 500, 503, 504))
 def transcribe():
     """Transcribe one uploaded recording; options as form fields or query parameters."""
@@ -50,14 +50,17 @@ def transcribe():
     callback_url = callback_url_from(fields)
     options = service.options(fields)
 
-    def respond(transcript: Transcript) -> Response:
-        g.inputs = {"audio_seconds": round(transcript.duration, 2), "segments": len(transcript.segments)}
-        body, content_type = service.render(transcript, options.response_format)
-        return Response(body, content_type=content_type)
-
-    return answer(lambda sizes: service.transcribe(data, options, sizes), callback_url, respond=respond,
+    return answer(lambda sizes: service.transcribe(data, options, sizes), callback_url,
+                  respond=lambda transcript: transcript_response(service, transcript, options),
                   to_result=lambda transcript: transcript_result(service, transcript, options.response_format),
                   validate=lambda: service.check_audio(data))
+
+
+def transcript_response(service: WhisperService, transcript: Transcript, options) -> Response:
+    """The synchronous answer: the transcript rendered in the requested format."""
+    g.inputs = {"audio_seconds": round(transcript.duration, 2), "segments": len(transcript.segments)}
+    body, content_type = service.render(transcript, options.response_format)
+    return Response(body, content_type=content_type)
 
 
 def transcript_result(service: WhisperService, transcript: Transcript, response_format: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.async_jobs import CALLBACK_URL_SCHEMA
 from core.openapi import query
 from worker.options import RESPONSE_FORMATS, TASKS
 
@@ -20,6 +21,7 @@ OPTION_FIELDS = {
     "timestamp_granularities": ({"type": "string"}, "Same as timestamp_granularities[]."),
     "model": ({"type": "string"}, "Accepted and ignored: the service serves one model."),
     "stream": ({"type": "string"}, "Accepted and ignored: responses are never streamed."),
+    "callback_url": (CALLBACK_URL_SCHEMA, CALLBACK_URL_SCHEMA["description"]),
 }
 
 
