@@ -108,6 +108,18 @@ class CoreSettings:
     log_level: str = setting(
         "LOG_LEVEL", "INFO", "Python log level of the JSON logs on stdout.",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    events_output: str | None = setting(
+        "EVENTS_OUTPUT", None,
+        "Where /events/* write results and failure records: a local directory or gs://bucket/prefix; "
+        "unset = the event routes answer 503.")
+    events_input_root: str | None = setting(
+        "EVENTS_INPUT_ROOT", None,
+        "The only local directory file:// event inputs may be read from (local runs, tests); unset = "
+        "file:// inputs are refused.")
+    events_max_object_mb: float = setting(
+        "EVENTS_MAX_OBJECT_MB", 200.0,
+        "Largest object an event may read (checked before downloading); larger ones get a failure record.",
+        minimum=0.001)
 
     @classmethod
     def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:

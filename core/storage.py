@@ -91,8 +91,11 @@ def is_below(uri: str, prefix: str) -> bool:
         base_bucket, base_name = split_gcs(prefix)
         folder = base_name.strip("/")
         return bucket == base_bucket and (not folder or name == folder or name.startswith(folder + "/"))
-    path = os.path.abspath(local_path(uri))
-    base = os.path.abspath(local_path(prefix))
+    try:
+        path = os.path.abspath(local_path(uri))
+        base = os.path.abspath(local_path(prefix))
+    except ValueError:  # file://host/...: not a local path, so not below a local prefix
+        return False
     return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Flask
 
 from core.backend import ModelRunner
+from core.event_routes import install_events
 from core.health import install_health
 from core.http import build_app
 from server.backends import ClipBackend, make_backend
+from server.events import image_job
 from server.routes import bp
 from server.service import ClipService
 from server.settings import ServerSettings
@@ -28,6 +30,7 @@ def create_app(settings: ServerSettings | None = None, backend: ClipBackend | No
     app.extensions["label_cache"] = service.label_cache
     install_health(app, runner.health, service="clip-server")
     app.register_blueprint(bp)
+    install_events(app, image_job(service))
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()
     return app

@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Flask
 
 from core.backend import ModelRunner
+from core.event_routes import install_events
 from core.health import install_health
 from core.http import build_app
+from worker.events import audio_job
 from worker.routes import bp
 from worker.service import WhisperService
 from worker.settings import WorkerSettings
@@ -26,6 +28,7 @@ def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     app.extensions["transcriber"] = service.transcriber
     install_health(app, runner.health, service="whisper-worker")
     app.register_blueprint(bp)
+    install_events(app, audio_job(service))
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()
     return app
