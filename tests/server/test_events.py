@@ -96,7 +96,8 @@ def test_pubsub_job_writes_the_embedding_then_skips_the_same_generation(client, 
     assert result["input"] == (root / "photos" / "red.jpg").as_uri()
     written = os.stat(path).st_mtime_ns
 
-    again = client.post("/events/pubsub", json=push({"input": (root / "photos" / "red.jpg").as_uri()}, message_id="m-2"))
+    red = (root / "photos" / "red.jpg").as_uri()
+    again = client.post("/events/pubsub", json=push({"input": red}, message_id="m-2"))
     assert again.status_code == 200 and again.get_json()["status"] == "skipped"
     assert os.stat(path).st_mtime_ns == written  # not recomputed, not rewritten
 
