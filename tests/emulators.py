@@ -80,17 +80,16 @@ def storage_emulator(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("storage-emulator") / "emulator.log"
     process = _start([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
                       "--port", str(port), "--in-memory"], url + "/storage/v1/b", log_path)
-    saved = {name: os.environ.get(name) for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+    # Only this variable: GOOGLE_CLOUD_PROJECT would change other tests' log trace names.
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = url
-    os.environ["GOOGLE_CLOUD_PROJECT"] = "test-project"
     try:
         yield Emulator(url, f"127.0.0.1:{port}", log_path)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
         _stop(process)
 
 

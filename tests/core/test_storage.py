@@ -164,4 +164,4 @@ def test_emulator_client_is_anonymous(storage_emulator):
 
     client = storage.gcs_client()
     assert isinstance(client._credentials, AnonymousCredentials)
-    assert client.project == "test-project"
+    assert client.project == (os.environ.get("GOOGLE_CLOUD_PROJECT") or "local-emulator")
