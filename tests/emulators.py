@@ -103,22 +103,57 @@ def bucket(storage_emulator) -> str:
     return name
 
 
+class PubSub:
+    """The Pub/Sub emulator's REST API (the same paths as pubsub.googleapis.com/v1)."""
+
+    def __init__(self, emulator: Emulator, project: str = "test-project"):
+        self.emulator = emulator
+        self.base = f"{emulator.url}/v1/projects/{project}"
+        self.project = project
+
+    def create_topic(self, topic: str) -> None:
+        """Create a topic."""
+        requests.put(f"{self.base}/topics/{topic}", timeout=10).raise_for_status()
+
+    def create_push_subscription(self, name: str, topic: str, endpoint: str, ack_deadline_s: int = 60) -> None:
+        """A push subscription delivering the topic's messages to ``endpoint``."""
+        body = {"topic": f"projects/{self.project}/topics/{topic}", "pushConfig": {"pushEndpoint": endpoint},
+                "ackDeadlineSeconds": ack_deadline_s}
+        requests.put(f"{self.base}/subscriptions/{name}", json=body, timeout=10).raise_for_status()
+
+    def publish(self, topic: str, data: bytes = b"", attributes: dict | None = None) -> str:
+        """Publish one message; returns its message id."""
+        import base64
+
+        message = {"data": base64.b64encode(data).decode()}
+        if attributes:
+            message["attributes"] = attributes
+        answer = requests.post(f"{self.base}/topics/{topic}:publish", json={"messages": [message]}, timeout=10)
+        answer.raise_for_status()
+        return answer.json()["messageIds"][0]
+
+
 @pytest.fixture(scope="session")
 def pubsub_emulator(tmp_path_factory):
-    """``gcloud beta emulators pubsub start`` on loopback (needs the gcloud component and Java)."""
+    """``gcloud beta emulators pubsub start`` on loopback (needs the gcloud component and Java) -> PubSub."""
     gcloud = shutil.which("gcloud")
     if not gcloud:
         pytest.skip("gcloud is not installed: the Pub/Sub emulator test needs google-cloud-cli")
+    sdk_root = Path(os.path.realpath(gcloud)).parent.parent
+    if not (sdk_root / "platform" / "pubsub-emulator").is_dir():
+        pytest.skip(f"the gcloud Pub/Sub emulator component is not installed under {sdk_root}/platform "
+                    "(apt-get install google-cloud-cli-pubsub-emulator)")
     if not shutil.which("java"):
         pytest.skip("java is not installed: the Pub/Sub emulator needs a Java runtime")
     port = free_port()
     root = tmp_path_factory.mktemp("pubsub-emulator")
     # A private gcloud configuration: the tests never read or change the user's.
     env = {"CLOUDSDK_CONFIG": str(root / "gcloud-config"), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    (root / "data").mkdir()  # gcloud writes env.yaml there and stops the emulator if it cannot
     process = _start([gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}",
                       f"--data-dir={root / 'data'}"], f"http://127.0.0.1:{port}/", root / "emulator.log",
                      env=env, timeout_s=90)
     try:
-        yield Emulator(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", root / "emulator.log")
+        yield PubSub(Emulator(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", root / "emulator.log"))
     finally:
         _stop(process)
