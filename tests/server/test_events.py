@@ -353,3 +353,17 @@ def test_storage_5xx_answers_503_without_a_failure_record(dirs, monkeypatch):
     assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "storage_unavailable"
     assert calls  # it really asked storage
     assert storage.list_prefix(str(out)) == []
+
+
+def test_pubsub_push_with_an_oidc_header_passes_the_api_key_as_token(dirs):
+    root, out = dirs
+    _, client = make_app(events_output=str(out), events_input_root=str(root), api_key="s3cret")
+    job = push({"input": (root / "photos" / "red.jpg").as_uri()})
+    oidc = {"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJ4In0.c2ln"}  # what a push carries
+    assert client.post("/events/pubsub", json=job, headers=oidc).status_code == 401
+    assert client.post("/events/pubsub?token=wrong", json=job, headers=oidc).status_code == 401
+    answer = client.post("/events/pubsub?token=s3cret", json=job, headers=oidc)
+    assert answer.status_code == 200 and answer.get_json()["status"] == "succeeded"
+    # Only the event routes read ?token=: everywhere else the key stays in a header.
+    assert client.post("/embed?token=s3cret", data={"text": "hi"}).status_code == 401
+    assert client.post("/events/pubsub", json=job, headers={"X-API-Key": "s3cret"}).status_code == 200
