@@ -8,6 +8,9 @@ and the worker the embedded tiny.en. Plus Eventarc-shaped CloudEvents POSTed in 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +23,9 @@ from cloudevents.v1.http import CloudEvent
 from PIL import Image
 
 from core import storage
-from tests.conftest import run_service, wait_until
+from tests.conftest import ROOT, run_service, wait_until
 from tests.media import encode, speak
+from tests.readme_examples import README
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,16 +62,18 @@ def started_together(*managers):
 
 @pytest.fixture(scope="module")
 def world(storage_emulator, request, tmp_path_factory):
-    """Buckets, both services writing to gs://results/out, and one push subscription per service."""
-    client = storage.gcs_client()
-    uploads, results = f"uploads-{uuid.uuid4().hex[:8]}", f"results-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(uploads)
-    client.create_bucket(results)
-    output = f"gs://{results}/out"
-    env = {"EVENTS_OUTPUT": output, "STORAGE_EMULATOR_HOST": storage_emulator.url, "LOG_LEVEL": "INFO"}
+    """A bucket, both services writing to gs://uploads/results, and one push subscription per service."""
+    # The configuration the README's "Try it locally" shows: bucket uploads, results in gs://uploads/results.
+    uploads = "uploads"
+    storage.gcs_client().create_bucket(uploads)
+    output = f"gs://{uploads}/results"
+    workdir = tmp_path_factory.mktemp("events-workdir")  # EVENTS_INPUT_ROOT, where the README runs
+    env = {"EVENTS_OUTPUT": output, "EVENTS_INPUT_ROOT": str(workdir), "STORAGE_EMULATOR_HOST": storage_emulator.url,
+           "LOG_LEVEL": "INFO"}
     tmp = tmp_path_factory.mktemp("events-e2e")
     with started_together(run_service("server", {**env, "CLIP_MODEL": "fake"}, tmp),
-                          run_service("worker", {**env, "WHISPER_MODEL": "tiny.en", "MAX_WAIT_MS": "20"}, tmp,
+                          run_service("worker", {**env, "WHISPER_MODEL": "tiny.en", "MAX_WAIT_MS": "20",
+                                                 "MAX_BATCH_SIZE": "2"}, tmp,  # a short warm-up batch
                                       ready_timeout_s=180)) as (clip, worker):
         # The Pub/Sub emulator starts (on this thread) while the services load their models.
         pubsub = request.getfixturevalue("pubsub_emulator")
@@ -75,8 +81,8 @@ def world(storage_emulator, request, tmp_path_factory):
         for topic, service in (("images", clip), ("audio", worker)):
             pubsub.create_topic(topic)
             pubsub.create_push_subscription(f"{topic}-push", topic, f"{service.url}/events/pubsub")
-        yield {"uploads": uploads, "results": results, "output": output, "clip": clip, "worker": worker,
-               "pubsub": pubsub, "tmp": tmp}
+        yield {"uploads": uploads, "output": output, "clip": clip, "worker": worker, "pubsub": pubsub,
+               "tmp": tmp, "workdir": workdir, "storage_url": storage_emulator.url}
 
 
 def upload(bucket: str, name: str, data: bytes, content_type: str) -> str:
@@ -167,3 +173,35 @@ def test_eventarc_cloudevents_reach_the_worker(world, mode):
     assert sorted(answer.json()["results"]) == sorted(result_uri(world, name, generation, ext)
                                                       for ext in ("json", "srt", "vtt"))
     assert "lazy dog" in json.loads(storage.read_bytes(result_uri(world, name, generation, "json")))["text"].lower()
+
+
+def events_section() -> list[str]:
+    """The sh blocks of the README's Events section, in order."""
+    text = README.read_text()
+    section = text[text.index("\n## Events"):]
+    section = section[:section.index("\n## ", 1)]
+    return re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_events_examples_work_as_printed(world):
+    start, examples = events_section()[:2]
+    # The services here run as the README starts them (CLIP with the fake model: same path, no weights).
+    for fragment in ("--default-bucket uploads", "EVENTS_OUTPUT=gs://uploads/results", "EVENTS_INPUT_ROOT=$PWD"):
+        assert fragment in start
+    workdir = world["workdir"]
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_samples.py"), str(workdir)], check=True,
+                   capture_output=True)
+    script = examples.replace("http://localhost:9023", world["storage_url"])
+    script = script.replace("http://localhost:5001", world["clip"].url).replace("http://localhost:8080",
+                                                                                 world["worker"].url)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=workdir, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    answers = [json.loads(line) for line in lines if line.startswith('{"status"')]
+    assert [a["status"] for a in answers] == ["succeeded", "skipped", "succeeded", "succeeded"], lines
+    assert all("error" not in a for a in answers)
+    assert answers[0]["results"][0].startswith("gs://uploads/results/uploads/inbox/photo.jpg@")
+    assert '"embedding"' in next(line for line in lines if line.startswith('{"input"'))
+    assert sorted(r.rsplit(".", 1)[1] for r in answers[2]["results"]) == ["json", "srt", "vtt"]
+    assert "quarterly report" in json.loads(storage.read_bytes(answers[3]["results"][-1]))["text"].lower()
