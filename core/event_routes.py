@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 
 from flask import Blueprint, Flask, current_app, jsonify, request
@@ -80,8 +81,7 @@ def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str):
     except Ignored as ignored:
         return _done({"status": "ignored", "reason": ignored.reason}, event_id, started)
     except PoisonEvent as err:
-        record = storage.join(settings.events_output, "_failed", f"{_safe(event_id or 'unknown')}.{FAILURE}")
-        return _done(_fail(record, err, {"event_id": event_id}), event_id, started)
+        return _done(_fail(_failed_record(settings, event_id), err, {"event_id": event_id}), event_id, started)
     body = process(event, job, settings)
     return _done(body, event.event_id, started, event)
 
@@ -96,8 +96,11 @@ def _done(body: dict, event_id: str, started: float, event: ObjectEvent | None =
     return jsonify(body), 200
 
 
-def _safe(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:200]
+def _failed_record(settings: CoreSettings, event_id: str) -> str:
+    """Where a failure with no object generation to name it goes: _failed/<message id>.error.json."""
+    # A bare job (Cloud Tasks, curl) has no message id: a random one keeps records apart.
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in event_id)[:200] or f"job-{uuid.uuid4().hex}"
+    return storage.join(settings.events_output, "_failed", f"{name}.{FAILURE}")
 
 
 def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
@@ -110,8 +113,7 @@ def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
         source, key = _resolve_input(event.input, settings)
         _check_output(output, settings)
     except ServiceError as err:
-        record = storage.join(settings.events_output, "_failed", f"{_safe(event.event_id or 'unknown')}.{FAILURE}")
-        return _fail(record, err, {"input": event.input, "event_id": event.event_id})
+        return _fail(_failed_record(settings, event.event_id), err, {"input": event.input, "event_id": event.event_id})
     generation = event.generation
     meta = {"input": event.input, "generation": generation}
     try:
@@ -123,15 +125,14 @@ def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
             if storage.exists(f"{base}.{suffix}"):
                 return {"status": "skipped", "reason": status, "generation": generation,
                         "result": f"{base}.{suffix}"}
-        data = storage.read_bytes(source, settings.events_max_object_mb and
-                                  int(settings.events_max_object_mb * 1024 * 1024), generation)
+        data = storage.read_bytes(source, int(settings.events_max_object_mb * 1024 * 1024), generation)
         files = job(data, event.options, meta)
     except ServiceError as err:
         if not is_permanent(err):
             raise
-        base = storage.join(output, f"{key}@{generation}") if generation else storage.join(
-            output, "_failed", _safe(event.event_id or key))
-        return {**_fail(f"{base}.{FAILURE}", err, {**meta, "event_id": event.event_id}), "generation": generation}
+        record = (f"{storage.join(output, f'{key}@{generation}')}.{FAILURE}" if generation
+                  else _failed_record(settings, event.event_id))
+        return {**_fail(record, err, {**meta, "event_id": event.event_id}), "generation": generation}
     written = []
     # Everything else first, the .json last: its presence means the whole result is there.
     for extension in sorted(files, key=lambda ext: ext == RESULT):

@@ -161,6 +161,8 @@ class CoreSettings:
                 parse_many(self.rate_limit)
             except ValueError as err:
                 raise SettingsError(f"RATE_LIMIT={self.rate_limit!r} is not valid: {err}") from None
+        if self.events_output and self.events_output.startswith("gs://") and not self.events_output[5:].strip("/"):
+            raise SettingsError("EVENTS_OUTPUT needs a bucket: gs://BUCKET or gs://BUCKET/prefix")
 
     @property
     def max_request_bytes(self) -> int:

@@ -1,4 +1,4 @@
-"""CLIP /events/pubsub and /events/storage in-process (fake backend), on local folders and the storage emulator."""
+"""CLIP /events/pubsub and /events/storage in-process (fake backend) on local folders: shapes, safety, failures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cloudevents.v1.conversion import to_binary, to_structured
+from cloudevents.v1.conversion import to_binary
 from cloudevents.v1.http import CloudEvent
 from PIL import Image
 
@@ -22,7 +22,7 @@ from server.settings import ServerSettings
 from tests.conftest import wait_until
 from tests.media import encode, photo_like
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit
 
 RED = encode(Image.new("RGB", (80, 60), (220, 20, 20)))
 BLUE = encode(Image.new("RGB", (80, 60), (20, 20, 220)), "PNG")
@@ -241,48 +241,6 @@ def test_other_notifications_and_event_types_are_ignored(client):
     assert archived.status_code == 200 and archived.get_json()["status"] == "ignored"
 
 
-# ---- gs:// on the storage emulator ---------------------------------------------------------------
-
-@pytest.fixture
-def gcs_client(bucket):
-    """An app reading gs://<bucket>/uploads and writing gs://<bucket>/results."""
-    return make_app(events_output=f"gs://{bucket}/results")[1]
-
-
-@pytest.mark.parametrize("mode", ["binary", "structured"])
-def test_eventarc_cloudevents_in_both_modes(gcs_client, bucket, mode):
-    storage.write_bytes(f"gs://{bucket}/uploads/red.jpg", RED, "image/jpeg")
-    generation = storage.stat(f"gs://{bucket}/uploads/red.jpg").generation
-    headers, body = (to_binary if mode == "binary" else to_structured)(finalized(bucket, "uploads/red.jpg", generation))
-    if mode == "binary":
-        assert headers["ce-type"] and "content-type" not in {k.lower() for k in headers}
-        headers["Content-Type"] = "application/json"  # what Eventarc sends in binary mode
-    else:
-        assert headers["content-type"] == "application/cloudevents+json"
-    answer = gcs_client.post("/events/storage", headers=headers, data=body)
-    assert answer.status_code == 200, answer.get_json()
-    expected = f"gs://{bucket}/results/{bucket}/uploads/red.jpg@{generation}.json"
-    assert answer.get_json()["results"] == [expected]
-    result = json.loads(storage.read_bytes(expected))
-    assert result["input"] == f"gs://{bucket}/uploads/red.jpg" and result["generation"] == generation
-    assert len(result["embedding"]) == 64
-    # The result object's own finalize event is ignored: no loop.
-    loop = gcs_client.post("/events/storage", headers=headers,
-                           data=body.replace(b"uploads/red.jpg", f"results/{bucket}/uploads/red.jpg@{generation}.json"
-                                             .encode())) if mode == "structured" else None
-    if loop is not None:
-        assert loop.get_json()["status"] == "ignored"
-
-
-def test_storage_notification_for_a_missing_object_is_recorded(gcs_client, bucket):
-    body = gcs_client.post("/events/pubsub", json=push(attributes={
-        "bucketId": bucket, "objectId": "uploads/gone.jpg", "eventType": "OBJECT_FINALIZE",
-        "objectGeneration": "42", "payloadFormat": "JSON_API_V1"})).get_json()
-    assert body["status"] == "failed" and body["error"]["code"] == "object_not_found"
-    assert body["record"] == f"gs://{bucket}/results/{bucket}/uploads/gone.jpg@42.error.json"
-    assert storage.exists(body["record"])
-
-
 # ---- transient failures: non-2xx so Pub/Sub redelivers ---------------------------------------------
 
 class BlockingBackend(FakeClipBackend):
@@ -367,3 +325,17 @@ def test_pubsub_push_with_an_oidc_header_passes_the_api_key_as_token(dirs):
     # Only the event routes read ?token=: everywhere else the key stays in a header.
     assert client.post("/embed?token=s3cret", data={"text": "hi"}).status_code == 401
     assert client.post("/events/pubsub", json=job, headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def test_bare_jobs_that_fail_get_records_of_their_own(client, dirs):
+    _, out = dirs
+    records = {client.post("/events/pubsub", json={"input": 5}).get_json()["record"] for _ in range(2)}
+    assert len(records) == 2 and all(r.startswith(str(out / "_failed" / "job-")) for r in records)
+
+
+def test_events_output_needs_a_bucket():
+    from core.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="EVENTS_OUTPUT"):
+        ServerSettings.from_env({"EVENTS_OUTPUT": "gs://"})
+    assert ServerSettings.from_env({"EVENTS_OUTPUT": "gs://b"}).events_output == "gs://b"
