@@ -339,3 +339,4 @@ def test_events_output_needs_a_bucket():
     with pytest.raises(SettingsError, match="EVENTS_OUTPUT"):
         ServerSettings.from_env({"EVENTS_OUTPUT": "gs://"})
     assert ServerSettings.from_env({"EVENTS_OUTPUT": "gs://b"}).events_output == "gs://b"
+
