@@ -112,8 +112,11 @@ def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
     try:
         source, key = _resolve_input(event.input, settings)
         _check_output(output, settings)
+        _check_key(output, key)
     except ServiceError as err:
         return _fail(_failed_record(settings, event.event_id), err, {"input": event.input, "event_id": event.event_id})
+    if not storage.is_gcs(source) and storage.is_below(source, os.path.realpath(storage.local_path(output))):
+        return {"status": "ignored", "reason": f"{event.input} resolves to a file under the output {output}"}
     generation = event.generation
     meta = {"input": event.input, "generation": generation}
     try:
@@ -172,6 +175,15 @@ def _resolve_input(uri: str, settings: CoreSettings) -> tuple[str, str]:
     if not path.is_absolute() or not storage.is_below(resolved, root) or resolved == root:
         raise InvalidInput(f"{uri} is outside EVENTS_INPUT_ROOT", code="input_not_allowed")
     return resolved, os.path.relpath(resolved, root).replace(os.sep, "/")
+
+
+def _check_key(output: str, key: str) -> None:
+    """A gs:// object may be named '../../x': in a local output directory that must not climb out."""
+    if storage.is_gcs(output):
+        return  # object names are flat strings there; '..' is just characters
+    base = os.path.abspath(storage.local_path(output))
+    if not storage.is_below(os.path.abspath(os.path.join(base, key)), base) or key.startswith("/"):
+        raise InvalidInput(f"object name {key!r} would leave the output directory", code="invalid_input")
 
 
 def _check_output(output: str, settings: CoreSettings) -> None:

@@ -158,7 +158,9 @@ def _blob(uri: str, generation: str | int | None = None):
     bucket, name = split_gcs(uri)
     if not name:
         raise ValueError(f"no object name in {uri!r}")
-    return gcs_client().bucket(bucket).blob(name, generation=int(generation) if generation else None)
+    with _gcs_errors(uri):  # no credentials is an operator's fix away: transient, like a 403
+        client = gcs_client()
+    return client.bucket(bucket).blob(name, generation=int(generation) if generation else None)
 
 
 # ---- the interface --------------------------------------------------------------------------

@@ -21,6 +21,10 @@ from pathlib import Path
 import pytest
 import requests
 
+# Tests talk to loopback only: google-auth must never probe the metadata server (169.254.169.254)
+# when some code path looks for default credentials. Read when google.auth is first imported.
+os.environ.setdefault("NO_GCE_CHECK", "true")
+
 
 @dataclass
 class Emulator:

@@ -340,3 +340,14 @@ def test_events_output_needs_a_bucket():
         ServerSettings.from_env({"EVENTS_OUTPUT": "gs://"})
     assert ServerSettings.from_env({"EVENTS_OUTPUT": "gs://b"}).events_output == "gs://b"
 
+
+
+def test_object_names_cannot_climb_out_of_a_local_output(client, dirs):
+    _, out = dirs
+    for n, name in enumerate(("../../escape.jpg", "a/../../../escape.jpg", "../../../../escape.jpg")):
+        body = client.post("/events/pubsub", json=push(attributes={
+            "bucketId": "uploads", "objectId": name, "eventType": "OBJECT_FINALIZE", "objectGeneration": "3"},
+            message_id=f"climb-{n}")).get_json()
+        assert body["status"] == "failed" and body["error"]["code"] == "invalid_input", body
+        assert body["record"] == str(out / "_failed" / f"climb-{n}.error.json")
+    assert not [p for p in (out.parent, out.parent.parent, out.parent.parent.parent) if list(p.glob("escape*"))]
