@@ -6,7 +6,8 @@ Three shapes arrive:
   ``objectId``, ``eventType``, ``objectGeneration``);
 - a Pub/Sub push (or a bare body, as Cloud Tasks and curl send it) whose data is a JSON job
   ``{"input": "gs://..." | "file:///...", "output": optional, ...the route's options}``;
-- an Eventarc CloudEvent ``google.cloud.storage.object.v1.finalized``, binary or structured mode.
+- an Eventarc CloudEvent ``google.cloud.storage.object.v1.finalized``, binary or structured mode
+  (or ``google.cloud.pubsub.topic.v1.messagePublished``, whose data is the push envelope above).
 
 Each becomes an ``ObjectEvent``. Events about something else (a deletion, another type) raise
 ``Ignored``; a message that can never succeed raises ``PoisonEvent`` (acknowledge it, with a
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from core.errors import InvalidInput
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
+# Eventarc with a Pub/Sub source wraps the same push envelope in a CloudEvent of this type.
+PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 NOTIFICATION_FINALIZE = "OBJECT_FINALIZE"
 JOB_KEYS = ("input", "output")
 
@@ -136,14 +139,16 @@ def event_from_cloudevent(headers: Mapping[str, str], body: bytes) -> ObjectEven
     except ce_errors.GenericException as err:
         raise InvalidInput(f"not a CloudEvent: {err}", code="invalid_event") from None
     event_type = event["type"]
-    if event_type != FINALIZED:
-        raise Ignored(f"CloudEvent type {event_type}: only {FINALIZED} is processed")
+    if event_type not in (FINALIZED, PUBSUB_PUBLISHED):
+        raise Ignored(f"CloudEvent type {event_type}: only {FINALIZED} and {PUBSUB_PUBLISHED} are processed")
     data = event.data
     if isinstance(data, (bytes, str)):
         try:
             data = json.loads(data)
         except ValueError:
             raise InvalidInput("CloudEvent data is not JSON", code="invalid_event") from None
+    if event_type == PUBSUB_PUBLISHED:
+        return event_from_push(parse_push(data))
     data = data if isinstance(data, dict) else {}
     attributes = event.get_attributes()
     # The object resource names bucket and object; source and subject say the same and serve as

@@ -351,3 +351,15 @@ def test_object_names_cannot_climb_out_of_a_local_output(client, dirs):
         assert body["status"] == "failed" and body["error"]["code"] == "invalid_input", body
         assert body["record"] == str(out / "_failed" / f"climb-{n}.error.json")
     assert not [p for p in (out.parent, out.parent.parent, out.parent.parent.parent) if list(p.glob("escape*"))]
+
+
+def test_eventarc_pubsub_cloudevent_carries_the_push_envelope(client, dirs):
+    root, out = dirs
+    envelope = push({"input": (root / "photos" / "red.jpg").as_uri()}, message_id="via-eventarc")
+    event = CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished", "id": "via-eventarc",
+                        "source": "//pubsub.googleapis.com/projects/p/topics/clip-jobs"}, envelope)
+    headers, body = to_binary(event)
+    headers["Content-Type"] = "application/json"
+    answer = client.post("/events/storage", headers=headers, data=body)
+    assert answer.status_code == 200 and answer.get_json()["status"] == "succeeded", answer.get_json()
+    result_of(out, "photos/red.jpg")
