@@ -51,7 +51,8 @@ def install_events(app: Flask, job: EventJob) -> None:
     @bp.post("/events/pubsub")
     def pubsub():
         """A Pub/Sub push (storage notification or JSON job), or a bare JSON job (Cloud Tasks)."""
-        body = request.get_json(silent=True)
+        # force: a Cloud Tasks task without a Content-Type header still carries JSON.
+        body = request.get_json(force=True, silent=True)
         if body is None:
             raise InvalidInput("send a JSON body: a Pub/Sub push envelope or a job", code="invalid_event")
         return _answer(lambda: event_from_request(body), job, _message_id(body))
