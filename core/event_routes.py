@@ -83,7 +83,13 @@ def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str):
         return _done({"status": "ignored", "reason": ignored.reason}, event_id, started)
     except PoisonEvent as err:
         return _done(_fail(_failed_record(settings, event_id), err, {"event_id": event_id}), event_id, started)
-    body = process(event, job, settings)
+    try:
+        body = process(event, job, settings)
+    except ServiceError as err:  # transient: the non-2xx answer makes Pub/Sub / Eventarc / Cloud Tasks retry
+        log.warning("event %s retry: %s", event.event_id, err.message, extra={"event": {
+            "event_id": event.event_id, "status": "retry", "source": event.source, "input": event.input,
+            "error_code": err.code, "seconds": round(time.perf_counter() - started, 3)}})
+        raise
     return _done(body, event.event_id, started, event)
 
 
