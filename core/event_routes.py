@@ -145,10 +145,12 @@ def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
         return {**_fail(record, err, {**meta, "event_id": event.event_id}), "generation": generation}
     written = []
     # Everything else first, the .json last: its presence means the whole result is there.
+    # Create-only writes: a file left by an interrupted attempt is kept (same input, same result),
+    # and the runtime account needs only objectCreator on the output, never delete/overwrite.
     for extension in sorted(files, key=lambda ext: ext == RESULT):
         data, content_type = files[extension]
         uri = f"{base}.{extension}"
-        storage.write_bytes(uri, data, content_type)
+        storage.write_bytes(uri, data, content_type, if_absent=True)
         written.append(uri)
     return {"status": "succeeded", "input": event.input, "generation": generation, "results": written}
 
@@ -158,7 +160,7 @@ def _fail(record: str, err: ServiceError, meta: dict) -> dict:
     error = {"code": err.code, "message": err.message}
     document = {**meta, "status": "failed", "error": error,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    storage.write_bytes(record, json.dumps(document).encode(), "application/json")
+    storage.write_bytes(record, json.dumps(document).encode(), "application/json", if_absent=True)
     return {"status": "failed", "error": error, "record": record}
 
 

@@ -215,6 +215,12 @@ def test_poison_messages_are_acknowledged_with_a_record(client, dirs, data):
     body = answer.get_json()
     assert body["status"] == "failed" and body["record"] == str(out / "_failed" / "poison-1.error.json")
     assert json.loads(storage.read_bytes(body["record"]))["event_id"] == "poison-1"
+    first = storage.read_bytes(body["record"])
+    os.utime(body["record"], ns=(1, 1))
+    again = client.post("/events/pubsub", json=push(data=data, message_id="poison-1"))
+    assert again.status_code == 200 and again.get_json()["record"] == body["record"]
+    # Create-only: a redelivery leaves the first record as it was.
+    assert storage.read_bytes(body["record"]) == first and os.stat(body["record"]).st_mtime_ns == 1
 
 
 def test_requests_that_are_not_events_get_400(client):
