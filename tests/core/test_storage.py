@@ -126,7 +126,7 @@ def test_local_writes_are_atomic_and_leave_no_temp_files(tmp_path):
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        for n in range(200):
+        for n in range(60):
             storage.write_bytes(str(target), (b"%03d" % n) * 2000)
     finally:
         stop.set()
