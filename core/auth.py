@@ -9,10 +9,15 @@ from flask import Flask, request
 from core.errors import Unauthorized
 
 OPEN_PATHS = frozenset({"/health"})
+# A Pub/Sub push subscription cannot add headers (its Authorization carries the OIDC token), so the
+# event routes also take the key as ?token=KEY in the push endpoint URL; request logs omit queries.
+TOKEN_PATHS = ("/events/",)
 
 
 def presented_key() -> str | None:
-    """The key the client sent, from either header, or None."""
+    """The key the client sent, from either header (or ?token= on the event routes), or None."""
+    if request.path.startswith(TOKEN_PATHS) and "token" in request.args:
+        return request.args["token"]
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip()

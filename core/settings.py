@@ -136,6 +136,18 @@ class CoreSettings:
     async_workers: int = setting(
         "ASYNC_WORKERS", 4,
         "Threads running callback_url jobs; each feeds the same batcher as a request thread.", minimum=1)
+    events_output: str | None = setting(
+        "EVENTS_OUTPUT", None,
+        "Where /events/* write results and failure records: a local directory or gs://bucket/prefix; "
+        "unset = the event routes answer 503.")
+    events_input_root: str | None = setting(
+        "EVENTS_INPUT_ROOT", None,
+        "The only local directory file:// event inputs may be read from (local runs, tests); unset = "
+        "file:// inputs are refused.")
+    events_max_object_mb: float = setting(
+        "EVENTS_MAX_OBJECT_MB", 200.0,
+        "Largest object an event may read (checked before downloading); larger ones get a failure record.",
+        minimum=0.001)
 
     @classmethod
     def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:
@@ -177,6 +189,8 @@ class CoreSettings:
                 parse_many(self.rate_limit)
             except ValueError as err:
                 raise SettingsError(f"RATE_LIMIT={self.rate_limit!r} is not valid: {err}") from None
+        if self.events_output and self.events_output.startswith("gs://") and not self.events_output[5:].strip("/"):
+            raise SettingsError("EVENTS_OUTPUT needs a bucket: gs://BUCKET or gs://BUCKET/prefix")
 
     @property
     def max_request_bytes(self) -> int:

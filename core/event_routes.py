@@ -1,0 +1,206 @@
+"""POST /events/pubsub and /events/storage: unwrap the event, read the object, run the app's job, write.
+
+The app supplies one ``EventJob``: object bytes + options -> result files (``{"json": (bytes,
+content type), ...}``); it calls the app's service like any other entry point. This module owns
+what every event needs:
+
+- results go to ``<output>/<key>@<generation>.<ext>`` (key: ``bucket/object`` for gs://, the path
+  below EVENTS_INPUT_ROOT for file://), the ``.json`` written last, so it marks a finished result;
+- idempotent: a ``.json`` or ``.error.json`` for that generation already there -> nothing recomputed;
+- objects under the output prefix are ignored (a result must not trigger its own event);
+- permanent failures (bad media, missing object, too large, malformed message) write
+  ``<key>@<generation>.error.json`` (or ``_failed/<message id>.error.json``) and answer 200, so
+  Pub/Sub does not redeliver them forever; transient ones (model busy, storage 5xx) answer
+  429/503/504 and Pub/Sub or Eventarc retries;
+- 2xx only once the result or failure record is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from core import storage
+from core.errors import InvalidInput, NotReady, ServiceError
+from core.events import Ignored, ObjectEvent, PoisonEvent, event_from_cloudevent, event_from_request
+from core.settings import CoreSettings
+
+log = logging.getLogger("core.events")
+
+# (object bytes, options, {"input", "generation"}) -> {extension: (bytes, content type)}; "json" required.
+EventJob = Callable[[bytes, dict, dict], "dict[str, tuple[bytes, str]]"]
+RESULT = "json"
+FAILURE = "error.json"
+
+
+def is_permanent(err: ServiceError) -> bool:
+    """A 4xx other than 408/429 will fail the same way on every retry; 429/5xx may not."""
+    return 400 <= err.status < 500 and err.status not in (408, 429)
+
+
+def install_events(app: Flask, job: EventJob) -> None:
+    """Register the event routes with the app's job function."""
+    bp = Blueprint("events", __name__)
+
+    @bp.post("/events/pubsub")
+    def pubsub():
+        """A Pub/Sub push (storage notification or JSON job), or a bare JSON job (Cloud Tasks)."""
+        # force: a Cloud Tasks task without a Content-Type header still carries JSON.
+        body = request.get_json(force=True, silent=True)
+        if body is None:
+            raise InvalidInput("send a JSON body: a Pub/Sub push envelope or a job", code="invalid_event")
+        return _answer(lambda: event_from_request(body), job, _message_id(body))
+
+    @bp.post("/events/storage")
+    def eventarc():
+        """An Eventarc CloudEvent for a Cloud Storage object (binary or structured mode)."""
+        return _answer(lambda: event_from_cloudevent(request.headers, request.get_data()), job,
+                       request.headers.get("ce-id", ""))
+
+    app.register_blueprint(bp)
+
+
+def _message_id(body) -> str:
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message.get("messageId") or "") if isinstance(message, dict) else ""
+
+
+def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str):
+    settings: CoreSettings = current_app.extensions["settings"]
+    if not settings.events_output:
+        raise NotReady("events are off: set EVENTS_OUTPUT to a directory or gs:// prefix",
+                       code="events_not_configured")
+    started = time.perf_counter()
+    try:
+        event = parse()
+    except Ignored as ignored:
+        return _done({"status": "ignored", "reason": ignored.reason}, event_id, started)
+    except PoisonEvent as err:
+        return _done(_fail(_failed_record(settings, event_id), err, {"event_id": event_id}), event_id, started)
+    try:
+        body = process(event, job, settings)
+    except ServiceError as err:  # transient: the non-2xx answer makes Pub/Sub / Eventarc / Cloud Tasks retry
+        log.warning("event %s retry: %s", event.event_id, err.message, extra={"event": {
+            "event_id": event.event_id, "status": "retry", "source": event.source, "input": event.input,
+            "error_code": err.code, "seconds": round(time.perf_counter() - started, 3)}})
+        raise
+    return _done(body, event.event_id, started, event)
+
+
+def _done(body: dict, event_id: str, started: float, event: ObjectEvent | None = None):
+    fields = {"event_id": event_id, "status": body["status"], "seconds": round(time.perf_counter() - started, 3)}
+    if event is not None:
+        fields.update(source=event.source, input=event.input, generation=body.get("generation"))
+    if body.get("error"):
+        fields["error_code"] = body["error"]["code"]
+    log.info("event %s %s", event_id, body["status"], extra={"event": fields})
+    return jsonify(body), 200
+
+
+def _failed_record(settings: CoreSettings, event_id: str) -> str:
+    """Where a failure with no object generation to name it goes: _failed/<message id>.error.json."""
+    # A bare job (Cloud Tasks, curl) has no message id: a random one keeps records apart.
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in event_id)[:200] or f"job-{uuid.uuid4().hex}"
+    return storage.join(settings.events_output, "_failed", f"{name}.{FAILURE}")
+
+
+def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
+    """Run one object event to a written result or failure record; transient errors propagate."""
+    output = event.output or settings.events_output
+    for prefix in {settings.events_output, output}:
+        if storage.is_below(event.input, prefix):
+            return {"status": "ignored", "reason": f"{event.input} is under the output prefix {prefix}"}
+    try:
+        source, key = _resolve_input(event.input, settings)
+        _check_output(output, settings)
+        _check_key(output, key)
+    except ServiceError as err:
+        return _fail(_failed_record(settings, event.event_id), err, {"input": event.input, "event_id": event.event_id})
+    if not storage.is_gcs(source) and storage.is_below(source, os.path.realpath(storage.local_path(output))):
+        return {"status": "ignored", "reason": f"{event.input} resolves to a file under the output {output}"}
+    generation = event.generation
+    meta = {"input": event.input, "generation": generation}
+    try:
+        if generation is None:
+            generation = storage.stat(source).generation
+            meta["generation"] = generation
+        base = storage.join(output, f"{key}@{generation}")
+        for suffix, status in ((RESULT, "exists"), (FAILURE, "failed_before")):
+            if storage.exists(f"{base}.{suffix}"):
+                return {"status": "skipped", "reason": status, "generation": generation,
+                        "result": f"{base}.{suffix}"}
+        data = storage.read_bytes(source, int(settings.events_max_object_mb * 1024 * 1024), generation)
+        files = job(data, event.options, meta)
+    except ServiceError as err:
+        if not is_permanent(err):
+            raise
+        record = (f"{storage.join(output, f'{key}@{generation}')}.{FAILURE}" if generation
+                  else _failed_record(settings, event.event_id))
+        return {**_fail(record, err, {**meta, "event_id": event.event_id}), "generation": generation}
+    written = []
+    # Everything else first, the .json last: its presence means the whole result is there.
+    # Create-only writes: a file left by an interrupted attempt is kept (same input, same result),
+    # and the runtime account needs only objectCreator on the output, never delete/overwrite.
+    for extension in sorted(files, key=lambda ext: ext == RESULT):
+        data, content_type = files[extension]
+        uri = f"{base}.{extension}"
+        storage.write_bytes(uri, data, content_type, if_absent=True)
+        written.append(uri)
+    return {"status": "succeeded", "input": event.input, "generation": generation, "results": written}
+
+
+def _fail(record: str, err: ServiceError, meta: dict) -> dict:
+    """Write a failure record for a permanent error -> the 200 body that acknowledges it."""
+    error = {"code": err.code, "message": err.message}
+    document = {**meta, "status": "failed", "error": error,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    storage.write_bytes(record, json.dumps(document).encode(), "application/json", if_absent=True)
+    return {"status": "failed", "error": error, "record": record}
+
+
+def _resolve_input(uri: str, settings: CoreSettings) -> tuple[str, str]:
+    """(location to read, result key) for an event input; refuses file:// outside EVENTS_INPUT_ROOT."""
+    if storage.is_gcs(uri):
+        bucket, name = storage.split_gcs(uri)
+        if not name or name.endswith("/"):
+            raise InvalidInput(f"{uri} names no object", code="invalid_input")
+        return uri, f"{bucket}/{name}"
+    if not settings.events_input_root:
+        raise InvalidInput("file:// inputs are refused: EVENTS_INPUT_ROOT is not set", code="input_not_allowed")
+    try:
+        path = storage.local_path(uri)
+    except ValueError as err:
+        raise InvalidInput(str(err), code="invalid_input") from None
+    root = os.path.realpath(settings.events_input_root)
+    # realpath resolves '..' and every symlink: a link inside the root pointing outside it is refused,
+    # and what we read is the resolved path, not the name the event gave.
+    resolved = os.path.realpath(path)
+    if not path.is_absolute() or not storage.is_below(resolved, root) or resolved == root:
+        raise InvalidInput(f"{uri} is outside EVENTS_INPUT_ROOT", code="input_not_allowed")
+    return resolved, os.path.relpath(resolved, root).replace(os.sep, "/")
+
+
+def _check_key(output: str, key: str) -> None:
+    """A gs:// object may be named '../../x': in a local output directory that must not climb out."""
+    if storage.is_gcs(output):
+        return  # object names are flat strings there; '..' is just characters
+    base = os.path.abspath(storage.local_path(output))
+    if not storage.is_below(os.path.abspath(os.path.join(base, key)), base) or key.startswith("/"):
+        raise InvalidInput(f"object name {key!r} would leave the output directory", code="invalid_input")
+
+
+def _check_output(output: str, settings: CoreSettings) -> None:
+    """A job's own output may be gs:// or a directory below EVENTS_OUTPUT, never any local path."""
+    if output == settings.events_output or storage.is_gcs(output):
+        return
+    base = settings.events_output
+    if storage.is_gcs(base) or not storage.is_below(os.path.realpath(storage.local_path(output)),
+                                                     os.path.realpath(storage.local_path(base))):
+        raise InvalidInput(f"output {output} must be a gs:// prefix or a directory below EVENTS_OUTPUT",
+                           code="output_not_allowed")

@@ -1,0 +1,39 @@
+"""The Whisper worker's event job: one audio object -> ``<key>@<generation>.json``, ``.srt`` and ``.vtt``.
+
+A job's options are /transcribe's (language, task, word_timestamps, vad_filter, beam_size, ...);
+the json is verbose_json (segments with times and quality signals). The work goes through
+``WhisperService`` like every other entry point.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import g
+
+from worker.service import WhisperService
+
+
+def _as_fields(options: dict) -> dict[str, list[str]]:
+    """JSON option values -> the string lists form fields give (true -> "true", 5 -> "5")."""
+    fields = {}
+    for name, value in options.items():
+        values = value if isinstance(value, list) else [value]
+        fields[name] = [json.dumps(v) if isinstance(v, bool) else str(v) for v in values]
+    return fields
+
+
+def audio_job(service: WhisperService):
+    """The EventJob for ``core.event_routes.install_events``: audio bytes + options -> result files."""
+
+    def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
+        parsed = service.options(_as_fields(options))
+        transcript = service.transcribe(data, parsed, g.get("batch_sizes"))
+        verbose, _ = service.render(transcript, "verbose_json")
+        srt, srt_type = service.render(transcript, "srt")
+        vtt, vtt_type = service.render(transcript, "vtt")
+        result = {**meta, **json.loads(verbose)}
+        return {"json": (json.dumps(result).encode(), "application/json"),
+                "srt": (srt.encode(), srt_type), "vtt": (vtt.encode(), vtt_type)}
+
+    return run
