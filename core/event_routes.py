@@ -29,6 +29,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from core import storage
 from core.errors import InvalidInput, NotReady, ServiceError
 from core.events import Ignored, ObjectEvent, PoisonEvent, event_from_cloudevent, event_from_request
+from core.openapi import json_content, operation
 from core.settings import CoreSettings
 
 log = logging.getLogger("core.events")
@@ -36,6 +37,9 @@ log = logging.getLogger("core.events")
 # (object bytes, options, {"input", "generation"}) -> {extension: (bytes, content type)}; "json" required.
 EventJob = Callable[[bytes, dict, dict], "dict[str, tuple[bytes, str]]"]
 RESULT = "json"
+EVENT_SCHEMA = {"type": "object", "description": "A Pub/Sub push envelope, a CloudEvent, or a job "
+                                                 '{"input": "gs://...", "output": ..., options}.'}
+EVENT_ANSWER = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 FAILURE = "error.json"
 
 
@@ -49,6 +53,10 @@ def install_events(app: Flask, job: EventJob) -> None:
     bp = Blueprint("events", __name__)
 
     @bp.post("/events/pubsub")
+    @operation("A Pub/Sub push (storage notification or JSON job), or a Cloud Tasks JSON job",
+               request=json_content(EVENT_SCHEMA), responses={200: ("Done, skipped, ignored or failed for good "
+                                                                    "(acknowledged).", json_content(EVENT_ANSWER))},
+               errors=(400, 503, 504), tags=["events"])
     def pubsub():
         """A Pub/Sub push (storage notification or JSON job), or a bare JSON job (Cloud Tasks)."""
         # force: a Cloud Tasks task without a Content-Type header still carries JSON.
@@ -58,6 +66,10 @@ def install_events(app: Flask, job: EventJob) -> None:
         return _answer(lambda: event_from_request(body), job, _message_id(body))
 
     @bp.post("/events/storage")
+    @operation("An Eventarc CloudEvent google.cloud.storage.object.v1.finalized (binary or structured mode)",
+               request=json_content(EVENT_SCHEMA), responses={200: ("Done, skipped, ignored or failed for good "
+                                                                    "(acknowledged).", json_content(EVENT_ANSWER))},
+               errors=(400, 503, 504), tags=["events"])
     def eventarc():
         """An Eventarc CloudEvent for a Cloud Storage object (binary or structured mode)."""
         return _answer(lambda: event_from_cloudevent(request.headers, request.get_data()), job,
