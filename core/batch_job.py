@@ -1,0 +1,207 @@
+"""Batch mode for Cloud Run Jobs, shared by both apps: what to do, which part is this task's, progress.
+
+A job task lists its inputs (a local directory, a ``gs://`` prefix or a manifest), takes its
+deterministic shard by ``CLOUD_RUN_TASK_INDEX`` / ``CLOUD_RUN_TASK_COUNT``, skips what an earlier
+attempt finished, and runs the app's job function on a thread pool. Each thread calls the app's
+service (``ClipService`` / ``WhisperService``), so decoding runs in parallel while the one batcher
+keeps full batches in front of the model: the same path as the HTTP routes, without HTTP.
+An app's ``job.py`` adds only its job function and the shape of its results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TypeVar
+
+from core import storage
+from core.errors import ServiceError
+from core.settings import SettingsError
+
+log = logging.getLogger("core.batch_job")
+T = TypeVar("T")
+
+MANIFEST_SUFFIXES = (".txt", ".lst", ".manifest")
+PROGRESS_EVERY_S = 10.0  # JSON progress lines when not on a terminal: often enough to see it move
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This task's place in the job: task ``index`` of ``count``."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> Shard:
+        """Cloud Run's ``CLOUD_RUN_TASK_INDEX`` / ``CLOUD_RUN_TASK_COUNT`` (0 of 1 when run by hand)."""
+        index = int(environ.get("CLOUD_RUN_TASK_INDEX", "0"))
+        count = int(environ.get("CLOUD_RUN_TASK_COUNT", "1"))
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"CLOUD_RUN_TASK_INDEX={index} is not within CLOUD_RUN_TASK_COUNT={count}")
+        return cls(index, count)
+
+    def take(self, items: Sequence[str]) -> list[str]:
+        """A contiguous, deterministic slice of the sorted inputs; all tasks together cover each once."""
+        start = len(items) * self.index // self.count
+        stop = len(items) * (self.index + 1) // self.count
+        return list(items[start:stop])
+
+    @property
+    def name(self) -> str:
+        """``part-00003-of-00010``: names this task's output and failures files."""
+        return f"part-{self.index:05d}-of-{self.count:05d}"
+
+
+def common_arguments(prog: str, description: str) -> argparse.ArgumentParser:
+    """--input/--output (or JOB_INPUT/JOB_OUTPUT) and --workers, shared by both apps' jobs."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--input", default=os.environ.get("JOB_INPUT"),
+                        help="JOB_INPUT: a local directory, a gs:// prefix, or a manifest file (.txt, one "
+                             "path or URI per line)")
+    parser.add_argument("--output", default=os.environ.get("JOB_OUTPUT"),
+                        help="JOB_OUTPUT: a local directory or gs:// prefix")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("JOB_WORKERS", "0")),
+                        help="JOB_WORKERS: decoding threads; 0 = 2 x the model's batch size")
+    return parser
+
+
+def require_locations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Both --input and --output are needed, and the output must not lie inside the input."""
+    if not args.input or not args.output:
+        parser.error("--input and --output (or JOB_INPUT and JOB_OUTPUT) are required")
+    if storage.is_below(args.output, args.input):
+        parser.error("--output must not lie inside --input (the results would be read as inputs)")
+
+
+def is_manifest(source: str) -> bool:
+    """A manifest is a file listing inputs, one per line (told apart from a folder by its suffix)."""
+    if not source.lower().endswith(MANIFEST_SUFFIXES):
+        return False
+    return storage.is_gcs(source) or not os.path.isdir(storage.local_path(source))
+
+
+def list_inputs(source: str, suffixes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(location, name) of every input, sorted: ``name`` is the path relative to the folder or, for
+    manifest entries, as listed (the ``path`` field of the outputs)."""
+    if is_manifest(source):
+        text = storage.read_bytes(source).decode("utf-8")
+        entries = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        return sorted((entry, entry) for entry in entries)
+    found = []
+    for location in storage.list_prefix(source):
+        if location.lower().endswith(suffixes):
+            found.append((location, location[len(source.rstrip("/")) + 1:]))
+    return found
+
+
+class Progress:
+    """A tqdm bar on a terminal, JSON lines (for Cloud Logging) every few seconds otherwise."""
+
+    def __init__(self, total: int, shard: Shard, unit: str, already_done: int = 0, stream=None):
+        self.total, self.shard, self.unit = total, shard, unit
+        self.skipped = already_done  # finished by an earlier attempt of this task
+        self.done = self.failed = 0
+        self.started = time.monotonic()
+        self._last_line = self.started
+        self._stream = stream or sys.stderr
+        self._bar = None
+        if self._stream.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=already_done, unit=unit, desc=shard.name, file=self._stream)
+
+    def advance(self, ok: bool) -> None:
+        """One more input finished (or failed)."""
+        self.done += 1
+        self.failed += not ok
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(failed=self.failed)
+        elif time.monotonic() - self._last_line >= PROGRESS_EVERY_S:
+            self._line("progress")
+
+    def close(self) -> None:
+        """The final line (always printed: it is the task's summary in the logs)."""
+        if self._bar is not None:
+            self._bar.close()
+        self._line("finished")
+
+    def _line(self, event: str) -> None:
+        self._last_line = time.monotonic()
+        elapsed = self._last_line - self.started
+        print(json.dumps({"severity": "INFO", "message": f"job {event}", "task": self.shard.name,
+                          "done": self.skipped + self.done, "failed": self.failed, "total": self.total,
+                          "skipped": self.skipped,
+                          f"{self.unit}_per_s": round(self.done / elapsed, 2) if elapsed else 0.0}),
+              file=self._stream, flush=True)
+
+
+def run_pool(items: Iterable[T], job: Callable[[T], object], workers: int,
+             on_done: Callable[[T, object, BaseException | None], None]) -> None:
+    """Run ``job`` on every item with ``workers`` threads, at most 2 x workers in flight (bounded
+    memory however long the listing), calling ``on_done(item, result, error)`` on this thread."""
+    pending: dict[Future, T] = {}
+    iterator: Iterator[T] = iter(items)
+    end = object()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job") as pool:
+        while True:
+            while len(pending) < 2 * workers:
+                item = next(iterator, end)
+                if item is end:
+                    break
+                pending[pool.submit(job, item)] = item
+            if not pending:
+                return
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                item = pending.pop(future)
+                error = future.exception()
+                on_done(item, None if error else future.result(), error)
+
+
+def error_record(path: str, error: BaseException) -> dict:
+    """One line of the failures file: what failed and why (the service's code when it has one)."""
+    if isinstance(error, ServiceError):
+        return {"path": path, "error": {"code": error.code, "message": error.message}}
+    return {"path": path, "error": {"code": "internal_error", "message": f"{type(error).__name__}: {error}"}}
+
+
+def write_failures(output: str, shard: Shard, failures: list[dict]) -> None:
+    """``failures/<part>.jsonl`` lists what failed and why; removed again once nothing fails."""
+    location = storage.join(output, "failures", f"{shard.name}.jsonl")
+    if failures:
+        body = "".join(json.dumps(record) + "\n" for record in failures)
+        storage.write_bytes(location, body.encode(), content_type="application/x-ndjson")
+    elif storage.exists(location):
+        storage.write_bytes(location, b"", content_type="application/x-ndjson")
+
+
+def exit_with(main: Callable[[], int]) -> None:
+    """Run a job's main and exit with its status; a configuration or input error is one clear line."""
+    try:
+        status = main()
+    except ServiceError as err:  # bad --option, unreadable listing, storage unavailable
+        sys.exit(f"error: {err.message}")
+    except SettingsError as err:
+        sys.exit(f"error: {err}")
+    sys.exit(status)
+
+
+def wait_until_ready(runner, timeout_s: float = 600.0) -> None:
+    """Block until the runner's model is loaded and warm; raise if loading failed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ok, reason, _ = runner.health()
+        if ok:
+            return
+        if runner.batcher.state in ("failed", "dead", "stopped") or time.monotonic() > deadline:
+            raise RuntimeError(f"the model did not become ready: {reason}")
+        time.sleep(0.05)
