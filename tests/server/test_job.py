@@ -111,3 +111,33 @@ def test_failures_are_listed_and_the_task_exits_non_zero_for_a_retry(tmp_path):
     for path, vector in lines.items():
         color, shape = path.removesuffix(".jpg").split("-")[-2:]
         assert captions[int(np.argmax(text @ np.asarray(vector)))] == f"a photo of a {color} {shape}"
+
+
+def test_three_tasks_on_cloud_storage_one_killed_midway_and_rerun(tmp_path, bucket):
+    """The same on gs:// (the storage emulator): a manifest in the bucket, shards written back there."""
+    from core import storage
+
+    source = tmp_path / "in"
+    names = write_images(source, 36)
+    uris = []
+    for name in names:
+        uris.append(f"gs://{bucket}/photos/{name}")
+        storage.write_bytes(uris[-1], (source / name).read_bytes(), content_type="image/jpeg")
+    manifest = f"gs://{bucket}/lists/photos.txt"
+    storage.write_bytes(manifest, "".join(uri + "\n" for uri in uris).encode())
+    output = f"gs://{bucket}/embeddings"
+    part = f"{output}/part-00001-of-00003.jsonl"
+    others = [job(task, 3, manifest, output) for task in (0, 2)]
+    victim = job(1, 3, manifest, output, "--workers", "1", "--checkpoint-every", "1")
+    wait_until(lambda: storage.exists(part), timeout_s=120, interval_s=0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    checkpointed = [json.loads(line)["path"] for line in storage.read_bytes(part).decode().splitlines()]
+    assert 1 <= len(checkpointed) < 12 and checkpointed == uris[12:12 + len(checkpointed)]  # killed midway
+    for task in others:
+        assert task.wait(timeout=120) == 0, task.stdout.read()
+    rerun = job(1, 3, manifest, output)
+    assert rerun.wait(timeout=120) == 0, rerun.stdout.read()
+    paths = [json.loads(line)["path"] for location in storage.list_prefix(output)
+             for line in storage.read_bytes(location).decode().splitlines()]
+    assert sorted(paths) == uris  # every input exactly once
