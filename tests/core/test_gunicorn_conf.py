@@ -26,5 +26,5 @@ def test_config_honours_port_threads_and_cloud_runs_shutdown_window(monkeypatch)
     config = {}
     apply(config, ServerSettings.from_env({"PORT": "9123", "WEB_THREADS": "12"}))
     assert config["bind"] == "0.0.0.0:9123" and config["threads"] == 12 and config["workers"] == 1
-    assert config["worker_class"] == "gthread" and not config["preload_app"]
+    assert config["worker_class"] == "core.liveness.LivenessWorker" and not config["preload_app"]
     assert config["graceful_timeout"] < 10
