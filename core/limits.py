@@ -66,6 +66,8 @@ class GuardedLimiter(Limiter):
         super().__init__(*args, **kwargs)
 
     def _check_request_limit(self, callable_name=None, in_middleware=True) -> None:
+        if request.path in LIMITS_EXEMPT_PATHS:
+            return None  # probes and scrapes never depend on the storage
         if time.monotonic() < self._down_until:
             return self._storage_unavailable(None)
         try:
