@@ -74,8 +74,17 @@ def apply(namespace: dict, settings: CoreSettings) -> None:
     available = gpu_ids()
     workers = settings.web_workers or max(1, len(available))
 
+    created = {}
+
     def on_starting(server):
-        prepare_metrics_dir()
+        had_dir = bool(os.environ.get(METRICS_DIR_ENV))
+        path = prepare_metrics_dir()
+        if not had_dir:
+            created["path"] = path
+
+    def on_exit(server):
+        if created.get("path"):
+            shutil.rmtree(created["path"], ignore_errors=True)
 
     def pre_fork(server, worker):
         taken = {getattr(w, "gpu_id", None) for w in server.WORKERS.values()}
@@ -111,6 +120,7 @@ def apply(namespace: dict, settings: CoreSettings) -> None:
         pre_fork=pre_fork,
         post_fork=post_fork,
         on_starting=on_starting,
+        on_exit=on_exit,
         child_exit=child_exit,
         # Cloud Run's front end terminates TLS and forwards X-Forwarded-*; trust it.
         forwarded_allow_ips="*",

@@ -1,8 +1,10 @@
 """gunicorn config logic that needs no GPU: GPU discovery without CUDA, one GPU per worker."""
 
+import os
+
 import pytest
 
-from core.gunicorn_conf import apply, gpu_ids, pick_gpu
+from core.gunicorn_conf import apply, gpu_ids, pick_gpu, prepare_metrics_dir
 from server.settings import ServerSettings
 
 pytestmark = pytest.mark.unit
@@ -28,3 +30,14 @@ def test_config_honours_port_threads_and_cloud_runs_shutdown_window(monkeypatch)
     assert config["bind"] == "0.0.0.0:9123" and config["threads"] == 12 and config["workers"] == 1
     assert config["worker_class"] == "core.liveness.LivenessWorker" and not config["preload_app"]
     assert config["graceful_timeout"] < 10
+
+
+def test_the_metrics_directory_starts_empty_and_is_created_when_unset(tmp_path):
+    stale = tmp_path / "counter_123.db"
+    stale.write_bytes(b"old samples")
+    environ = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    assert prepare_metrics_dir(environ) == str(tmp_path) and not stale.exists()
+    environ = {}
+    created = prepare_metrics_dir(environ)
+    assert environ["PROMETHEUS_MULTIPROC_DIR"] == created and os.path.isdir(created)
+    os.rmdir(created)
