@@ -28,8 +28,9 @@ REASON_CODES = (
     ("a batch has been running", "batch_hung"),
     ("the last", "batches_failing"),
 )
-# Detail fields that name files on the instance: never in an unauthenticated body.
-PATH_FIELDS = frozenset({"weights", "model_dir", "checkpoint", "path"})
+# Detail fields that name files on the instance or carry raw exception text: never in an
+# unauthenticated body.
+PATH_FIELDS = frozenset({"weights", "model_dir", "checkpoint", "path", "last_error", "reason_detail"})
 
 
 def reason_code(reason: str | None) -> str | None:
@@ -41,7 +42,9 @@ def reason_code(reason: str | None) -> str | None:
 
 
 def _without_paths(details: dict) -> dict:
-    return {key: value for key, value in details.items() if key not in PATH_FIELDS}
+    """Details minus file paths and raw failure text, at any depth."""
+    return {key: _without_paths(value) if isinstance(value, dict) else value
+            for key, value in details.items() if key not in PATH_FIELDS}
 
 
 def health_body(ok: bool, reason: str | None, details: dict, service: str, *, keyed: bool,

@@ -81,3 +81,4 @@ def test_metrics_public_needs_no_key(tmp_path):
         samples = scrape(service.url, headers={})
         assert total(samples, "model_ready") == 1
         assert requests.post(service.url + "/embed", data={"text": "x"}, timeout=10).status_code == 401
+

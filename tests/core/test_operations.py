@@ -184,3 +184,14 @@ def test_an_internal_exception_reaches_the_log_with_the_trace_not_the_client(cap
         assert internal not in error["message"]
     logged = [line for line in log_lines(capsys.readouterr().out) if "illegal memory access" in line["message"]]
     assert any(line.get("logging.googleapis.com/trace") == trace for line in logged), logged
+
+
+def test_open_health_drops_paths_and_raw_errors_at_any_depth():
+    from core.health import health_body
+
+    details = {"model": "m", "weights": "/srv/w.bin", "stats": {"batches": 3, "last_error": "OSError: /srv/x"}}
+    body = health_body(True, None, details, "svc", keyed=False, open_service=True)
+    assert body == {"status": "ok", "service": "svc", "model": "m", "stats": {"batches": 3}}
+    keyed = health_body(False, "not ready: model failed to start: OSError: /srv/x", details, "svc",
+                        keyed=True, open_service=False)
+    assert keyed["reason"] == "load_failed" and keyed["weights"] == "/srv/w.bin" and "OSError" in keyed["reason_detail"]
