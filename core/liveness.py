@@ -90,7 +90,22 @@ def answer_probe(sock: socket.socket, head: bytes, app) -> bool:
 
 
 class LivenessWorker(ThreadWorker):
-    """gunicorn's gthread worker whose main loop answers ``GET /livez`` itself (see module doc)."""
+    """gunicorn's gthread worker whose main loop answers ``GET /livez`` itself (see module doc).
+
+    While a thread is free, connections go straight to the pool exactly as in gthread (no cost:
+    a free thread answers /livez through Flask at once). Only when every thread is taken does the
+    main loop look at a connection's first bytes itself.
+    """
+
+    _in_flight = 0  # connections handed to the pool and not finished; main-loop thread only
+
+    def enqueue_req(self, conn):
+        self._in_flight += 1
+        super().enqueue_req(conn)
+
+    def finish_request(self, conn, fs):
+        self._in_flight -= 1
+        super().finish_request(conn, fs)
 
     def accept(self, listener):
         try:
@@ -106,6 +121,7 @@ class LivenessWorker(ThreadWorker):
     def on_pending_socket_readable(self, conn, client):
         self.poller.unregister(client)
         self.pending_conns.remove(conn)
+        conn.data_ready = True
         self._route(conn)
 
     def on_client_socket_readable(self, conn, client):
@@ -114,9 +130,8 @@ class LivenessWorker(ThreadWorker):
         self._route(conn)
 
     def _route(self, conn) -> None:
-        """Answer a probe here, or wait (on the poller) for the first bytes, or hand to a thread."""
-        if self.cfg.is_ssl:
-            conn.data_ready = conn.data_ready or conn.initialized
+        """Hand to a free thread; else answer a probe here, or wait on the poller for the first bytes."""
+        if self.cfg.is_ssl or self._in_flight < self.cfg.threads:
             self.enqueue_req(conn)
             return
         try:
