@@ -74,11 +74,3 @@ def test_metrics_add_up_both_workers_and_move_with_traffic(tmp_path):
     assert total(after, "model_load_seconds") > 0
     assert ("inference_queue_depth", ()) in after
 
-
-def test_metrics_public_needs_no_key(tmp_path):
-    env = {"CLIP_MODEL": "fake", "API_KEY": "k", "METRICS_PUBLIC": "true"}
-    with run_service("server", env, tmp_path) as service:
-        samples = scrape(service.url, headers={})
-        assert total(samples, "model_ready") == 1
-        assert requests.post(service.url + "/embed", data={"text": "x"}, timeout=10).status_code == 401
-

@@ -1,5 +1,5 @@
-"""The metrics hooks in-process: request-line fields become audio and real-time-factor metrics;
-GPU memory is read only on CUDA."""
+"""The metrics hooks in-process: request-line fields become audio and real-time-factor metrics,
+GPU memory is read only on CUDA, and /metrics is behind the key unless METRICS_PUBLIC."""
 
 from __future__ import annotations
 
@@ -47,3 +47,15 @@ def test_gpu_memory_reads_the_device_in_use():
 
     block = torch.ones(64 * 1024 * 1024, device="cuda")  # 256 MiB
     assert gpu_memory_bytes("cuda:0") >= block.numel() * 4
+
+
+def test_metrics_need_the_key_unless_public():
+    from tests.core.test_operations import make_app
+
+    keyed = make_app(api_key="k").test_client()
+    assert keyed.get("/metrics").status_code == 401
+    assert keyed.get("/metrics", headers={"X-API-Key": "k"}).status_code == 200
+    public = make_app(api_key="k", metrics_public=True).test_client()
+    scrape = public.get("/metrics")
+    assert scrape.status_code == 200 and b"http_requests_total" in scrape.data
+    assert public.post("/embed", data={"text": "x"}).status_code == 401  # only /metrics opened
