@@ -26,6 +26,8 @@ from functools import partial
 from flask import Flask, current_app, jsonify
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
+# gunicorn's master imports this module (the worker class) before its on_starting hook sets
+# PROMETHEUS_MULTIPROC_DIR; nothing imported here may import prometheus_client (a test checks).
 from core.health import reason_code
 
 LIVEZ_PATH = "/livez"

@@ -248,9 +248,16 @@ def install_metrics(app: Flask) -> None:
 
     @app.after_request
     def _count(response):
+        try:
+            _count_request(response)
+        except Exception:  # noqa: BLE001 - a metric must never turn an answer into a 500
+            log.exception("request metrics failed")
+        return response
+
+    def _count_request(response) -> None:
         route = _route()
         if route == "/metrics":
-            return response  # scrapes would dominate the request counts
+            return  # scrapes would dominate the request counts
         elapsed = time.perf_counter() - g.get("metrics_started", time.perf_counter())
         status = response.status_code
         REQUESTS.labels(route, request.method, str(status)).inc()
@@ -265,7 +272,6 @@ def install_metrics(app: Flask) -> None:
                 TEXTS.inc(inputs["texts"])
             if inputs.get("audio_seconds"):
                 observe_audio(float(inputs["audio_seconds"]), elapsed)
-        return response
 
     @app.get("/metrics")
     def metrics():

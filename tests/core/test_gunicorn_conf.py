@@ -41,3 +41,19 @@ def test_the_metrics_directory_starts_empty_and_is_created_when_unset(tmp_path):
     created = prepare_metrics_dir(environ)
     assert environ["PROMETHEUS_MULTIPROC_DIR"] == created and os.path.isdir(created)
     os.rmdir(created)
+
+
+def test_the_master_imports_no_metrics_before_the_metrics_directory_is_set():
+    # prometheus-client picks single- or multi-process mode when first imported: in the master,
+    # loading the config and the worker class must not import it (the workers would inherit it).
+    import subprocess
+    import sys
+
+    code = ("import sys, core.gunicorn_conf, core.liveness, server.gunicorn_conf, worker.gunicorn_conf; "
+            "print('prometheus_client' in sys.modules)")
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
