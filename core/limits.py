@@ -62,6 +62,7 @@ class GuardedLimiter(Limiter):
         self.fail_closed = fail_closed
         self.storage_label = storage_label
         self._down_until = 0.0
+        self._down = False  # one warning per outage, one line when it ends
         self._down_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
@@ -78,9 +79,13 @@ class GuardedLimiter(Limiter):
             raise
         except Exception as err:  # noqa: BLE001 - any storage failure: connection, timeout, auth
             with self._down_lock:
-                first = time.monotonic() >= self._down_until
+                first = not self._down
+                self._down = True
                 self._down_until = time.monotonic() + STORAGE_RETRY_S
             return self._storage_unavailable(err if first else None)
+        if self._down:
+            self._down = False
+            log.warning("rate-limit storage %s reachable again; limiting resumed", self.storage_label)
         return None
 
     def _storage_unavailable(self, err: Exception | None) -> None:
