@@ -42,7 +42,7 @@ def liveness(app) -> tuple[bool, str | None]:
     runner = getattr(app, "extensions", {}).get("model_runner")
     if runner is None:
         return True, None  # still being built: nothing is wedged yet
-    ok, reason = runner.batcher.health()
+    ok, reason, _ = runner.health()
     code = None if ok else reason_code(reason)
     return code not in DEAD_CODES, code
 
