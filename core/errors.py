@@ -8,8 +8,9 @@ are converted to the same JSON shape, and anything unexpected becomes a logged 5
 from __future__ import annotations
 
 import logging
+import re
 
-from flask import Flask, jsonify
+from flask import Flask, g, has_request_context, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("core.errors")
@@ -87,11 +88,36 @@ def error_body(code: str, message: str) -> dict:
 
 
 def _render(status: int, code: str, message: str, retry_after: int | None = None):
+    if has_request_context():
+        g.error_code = code  # the rejection metric's reason label
     response = jsonify(error_body(code, message))
     response.status_code = status
     if retry_after is not None:
         response.headers["Retry-After"] = str(int(retry_after))
     return response
+
+
+# What a client reads for a server-side failure: the internal text (exception names, paths,
+# library messages) goes to the log line, which carries the request's trace id.
+PUBLIC_MESSAGES = {
+    "internal_error": "internal server error",
+    "inference_failed": "the model failed on the batch that held this request; retry, and report "
+                        "the time if it persists",
+}
+# ``SomethingError:`` / ``SomethingException`` as written by f"{type(err).__name__}: {err}".
+_CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt)\b:?\s*")
+
+
+def public_message(err: ServiceError) -> str:
+    """The message a client may see for ``err``: no exception class names or internal text."""
+    if err.status == 500:
+        return PUBLIC_MESSAGES.get(err.code, PUBLIC_MESSAGES["internal_error"])
+    if isinstance(err, NotReady):
+        from core.health import reason_code
+
+        code = reason_code(err.message) or "unavailable"
+        return f"the service is not ready ({code}); retry later"
+    return _CLASS_NAME.sub("", err.message)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -103,7 +129,7 @@ def register_error_handlers(app: Flask) -> None:
         # a 500 is a bug or a broken model and deserves an ERROR entry of its own.
         if err.status == 500:
             log.error("request failed: %s", err.message, extra={"error_code": err.code})
-        return _render(err.status, err.code, err.message, err.retry_after)
+        return _render(err.status, err.code, public_message(err), err.retry_after)
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):

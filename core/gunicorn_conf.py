@@ -1,7 +1,10 @@
 """gunicorn configuration shared by both services (each app's gunicorn_conf.py calls ``apply``).
 
 - gthread workers: threads = request concurrency, so decoding runs in parallel while the
-  batcher thread keeps the model busy.
+  batcher thread keeps the model busy. The worker class is gthread's with one addition:
+  ``GET /livez`` is answered by the worker's main loop, never queued behind busy threads
+  (core/liveness.py).
+- PROMETHEUS_MULTIPROC_DIR is set up here, in the master, so /metrics adds up all workers.
 - One worker process per GPU, each pinned to its own GPU through CUDA_VISIBLE_DEVICES, set in
   ``post_fork`` before the app (and torch/CUDA) is imported. The master never imports the app:
   CUDA initialised before a fork breaks the children, and the model would load twice.
@@ -14,8 +17,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 
 from core.settings import CoreSettings
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def visible_gpu_count(environ=os.environ) -> int:
@@ -56,12 +62,39 @@ def _worker_exit(server, worker) -> None:
     from core.async_jobs import gunicorn_worker_exit
 
     gunicorn_worker_exit(server, worker)
+def prepare_metrics_dir(environ=os.environ) -> str:
+    """Point PROMETHEUS_MULTIPROC_DIR at an empty directory (a new one when unset); returns it.
+
+    Runs in the master before any worker exists, so every worker inherits it and writes its
+    samples there (prometheus-client's multiprocess mode, see core/metrics.py).
+    """
+    path = environ.get(METRICS_DIR_ENV)
+    if not path:
+        path = tempfile.mkdtemp(prefix="prometheus-multiproc-")
+        environ[METRICS_DIR_ENV] = path
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):  # a previous run's samples would be added to this one's
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+    return path
 
 
 def apply(namespace: dict, settings: CoreSettings) -> None:
     """Fill a gunicorn config module's globals from the service settings."""
     available = gpu_ids()
     workers = settings.web_workers or max(1, len(available))
+
+    created = {}
+
+    def on_starting(server):
+        had_dir = bool(os.environ.get(METRICS_DIR_ENV))
+        path = prepare_metrics_dir()
+        if not had_dir:
+            created["path"] = path
+
+    def on_exit(server):
+        if created.get("path"):
+            shutil.rmtree(created["path"], ignore_errors=True)
 
     def pre_fork(server, worker):
         taken = {getattr(w, "gpu_id", None) for w in server.WORKERS.values()}
@@ -72,9 +105,15 @@ def apply(namespace: dict, settings: CoreSettings) -> None:
             os.environ["CUDA_VISIBLE_DEVICES"] = worker.gpu_id
             server.log.info("worker %s pinned to GPU %s", worker.pid, worker.gpu_id)
 
+    def child_exit(server, worker):
+        # The live gauges (queue depth, GPU memory) of a worker that is gone must not be summed.
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
     namespace.update(
         bind=f"0.0.0.0:{settings.port}",
-        worker_class="gthread",
+        worker_class="core.liveness.LivenessWorker",
         workers=workers,
         threads=settings.web_threads,
         # gthread workers heartbeat from their main loop, so this only catches a wedged worker,
@@ -92,6 +131,9 @@ def apply(namespace: dict, settings: CoreSettings) -> None:
         post_fork=post_fork,
         post_worker_init=_post_worker_init,  # callback_url jobs: drain clock starts at SIGTERM
         worker_exit=_worker_exit,  # callback_url jobs: finish or fail as shutting_down, deliver
+        on_starting=on_starting,
+        on_exit=on_exit,
+        child_exit=child_exit,
         # Cloud Run's front end terminates TLS and forwards X-Forwarded-*; trust it.
         forwarded_allow_ips="*",
         logconfig_dict={

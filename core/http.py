@@ -5,10 +5,12 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from core.auth import install_api_key
+from core.auth import OPEN_PATHS, install_api_key
 from core.errors import register_error_handlers
 from core.limits import install_body_limits, install_rate_limits
+from core.liveness import install_liveness
 from core.logs import configure_logging, install_request_logging
+from core.metrics import install_metrics
 from core.settings import CoreSettings
 
 
@@ -25,7 +27,10 @@ def build_app(import_name: str, settings: CoreSettings) -> Flask:
     app.extensions["settings"] = settings
     register_error_handlers(app)
     install_request_logging(app)
+    install_metrics(app)
+    install_liveness(app)
     install_body_limits(app, settings)
     install_rate_limits(app, settings)
-    install_api_key(app, settings.api_key)
+    install_api_key(app, settings.api_key,
+                    OPEN_PATHS | {"/metrics"} if settings.metrics_public else OPEN_PATHS)
     return app

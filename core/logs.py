@@ -11,10 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 
 from flask import Flask, g, has_request_context, request
+
+# ``scheme://user:password@host``: the password part of any URI (Redis, database) in a log line.
+_URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s\"']*:)[^@\s\"'/]+@")
+
+
+def mask_uri(text: str) -> str:
+    """Replace the password of every ``scheme://user:password@`` in ``text`` with ``***``."""
+    return _URI_PASSWORD.sub(r"\1***@", text)
+
 
 # Attributes every LogRecord has; anything else passed via ``extra=`` is emitted as a field.
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -36,7 +46,8 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        # Every line, whatever logged it (gunicorn, flask-limiter, redis): no URI password leaves.
+        return mask_uri(json.dumps(entry, default=str))
 
 
 class _TraceFilter(logging.Filter):
@@ -128,3 +139,15 @@ def install_request_logging(app: Flask) -> None:
         request_log.log(level, "%s %s %s", request.method, request.path, response.status_code,
                         extra=fields)
         return response
+
+
+def log_ready(logger: logging.Logger, service: str, details: dict, load_seconds: float | None,
+              batching: dict) -> None:
+    """The one line a service logs when it becomes ready: model, device, dim, load time, batching."""
+    fields = {key: details.get(key) for key in ("model", "device", "dim", "dtype", "compute_type")
+              if details.get(key) is not None}
+    logger.info("%s ready: model %s on %s%s, loaded in %.1f s, batches of up to %s (wait %s ms, queue %s)",
+                service, fields.get("model"), fields.get("device"),
+                f", dim {fields['dim']}" if "dim" in fields else "", load_seconds or 0.0,
+                batching.get("max_batch_size"), batching.get("max_wait_ms"), batching.get("max_queue"),
+                extra={"ready": {**fields, "load_seconds": round(load_seconds or 0.0, 2), "batching": batching}})

@@ -94,13 +94,23 @@ class CoreSettings:
         "Largest request body (413 above it); below Cloud Run's 32 MiB HTTP/1 request cap.", minimum=0.001)
     api_key: str | None = setting(
         "API_KEY", None,
-        "When set, every route but /health needs 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+        "When set, every route but /health and /livez needs 'X-API-Key: KEY' or 'Authorization: Bearer KEY'; "
+        "several keys comma-separated (one per client, or old and new while rotating).",
         secret=True)
     rate_limit: str | None = setting(
         "RATE_LIMIT", None, "flask-limiter limits per client, e.g. '120/minute;2000/hour'; unset = off.")
     rate_limit_storage_uri: str = setting(
         "RATE_LIMIT_STORAGE_URI", "memory://",
         "Where rate-limit counters live; memory:// is per process, use redis://HOST:6379 across instances.")
+    rate_limit_per_route: bool = setting(
+        "RATE_LIMIT_PER_ROUTE", False,
+        "Give each route its own RATE_LIMIT budget; off = one budget per client across all routes.")
+    rate_limit_fail_closed: bool = setting(
+        "RATE_LIMIT_FAIL_CLOSED", False,
+        "When the rate-limit storage is unreachable, answer 503 instead of serving unlimited (logged and "
+        "counted either way).")
+    metrics_public: bool = setting(
+        "METRICS_PUBLIC", False, "Serve GET /metrics without the API key (e.g. to a scraper on a private network).")
     trusted_proxies: int = setting(
         "TRUSTED_PROXIES", 1,
         "X-Forwarded-For hops to trust for the client address (Cloud Run's front end adds one).",

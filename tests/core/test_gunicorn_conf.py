@@ -1,8 +1,10 @@
 """gunicorn config logic that needs no GPU: GPU discovery without CUDA, one GPU per worker."""
 
+import os
+
 import pytest
 
-from core.gunicorn_conf import apply, gpu_ids, pick_gpu
+from core.gunicorn_conf import apply, gpu_ids, pick_gpu, prepare_metrics_dir
 from server.settings import ServerSettings
 
 pytestmark = pytest.mark.unit
@@ -26,5 +28,32 @@ def test_config_honours_port_threads_and_cloud_runs_shutdown_window(monkeypatch)
     config = {}
     apply(config, ServerSettings.from_env({"PORT": "9123", "WEB_THREADS": "12"}))
     assert config["bind"] == "0.0.0.0:9123" and config["threads"] == 12 and config["workers"] == 1
-    assert config["worker_class"] == "gthread" and not config["preload_app"]
+    assert config["worker_class"] == "core.liveness.LivenessWorker" and not config["preload_app"]
     assert config["graceful_timeout"] < 10
+
+
+def test_the_metrics_directory_starts_empty_and_is_created_when_unset(tmp_path):
+    stale = tmp_path / "counter_123.db"
+    stale.write_bytes(b"old samples")
+    environ = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    assert prepare_metrics_dir(environ) == str(tmp_path) and not stale.exists()
+    environ = {}
+    created = prepare_metrics_dir(environ)
+    assert environ["PROMETHEUS_MULTIPROC_DIR"] == created and os.path.isdir(created)
+    os.rmdir(created)
+
+
+def test_the_master_imports_no_metrics_before_the_metrics_directory_is_set():
+    # prometheus-client picks single- or multi-process mode when first imported: in the master,
+    # loading the config and the worker class must not import it (the workers would inherit it).
+    import subprocess
+    import sys
+
+    code = ("import sys, core.gunicorn_conf, core.liveness, server.gunicorn_conf, worker.gunicorn_conf; "
+            "print('prometheus_client' in sys.modules)")
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

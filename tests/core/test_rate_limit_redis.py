@@ -15,14 +15,14 @@ from tests.core.test_http_core import make_client
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def redis_url(tmp_path):
+def start_redis(tmp_path, *extra: str, port: int | None = None):
+    """A real redis-server on loopback -> (process, port)."""
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.skip("redis-server is not installed (make setup installs it)")
-    port = free_port()
+    port = port or free_port()
     server = subprocess.Popen([executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)],
+                               "--appendonly", "no", "--dir", str(tmp_path), *extra],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while True:
@@ -34,6 +34,12 @@ def redis_url(tmp_path):
                 server.kill()
                 raise
             time.sleep(0.05)
+    return server, port
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    server, port = start_redis(tmp_path)
     yield f"redis://127.0.0.1:{port}"
     server.terminate()
     server.wait(timeout=10)
@@ -44,3 +50,31 @@ def test_two_instances_share_the_budget_through_redis(redis_url):
     second = make_client(rate_limit="3/minute", rate_limit_storage_uri=redis_url)
     statuses = [client.post("/embed", data={"text": "x"}).status_code for client in (first, second, first, second)]
     assert statuses == [200, 200, 200, 429]
+
+
+def test_redis_going_away_fails_open_and_its_password_never_reaches_the_log(tmp_path, capsys, monkeypatch):
+    import core.limits
+
+    monkeypatch.setattr(core.limits, "STORAGE_RETRY_S", 0.3)  # retry Redis sooner than the 5 s default
+    server, port = start_redis(tmp_path, "--requirepass", "hunter2")
+    try:
+        client = make_client(rate_limit="2/minute", rate_limit_storage_uri=f"redis://:hunter2@127.0.0.1:{port}/0")
+        statuses = [client.post("/embed", data={"text": "x"}).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]  # the password works: counted in Redis
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    # Redis is gone: served unlimited (fail open), never a 500, and the probes stay green.
+    assert [client.post("/embed", data={"text": "x"}).status_code for _ in range(3)] == [200, 200, 200]
+    assert client.get("/health").status_code == 200
+    # Redis is back (empty): after the retry pause, limiting resumes and the log says so.
+    server = start_redis(tmp_path, "--requirepass", "hunter2", port=port)[0]
+    try:
+        time.sleep(0.4)
+        assert [client.post("/embed", data={"text": "x"}).status_code for _ in range(3)] == [200, 200, 429]
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "redis://:***@127.0.0.1" in out
+    assert out.count("unreachable") == 1 and "reachable again" in out

@@ -24,6 +24,7 @@ from tests.media import encode, speak
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+KEY = {"X-API-Key": "k"}  # /health shows weight paths only to a caller with the key
 
 
 def run_module(module: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -45,22 +46,23 @@ def models_dir(tmp_path_factory):
 
 
 def test_clip_server_serves_from_the_baked_directory(models_dir, tmp_path):
-    env = {**OFFLINE, "CLIP_MODEL": "demo", "MODELS_DIR": str(models_dir)}
+    env = {**OFFLINE, "CLIP_MODEL": "demo", "MODELS_DIR": str(models_dir), "API_KEY": "k"}
     with run_service("server", env, tmp_path) as service:
-        health = requests.get(service.url + "/health", timeout=5).json()
+        health = requests.get(service.url + "/health", headers=KEY, timeout=5).json()  # paths need the key
         assert health["weights"].startswith(str(models_dir / "clip")), health
         image = encode(draw_shape("red", "circle", np.random.default_rng(0), size=(128, 128)))
-        response = requests.post(service.url + "/embed", files={"image": ("x.jpg", image)}, timeout=30)
+        response = requests.post(service.url + "/embed", files={"image": ("x.jpg", image)}, headers=KEY, timeout=30)
         assert response.status_code == 200 and len(response.json()["embedding"]) == health["dim"]
 
 
 def test_whisper_worker_serves_from_the_baked_directory(models_dir, tmp_path):
-    env = {**OFFLINE, "WHISPER_MODEL": "tiny.en", "MODELS_DIR": str(models_dir)}
+    env = {**OFFLINE, "WHISPER_MODEL": "tiny.en", "MODELS_DIR": str(models_dir), "API_KEY": "k"}
     with run_service("worker", env, tmp_path, ready_timeout_s=180) as service:
-        health = requests.get(service.url + "/health", timeout=5).json()
+        health = requests.get(service.url + "/health", headers=KEY, timeout=5).json()
         assert health["model_dir"] == str(models_dir / "whisper" / "tiny.en"), health
         with open(speak("Please send the quarterly report to Maria.", tmp_path / "report.wav"), "rb") as audio:
-            response = requests.post(service.url + "/transcribe", files={"audio": ("a.wav", audio)}, timeout=120)
+            response = requests.post(service.url + "/transcribe", files={"audio": ("a.wav", audio)}, headers=KEY,
+                                     timeout=120)
         assert response.status_code == 200 and "report" in response.json()["text"].lower()
 
 
