@@ -43,12 +43,6 @@ def presented_keys() -> list[str]:
     return keys
 
 
-def presented_key() -> str | None:
-    """The key the client sent, from either header, or None (kept for callers of the old API)."""
-    keys = presented_keys()
-    return keys[0] if keys else None
-
-
 def matching_key(expected: tuple[str, ...]) -> str | None:
     """The configured key one of the presented credentials equals, or None."""
     found = None

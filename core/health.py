@@ -15,7 +15,6 @@ from collections.abc import Callable
 from flask import Flask, current_app, jsonify
 
 from core.auth import has_valid_key
-
 from core.openapi import HEALTH_SCHEMA, json_content, operation
 
 HealthCheck = Callable[[], "tuple[bool, str | None, dict]"]

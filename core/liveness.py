@@ -26,11 +26,14 @@ from functools import partial
 from flask import Flask, current_app, jsonify
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
-# gunicorn's master imports this module (the worker class) before its on_starting hook sets
-# PROMETHEUS_MULTIPROC_DIR; nothing imported here may import prometheus_client (a test checks).
 from core.health import reason_code
 
+# gunicorn's master imports this module (the worker class) before its on_starting hook sets
+# PROMETHEUS_MULTIPROC_DIR; nothing imported here may import prometheus_client (a test checks).
+from core.openapi import json_content, operation
+
 LIVEZ_PATH = "/livez"
+LIVEZ_SCHEMA = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 PEEK_BYTES = 4096
 # Only these answer "dead": loading is alive (the startup probe waits for it).
 DEAD_CODES = frozenset({"load_failed", "inference_thread_dead", "stopped", "batch_hung", "batches_failing",
@@ -171,6 +174,8 @@ def install_liveness(app: Flask) -> None:
     """Register /livez in Flask too: the same answer when not served by LivenessWorker."""
 
     @app.get(LIVEZ_PATH)
+    @operation("Liveness: 200 while the process can still serve (loading included), 503 when wedged",
+               responses={200: ("Alive.", json_content(LIVEZ_SCHEMA))}, errors=(503,), tags=["probes"])
     def livez():
         alive, code = liveness(current_app)
         response = jsonify(json.loads(liveness_body(alive, code)))

@@ -33,6 +33,8 @@ from prometheus_client import (
     values,
 )
 
+from core.openapi import operation
+
 log = logging.getLogger("core.metrics")
 
 # Decided by prometheus-client when it is first imported, from PROMETHEUS_MULTIPROC_DIR.
@@ -274,6 +276,9 @@ def install_metrics(app: Flask) -> None:
                 observe_audio(float(inputs["audio_seconds"]), elapsed)
 
     @app.get("/metrics")
+    @operation("Prometheus metrics (text format; multiprocess-correct under gunicorn)",
+               responses={200: ("Prometheus text exposition format.", {"text/plain": {"type": "string"}})},
+               tags=["operations"])
     def metrics():
         runner = current_app.extensions.get("model_runner")
         if runner is not None:

@@ -55,7 +55,7 @@ def test_a_route_added_later_appears_in_the_document():
 @pytest.mark.integration
 def test_clip_server_honours_its_schema(tmp_path):
     """schemathesis against a fake-model server on loopback: no 5xx, answers match the document."""
-    env = {"CLIP_MODEL": "fake", "MAX_INPUTS": "8", "MAX_REQUEST_MB": "2"}
+    env = {"CLIP_MODEL": "fake", "MAX_INPUTS": "8", "MAX_REQUEST_MB": "2", "EVENTS_OUTPUT": str(tmp_path / "events")}
     with run_service("server", env, tmp_path) as running:
         ran = fuzz_service(running.url, max_examples=25)
     assert {"POST /v1/embeddings", "GET /v1/models", "POST /embed", "POST /classify", "GET /health"} <= set(ran)

@@ -72,5 +72,6 @@ def whisper_service(tmp_path_factory):
     """``python -m worker`` on loopback with the embedded tiny.en, once per test session."""
     env = {"WHISPER_MODEL": "tiny.en", "WEB_THREADS": "16", "MAX_WAIT_MS": "100", "MAX_AUDIO_SECONDS": "600",
            "CALLBACK_SECRET": "dev-secret", "CALLBACK_ALLOWED_HOSTS": "localhost:9000"}  # README callback examples
+    env["EVENTS_OUTPUT"] = str(tmp_path_factory.mktemp("worker-events"))  # configured, as deployed
     with run_service("worker", env, tmp_path_factory.mktemp("worker"), ready_timeout_s=180) as running:
         yield running
