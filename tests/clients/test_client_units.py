@@ -6,7 +6,6 @@ import io
 import json
 
 import pytest
-
 from inference_client import BadRequest, ConfigurationError, RateLimited, ServerError, Unavailable
 from inference_client.batch import find_jobs, write_atomically
 from inference_client.breaker import CLOSED, OPEN, PROBING, CircuitBreaker

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-
 from inference_client import (
     BadRequest,
     ClipClient,
@@ -16,6 +15,7 @@ from inference_client import (
     RequestTimedOut,
     Unauthorized,
 )
+
 from tests.clients.conftest import API_KEY
 
 pytestmark = pytest.mark.integration

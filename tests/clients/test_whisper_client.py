@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from inference_client import RESPONSE_FORMATS, BadRequest, ConfigurationError, Unauthorized, WhisperClient
+
 from tests.clients.conftest import API_KEY
 from tests.worker.conftest import KEY_WORDS, assert_heard
 

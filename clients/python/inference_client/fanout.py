@@ -95,7 +95,7 @@ class WorkerPool:
                 waiting_since = waiting_since or now
                 if now - waiting_since >= self.max_wait_s:
                     raise NoWorkerAvailable(f"no worker of {', '.join(self.urls)} usable for {self.max_wait_s:g} s"
-                                            + (f"; last error: {last_error}" if last_error else ""))
+                                            + (f"; last error: {_describe(last_error)}" if last_error else ""))
                 time.sleep(max(0.01, min(wait_s, 1.0)))
                 continue
             waiting_since = None
@@ -132,35 +132,36 @@ class WorkerPool:
                      "succeeded": w.succeeded, "failed": w.failed, "errors": dict(w.errors)} for w in self.workers]
 
     def _acquire(self) -> tuple[Worker | None, float]:
-        """(worker with the fewest calls in flight, 0), probing URLs due for it; (None, seconds to wait)."""
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                usable = [w for w in self.workers if w.breaker.state == CLOSED and w.cool_until <= now]
-                if usable:
-                    # Ties go to the least recently chosen, so an idle pool still rotates.
-                    worker = min(usable, key=lambda w: (w.outstanding, w.last_chosen))
-                    worker.outstanding += 1
-                    worker.last_chosen = next(self._ticket)
-                    return worker, 0.0
-                probe = next((w for w in self.workers if w.breaker.ready_to_probe()), None)
-                if probe is None:
-                    times = [w.breaker.open_until if w.breaker.state == OPEN else w.cool_until
-                             for w in self.workers if w.breaker.state != "probing"]
-                    return None, max(0.0, min(times, default=now + 0.1) - now)
-                probe.breaker.start_probe()
-            healthy = self._probe(probe)
-            with self._lock:
-                probe.breaker.probe_result(healthy)
-            self.on_event("back" if healthy else "probe_failed", probe.url,
-                          "GET /health answered 200" if healthy else "GET /health failed")
+        """(worker with the fewest calls in flight, 0), or (None, seconds until one may be usable)."""
+        with self._lock:
+            now = time.monotonic()
+            for worker in self.workers:
+                if worker.breaker.ready_to_probe():
+                    # Probed in the background: no call waits for a probe while another URL can serve it.
+                    worker.breaker.start_probe()
+                    threading.Thread(target=self._probe, args=(worker,), daemon=True).start()
+            usable = [w for w in self.workers if w.breaker.state == CLOSED and w.cool_until <= now]
+            if usable:
+                # Ties go to the least recently chosen, so an idle pool still rotates.
+                worker = min(usable, key=lambda w: (w.outstanding, w.last_chosen))
+                worker.outstanding += 1
+                worker.last_chosen = next(self._ticket)
+                return worker, 0.0
+            times = [w.breaker.open_until if w.breaker.state == OPEN else w.cool_until
+                     if w.breaker.state == CLOSED else now + 0.05 for w in self.workers]
+            return None, max(0.0, min(times) - now)
 
-    def _probe(self, worker: Worker) -> bool:
+    def _probe(self, worker: Worker) -> None:
+        """GET /health: 200 puts the URL back in service, anything else keeps it out longer."""
         try:
             worker.http.health(timeout=self.probe_timeout_s)
-            return True
+            healthy = True
         except (ServiceError, ConnectionFailed):
-            return False
+            healthy = False
+        with self._lock:
+            worker.breaker.probe_result(healthy)
+        self.on_event("back" if healthy else "probe_failed", worker.url,
+                      "GET /health answered 200" if healthy else "GET /health failed")
 
     def _release(self, worker: Worker, error: Exception | None) -> None:
         tripped = False
