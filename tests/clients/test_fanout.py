@@ -50,6 +50,16 @@ def test_least_outstanding_requests_wins(fake_servers):
     assert (busy.succeeded, idle.succeeded) == (2, 6)  # equal load: they take turns
 
 
+def test_a_retry_goes_to_another_instance(fake_servers):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused, as after a crash
+    pool = WorkerPool([dead, fake_servers[0].url], max_attempts=2, failure_threshold=100, backoff_s=0.01)
+    for _ in range(6):  # two attempts each are enough only if the retry avoids the URL that just failed
+        assert len(pool.call(embed)) == 64
+    stats = {s["url"]: s for s in pool.stats()}
+    # Least recently chosen, it is tried first every time (the breaker, off here, is what stops that).
+    assert stats[dead]["errors"] == {"connection_failed": 6} and stats[fake_servers[0].url]["succeeded"] == 6
+
+
 def test_stopped_instance_is_taken_out_and_probed_back_in(fake_servers):
     stopped, healthy = fake_servers
     events = []

@@ -86,10 +86,11 @@ class WorkerPool:
     def call(self, fn: Callable[[HttpClient], T]) -> T:
         """Run ``fn(http_client)`` on the best worker, retrying retryable failures on any worker."""
         failures = 0
+        tried: set[str] = set()
         waiting_since: float | None = None
         last_error: Exception | None = None
         while True:
-            worker, wait_s = self._acquire()
+            worker, wait_s = self._acquire(tried)
             if worker is None:
                 now = time.monotonic()
                 waiting_since = waiting_since or now
@@ -107,6 +108,7 @@ class WorkerPool:
                     raise
                 failures += 1
                 last_error = err
+                tried.add(worker.url)
                 if failures >= self.max_attempts:
                     raise
                 self.on_event("retry", worker.url, f"{_describe(err)}; attempt {failures + 1} of {self.max_attempts}")
@@ -131,8 +133,11 @@ class WorkerPool:
             return [{"url": w.url, "state": w.breaker.state, "outstanding": w.outstanding,
                      "succeeded": w.succeeded, "failed": w.failed, "errors": dict(w.errors)} for w in self.workers]
 
-    def _acquire(self) -> tuple[Worker | None, float]:
-        """(worker with the fewest calls in flight, 0), or (None, seconds until one may be usable)."""
+    def _acquire(self, tried: set[str] = frozenset()) -> tuple[Worker | None, float]:
+        """(worker with the fewest calls in flight, 0), or (None, seconds until one may be usable).
+
+        URLs in ``tried`` (those that already failed this call) are chosen only when no other is usable.
+        """
         with self._lock:
             now = time.monotonic()
             for worker in self.workers:
@@ -141,6 +146,7 @@ class WorkerPool:
                     worker.breaker.start_probe()
                     threading.Thread(target=self._probe, args=(worker,), daemon=True).start()
             usable = [w for w in self.workers if w.breaker.state == CLOSED and w.cool_until <= now]
+            usable = [w for w in usable if w.url not in tried] or usable
             if usable:
                 # Ties go to the least recently chosen, so an idle pool still rotates.
                 worker = min(usable, key=lambda w: (w.outstanding, w.last_chosen))
