@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import threading
 import time
@@ -57,7 +58,8 @@ class WorkerPool:
     until that time has passed. ``failure_threshold`` failures in a row take a URL out (circuit
     breaker); it is probed with GET /health after ``reset_s`` (doubling while it stays down, up to
     ``max_reset_s``) and comes back when the probe answers 200. When no URL is usable the call
-    waits, up to ``max_wait_s``, then raises ``NoWorkerAvailable``. Thread-safe: call it from as
+    waits, up to ``max_wait_s``, then raises ``NoWorkerAvailable``. ``api_key`` defaults to
+    ``$WHISPER_WORKER_API_KEY`` (pass "" for none). Thread-safe: call it from as
     many threads as you want requests in flight.
     """
 
@@ -66,6 +68,7 @@ class WorkerPool:
                  failure_threshold: int = 3, reset_s: float = 2.0, max_reset_s: float = 60.0,
                  backoff_s: float = 0.2, max_backoff_s: float = 10.0, probe_timeout_s: float = 5.0,
                  on_event: EventHook | None = None):
+        api_key = api_key if api_key is not None else os.environ.get("WHISPER_WORKER_API_KEY")
         self.workers = [Worker(HttpClient(url, api_key, timeout=timeout, connect_timeout=connect_timeout,
                                           max_retries=0),
                                CircuitBreaker(failure_threshold, reset_s, max_reset_s))
