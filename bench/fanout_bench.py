@@ -79,8 +79,11 @@ def run(repeats: int = 3) -> str:
                              (three, lambda: measure(three_urls, three, split))])
         one.peak_mb = samplers["one"].peak_mb
         three.peak_mb = sum(sampler.peak_mb for sampler in samplers["three"])
+    load = os.getloadavg()[1]  # 5-minute average: other processes competing for the cores during the run
     notes = [
-        f"- three workers / one worker: **{three.rate / one.rate:.2f}x** on {cpus} CPU cores. Requests per "
+        f"- three workers / one worker: **{three.rate / one.rate:.2f}x** on {cpus} CPU cores (5-minute load "
+        f"average at the end: {load:.1f}; above {cpus} means other processes competed, and then three "
+        "processes win a larger share of the CPU than one, which flatters the ratio). Requests per "
         f"worker in the last round: {split.get('served')} (least outstanding requests); retries: "
         f"{split.get('retries')}.",
         f"- On this {cpus}-core machine the three CPU workers share {cpus} cores, so the ratio shows the "

@@ -118,7 +118,8 @@ class WorkerPool:
                 time.sleep(random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))))
                 continue
             except BaseException:
-                self._release(worker, None)
+                with self._lock:  # not the worker's doing (a bug in fn, Ctrl-C): neither success nor failure
+                    worker.outstanding -= 1
                 raise
             self._release(worker, None)
             return result
