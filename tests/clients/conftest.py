@@ -16,9 +16,11 @@ from tests.conftest import RunningService, run_service
 from tests.media import SENTENCES, speak
 
 API_KEY = "client-test-key"
+# The clients keep connections alive; a short graceful timeout lets each test session's services stop fast.
+QUICK_STOP = {"GRACEFUL_TIMEOUT_S": "1"}
 # One CTranslate2 thread each: three workers share this machine's two cores in the fan-out tests.
 WORKER_ENV = {"WHISPER_MODEL": "tiny.en", "WHISPER_CPU_THREADS": "1", "WEB_THREADS": "8", "MAX_WAIT_MS": "50",
-              "API_KEY": API_KEY}
+              "API_KEY": API_KEY, **QUICK_STOP}
 
 
 def start_together(stack: ExitStack, managers: list) -> list[RunningService]:
@@ -54,7 +56,7 @@ def red_circle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def clip_server(tmp_path_factory):
     """``python -m server`` with the embedded demo model, behind an API key."""
-    env = {"CLIP_MODEL": "demo", "WEB_THREADS": "8", "MAX_WAIT_MS": "10", "API_KEY": API_KEY}
+    env = {"CLIP_MODEL": "demo", "WEB_THREADS": "8", "MAX_WAIT_MS": "10", "API_KEY": API_KEY, **QUICK_STOP}
     with run_service("server", env, tmp_path_factory.mktemp("client-clip")) as running:
         yield running
 
@@ -62,7 +64,7 @@ def clip_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fake_servers(tmp_path_factory):
     """Two CLIP servers with the fake (hash) model: real gunicorn and HTTP, no model cost."""
-    env = {"CLIP_MODEL": "fake", "WEB_THREADS": "4"}
+    env = {"CLIP_MODEL": "fake", "WEB_THREADS": "4", **QUICK_STOP}
     with ExitStack() as stack:
         yield start_together(stack, [run_service("server", env, tmp_path_factory.mktemp("fake-clip"))
                                      for _ in range(2)])
@@ -71,14 +73,17 @@ def fake_servers(tmp_path_factory):
 @pytest.fixture(scope="module")
 def rate_limited_server(tmp_path_factory):
     """A fake-model CLIP server allowing one request per second per client (429 + Retry-After beyond)."""
-    env = {"CLIP_MODEL": "fake", "WEB_THREADS": "4", "RATE_LIMIT": "1/second"}
+    env = {"CLIP_MODEL": "fake", "WEB_THREADS": "4", "RATE_LIMIT": "1/second", **QUICK_STOP}
     with run_service("server", env, tmp_path_factory.mktemp("limited-clip")) as running:
         yield running
 
 
 @pytest.fixture(scope="session")
 def workers(tmp_path_factory):
-    """Two Whisper workers (tiny.en) behind an API key, started together."""
+    """Three Whisper workers (tiny.en) behind an API key, started together.
+
+    Tests use the first two; the third is test_transcribe_cli.py's to kill.
+    """
     with ExitStack() as stack:
         yield start_together(stack, [run_service("worker", WORKER_ENV, tmp_path_factory.mktemp("client-worker"),
-                                                 ready_timeout_s=180) for _ in range(2)])
+                                                 ready_timeout_s=180) for _ in range(3)])

@@ -27,7 +27,7 @@ def embed(http):
 
 
 def test_transcriptions_spread_over_workers(workers, clips):
-    pool = WorkerPool([w.url for w in workers], API_KEY)
+    pool = WorkerPool([w.url for w in workers[:2]], API_KEY)  # the third is test_transcribe_cli.py's to kill
     with ThreadPoolExecutor(6) as threads:
         results = list(threads.map(lambda clip: pool.transcribe(clip, "json"), clips))
     for result, words in zip(results, KEY_WORDS):

@@ -6,12 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
-from contextlib import ExitStack
 
 import pytest
 
-from tests.clients.conftest import API_KEY, WORKER_ENV, kill
-from tests.conftest import ROOT, free_port, run_service, wait_until
+from tests.clients.conftest import API_KEY, kill
+from tests.conftest import ROOT, free_port, wait_until
 from tests.media import transcode
 from tests.worker.conftest import KEY_WORDS, assert_heard
 
@@ -25,7 +24,7 @@ def cli(*args: str, timeout: float = 180) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_killed_worker_loses_nothing_and_a_rerun_resumes(workers, clips, tmp_path, tmp_path_factory):
+def test_killed_worker_loses_nothing_and_a_rerun_resumes(workers, clips, tmp_path):
     source, out = tmp_path / "recordings", tmp_path / "transcripts"
     (source / "more").mkdir(parents=True)
     expected = {}  # input name -> key words
@@ -37,17 +36,14 @@ def test_killed_worker_loses_nothing_and_a_rerun_resumes(workers, clips, tmp_pat
         expected[f"more/voice{n}.flac"] = KEY_WORDS[n]
     (source / "broken.wav").write_bytes(b"RIFF, but really just text")
 
-    with ExitStack() as stack:
-        victim = stack.enter_context(run_service("worker", WORKER_ENV, tmp_path_factory.mktemp("victim"),
-                                                 ready_timeout_s=180))
-        urls = ",".join([workers[0].url, workers[1].url, victim.url])
-        run = cli(str(source), "--workers", urls, "--out", str(out), "--format", "srt", "--concurrency", "3",
-                  "--no-progress")
-        # Kill it (gunicorn master and worker, no goodbye) once the first transcript is written: one call
-        # in flight per worker, so it is most likely busy, and two thirds of the files are still to come.
-        wait_until(lambda: next(out.rglob("*.srt"), None) is not None or run.poll() is not None, timeout_s=120)
-        kill(victim)
-        stdout, stderr = run.communicate(timeout=180)
+    victim = workers[2]
+    run = cli(str(source), "--workers", ",".join(w.url for w in workers), "--out", str(out), "--format", "srt",
+              "--concurrency", "3", "--no-progress")
+    # Kill it (gunicorn master and worker, no goodbye) once the first transcript is written: one call
+    # in flight per worker, so it is most likely busy, and two thirds of the files are still to come.
+    wait_until(lambda: next(out.rglob("*.srt"), None) is not None or run.poll() is not None, timeout_s=120)
+    kill(victim)
+    stdout, stderr = run.communicate(timeout=180)
 
     assert run.returncode == 1, stderr  # one file cannot be transcribed, and says so
     failures = (out / "failures.tsv").read_text().splitlines()
