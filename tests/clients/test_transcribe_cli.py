@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 
 import pytest
+from inference_client import WorkerPool, transcribe_directory
 
 from tests.clients.conftest import API_KEY, kill
 from tests.conftest import ROOT, free_port, wait_until
@@ -78,3 +80,15 @@ def test_usage_errors_exit_2(tmp_path):
     assert no_workers.wait(timeout=60) == 2 and "WORKER_URLS" in no_workers.stderr.read()
     no_dir = cli(str(tmp_path / "missing"), "--workers", "http://127.0.0.1:9", "--out", str(tmp_path / "out"))
     assert no_dir.wait(timeout=60) == 2 and "not a directory" in no_dir.stderr.read()
+
+
+def test_json_outputs_through_the_library_call(workers, clips, tmp_path):
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    shutil.copy(clips[2], source / "train.wav")
+    summary = transcribe_directory(WorkerPool(workers[0].url, API_KEY), source, out, response_format="verbose_json",
+                                   progress=False, options={"word_timestamps": True})
+    assert summary.transcribed == ["train.wav"] and not summary.failed and summary.failures_file is None
+    result = json.loads((out / "train.json").read_text())
+    assert_heard(result["text"], KEY_WORDS[2])
+    assert "words" in result["segments"][0]
