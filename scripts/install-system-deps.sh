@@ -10,6 +10,7 @@ command -v ffmpeg >/dev/null 2>&1 || packages+=(ffmpeg)
 command -v shellcheck >/dev/null 2>&1 || packages+=(shellcheck)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 command -v jq >/dev/null 2>&1 || packages+=(jq)  # the README's callback_url example reads status_url
+command -v node >/dev/null 2>&1 || packages+=(nodejs)  # the TypeScript client's tests (node --test)
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
