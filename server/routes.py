@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, current_app, g, jsonify, request
 
 from core.errors import InvalidInput
+from server.encoding import json_response
 from server.inputs import check_count, check_texts, read_inputs
 from server.service import ClipService
 
 bp = Blueprint("clip", __name__)
 CLASSIFY_OPTIONS = ("labels", "label", "template", "top_k")
+EMBED_OPTIONS = ("encoding_format",)
 
 
 def _service() -> ClipService:
@@ -25,11 +27,12 @@ def _service() -> ClipService:
 def embed():
     """Embed images and/or texts into CLIP's shared space (L2-normalised)."""
     service = _service()
-    inputs = read_inputs()
+    inputs = read_inputs(EMBED_OPTIONS)
     check_count(inputs, service.settings.max_inputs)
     check_texts(inputs.texts)
     g.inputs = {"images": len(inputs.images), "texts": len(inputs.texts)}
-    return jsonify(service.embed(inputs.images, inputs.texts, g.batch_sizes))
+    encoding_format = inputs.option("encoding_format") or request.args.get("encoding_format")
+    return json_response(service.embed(inputs.images, inputs.texts, g.batch_sizes, encoding_format=encoding_format))
 
 
 def _labels(inputs) -> list:
