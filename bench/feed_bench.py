@@ -1,0 +1,178 @@
+"""Feeding the GPU (issue 10): CPU per request in-process, and the simulated accelerator under load.
+
+(i) In-process CPU per 224-px PNG ``/embed`` request with an instant stand-in model
+    (``CLIP_MODEL=sim:ViT-B-32`` with zero simulated time: real 224-px preprocessing, 512-d
+    outputs). The app is driven with Flask's test client on this thread; a WSGI wrapper takes
+    ``time.thread_time()`` around the whole app call (werkzeug parsing, Flask, hooks, logging, the
+    route, rendering), so the client's own work and the model thread are outside it. Manual timers
+    split it: multipart parse (``read_inputs``), decode + preprocess (``backend.preprocess``), JSON
+    encode (vector conversion + rendering), the rest. Rendering is measured twice: as before
+    (json module via ``jsonify``) and as now (orjson), plus ``encoding_format=base64``.
+(ii) The simulated accelerator at concurrency 64 on 224-px PNGs over real gunicorn: one process
+    (today's default) against several processes per GPU, each with its own replica and all sharing
+    the simulated GPU's lock (design (a)). Reports throughput and the simulated GPU's busy
+    fraction, with the L4 timing (CPU-bound on this machine) and with a slow GPU (GPU-bound).
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, redirect_stdout
+from pathlib import Path
+
+from bench.harness import Row, drive, interleave, multipart, python, serve
+from tests.media import encode, photo_like
+
+CONCURRENCY = 64
+WORKER_COUNTS = (1, 2, 4)
+L4_TIMING = {"SIM_BATCH_BASE_MS": "3.0", "SIM_PER_ITEM_MS": "0.25"}
+SLOW_GPU = {"SIM_BATCH_BASE_MS": "3.0", "SIM_PER_ITEM_MS": "10.0"}  # ~100 images/s: below what the CPU feeds
+
+
+def make_pngs(count: int) -> list[bytes]:
+    """Distinct photo-like 224-px PNGs."""
+    return [encode(photo_like(224, 224, seed=n), "PNG") for n in range(count)]
+
+
+class _Timers(threading.local):
+    def __init__(self):
+        self.parts: dict[str, float] = {}
+
+
+def _timed(timers: _Timers, part: str, function):
+    def wrapper(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            timers.parts[part] = timers.parts.get(part, 0.0) + time.thread_time() - started
+    return wrapper
+
+
+def cpu_per_request(requests: int = 200) -> str:
+    """Median thread CPU per 224-px PNG /embed request, in-process, by rendering mode and part."""
+    from flask import jsonify
+
+    from server import routes, service
+    from server.app import create_app
+    from server.settings import ServerSettings
+
+    lock = Path(tempfile.mkdtemp()) / "sim.lock"
+    settings = ServerSettings.from_env({}, clip_model="sim:ViT-B-32", sim_batch_base_ms=0.0, sim_per_item_ms=0.0,
+                                       sim_lock_path=str(lock), log_level="INFO")
+    app = create_app(settings)
+    client = app.test_client()
+    while client.get("/health").status_code != 200:
+        time.sleep(0.05)
+    backend = app.extensions["clip_service"].runner.backend
+    timers = _Timers()
+    totals: list[float] = []
+    inner = app.wsgi_app
+
+    def measured(environ, start_response):
+        timers.parts = {}
+        started = time.thread_time()
+        body = b"".join(inner(environ, start_response))
+        totals.append(time.thread_time() - started)
+        return [body]
+
+    app.wsgi_app = measured
+    originals = (routes.read_inputs, backend.preprocess, service.encode_vector, routes.json_response)
+    routes.read_inputs = _timed(timers, "multipart parse", routes.read_inputs)
+    backend.preprocess = _timed(timers, "decode + preprocess", backend.preprocess)
+    service.encode_vector = _timed(timers, "JSON encode", service.encode_vector)
+    pngs = make_pngs(20)
+    modes = {"before: json module (jsonify)": (lambda body: jsonify(body), ""),
+             "now: orjson": (originals[3], ""),
+             "now: encoding_format=base64": (originals[3], "?encoding_format=base64")}
+    results: dict[str, tuple[list[float], dict[str, list[float]]]] = {}
+    log_sink = io.StringIO()
+
+    # Log lines are formatted and written as in production (to sys.stdout), here into a buffer.
+    try:
+        stack = ExitStack()
+        stack.enter_context(redirect_stdout(log_sink))
+        for label, (render, query) in modes.items():
+            routes.json_response = _timed(timers, "JSON encode", render)
+            bodies = [multipart("image", "photo.png", data) for data in pngs]
+            parts: dict[str, list[float]] = {}
+            totals.clear()
+            for n in range(requests + 20):
+                body, content_type = bodies[n % len(bodies)]
+                response = client.post("/embed" + query, data=body, content_type=content_type)
+                assert response.status_code == 200, response.get_data()[:200]
+                if n >= 20:  # warm-up
+                    for part, seconds in timers.parts.items():
+                        parts.setdefault(part, []).append(seconds)
+            results[label] = (totals[20:], parts)
+    finally:
+        routes.read_inputs, backend.preprocess, service.encode_vector, routes.json_response = originals
+        app.wsgi_app = inner
+        stack.close()
+    names = ("multipart parse", "decode + preprocess", "JSON encode")
+    lines = ["#### In-process CPU per 224-px PNG /embed request (instant stand-in model, thread CPU, median)", "",
+             f"Flask test client, {requests} requests per mode after 20 warm-up; `time.thread_time()` around the "
+             "WSGI app call on the request thread (the model thread is outside it).", "",
+             "| rendering | total ms | vs before | " + " | ".join(f"{n} ms" for n in names) + " | rest ms |",
+             "|---|---:|---:|" + "---:|" * (len(names) + 1)]
+    before = statistics.median(results["before: json module (jsonify)"][0])
+    for label, (samples, parts) in results.items():
+        total = statistics.median(samples)
+        medians = [statistics.median(parts.get(name, [0.0])) for name in names]
+        lines.append(f"| {label} | {total * 1000:.2f} | {total / before:.2f}x | "
+                     + " | ".join(f"{m * 1000:.2f}" for m in medians) + f" | {(total - sum(medians)) * 1000:.2f} |")
+    return "\n".join(lines)
+
+
+def busy_fraction_run(port: int, bodies: list, lock_path: str, row_busy: list[float]):
+    """One load run that also notes the simulated GPU's busy fraction during it."""
+    from server.backends.sim import read_busy
+
+    def run():
+        busy_before = read_busy(lock_path)[0]
+        result = drive(port, "/embed", bodies, CONCURRENCY)
+        row_busy.append((read_busy(lock_path)[0] - busy_before) / result.wall_s)
+        return result
+    return run
+
+
+def simulated_gpu(repeats: int, requests: int = 640) -> str:
+    """Throughput and simulated GPU busy fraction: one gunicorn process vs several per GPU."""
+    pngs = make_pngs(64)
+    bodies = [multipart("image", "photo.png", pngs[n % len(pngs)]) for n in range(requests)]
+    out = []
+    scenarios = (("L4 timing (3 ms + 0.25 ms/image: ~2,900 images/s at batch 32)", L4_TIMING, WORKER_COUNTS),
+                 ("slow simulated GPU (3 ms + 10 ms/image: ~100 images/s)", SLOW_GPU, (1, 2)))
+    for title, timing, worker_counts in scenarios:
+        rows: list[tuple[Row, list[float]]] = []
+        runs = []
+        with ExitStack() as stack:
+            for workers in worker_counts:
+                lock = str(Path(tempfile.mkdtemp()) / "sim.lock")
+                env = {"CLIP_MODEL": "sim:ViT-B-32", "SIM_LOCK_PATH": lock, "WEB_WORKERS": str(workers),
+                       "WEB_THREADS": str(CONCURRENCY), "MAX_QUEUE": "1024", **timing}
+                port, _ = stack.enter_context(serve([python(), "-m", "server"], env, f"feed-sim-{workers}w"))
+                drive(port, "/embed", bodies[:128], CONCURRENCY)  # warm-up: every worker, connections
+                row, busy = Row(f"{workers} gunicorn process{'es' if workers > 1 else ''}"), []
+                rows.append((row, busy))
+                runs.append((row, busy_fraction_run(port, bodies, lock, busy)))
+            interleave(repeats, runs)
+        baseline = rows[0][0]
+        lines = [f"#### Simulated accelerator, {title}, concurrency {CONCURRENCY}, 224-px PNGs", "",
+                 "| configuration | images/s (median) | vs 1 process | GPU busy (median) | p50 ms | p99 ms |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        for row, busy in rows:
+            lines.append(f"| {row.label} | {row.rate:.1f} | {row.rate / baseline.rate:.2f}x | "
+                         f"{statistics.median(busy):.0%} | {row.percentile(50) * 1000:.0f} | "
+                         f"{row.percentile(99) * 1000:.0f} |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def run(repeats: int = 3) -> str:
+    """Both measurements; returns the markdown tables."""
+    return "\n\n".join([cpu_per_request(), simulated_gpu(repeats)])
