@@ -128,6 +128,21 @@ def cpu_per_request(requests: int = 200) -> str:
     return "\n".join(lines)
 
 
+def warm_up(port: int, bodies: list, timeout_s: float = 60.0) -> None:
+    """Load until every request succeeds: every worker has loaded, connections and caches are warm."""
+    # /health answers from whichever worker takes the connection: 200 from one worker while another
+    # is still loading its replica (503 not_ready), so readiness of all of them is seen only here.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            drive(port, "/embed", bodies, CONCURRENCY)
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def busy_fraction_run(port: int, bodies: list, lock_path: str, row_busy: list[float]):
     """One load run that also notes the simulated GPU's busy fraction during it."""
     from server.backends.sim import read_busy
@@ -156,7 +171,7 @@ def simulated_gpu(repeats: int, requests: int = 640) -> str:
                 env = {"CLIP_MODEL": "sim:ViT-B-32", "SIM_LOCK_PATH": lock, "WEB_WORKERS": str(workers),
                        "WEB_THREADS": str(CONCURRENCY), "MAX_QUEUE": "1024", **timing}
                 port, _ = stack.enter_context(serve([python(), "-m", "server"], env, f"feed-sim-{workers}w"))
-                drive(port, "/embed", bodies[:128], CONCURRENCY)  # warm-up: every worker, connections
+                warm_up(port, bodies[:128])
                 row, busy = Row(f"{workers} gunicorn process{'es' if workers > 1 else ''}"), []
                 rows.append((row, busy))
                 runs.append((row, busy_fraction_run(port, bodies, lock, busy)))
