@@ -10,8 +10,9 @@
     (json module via ``jsonify``) and as now (orjson), plus ``encoding_format=base64``.
 (ii) The simulated accelerator at concurrency 64 on 224-px PNGs over real gunicorn: one process
     (today's default) against several processes per GPU, each with its own replica and all sharing
-    the simulated GPU's lock (design (a)). Reports throughput and the simulated GPU's busy
-    fraction, with the L4 timing (CPU-bound on this machine) and with a slow GPU (GPU-bound).
+    the simulated GPU's lock (design (a)). Reports throughput, the simulated GPU's busy fraction and
+    the server's CPU per request (user + system of gunicorn's master and workers: HTTP parsing,
+    the app, the batcher), with the L4 timing (CPU-bound here) and a slow GPU (GPU-bound).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import threading
 import time
 from contextlib import ExitStack, redirect_stdout
 from pathlib import Path
+
+import psutil
 
 from bench.harness import Row, drive, interleave, multipart, python, serve
 from tests.media import encode, photo_like
@@ -143,14 +146,24 @@ def warm_up(port: int, bodies: list, timeout_s: float = 60.0) -> None:
             time.sleep(0.5)
 
 
-def busy_fraction_run(port: int, bodies: list, lock_path: str, row_busy: list[float]):
-    """One load run that also notes the simulated GPU's busy fraction during it."""
+def server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a gunicorn master and its workers so far."""
+    total = 0.0
+    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def busy_fraction_run(port: int, pid: int, bodies: list, lock_path: str, busy: list[float], cpu: list[float]):
+    """One load run that also notes the simulated GPU's busy fraction and the server's CPU per request."""
     from server.backends.sim import read_busy
 
     def run():
-        busy_before = read_busy(lock_path)[0]
+        busy_before, cpu_before = read_busy(lock_path)[0], server_cpu_s(pid)
         result = drive(port, "/embed", bodies, CONCURRENCY)
-        row_busy.append((read_busy(lock_path)[0] - busy_before) / result.wall_s)
+        busy.append((read_busy(lock_path)[0] - busy_before) / result.wall_s)
+        cpu.append((server_cpu_s(pid) - cpu_before) / len(result.latencies_s))
         return result
     return run
 
@@ -163,27 +176,28 @@ def simulated_gpu(repeats: int, requests: int = 640) -> str:
     scenarios = (("L4 timing (3 ms + 0.25 ms/image: ~2,900 images/s at batch 32)", L4_TIMING, WORKER_COUNTS),
                  ("slow simulated GPU (3 ms + 10 ms/image: ~100 images/s)", SLOW_GPU, (1, 2)))
     for title, timing, worker_counts in scenarios:
-        rows: list[tuple[Row, list[float]]] = []
+        rows: list[tuple[Row, list[float], list[float]]] = []
         runs = []
         with ExitStack() as stack:
             for workers in worker_counts:
                 lock = str(Path(tempfile.mkdtemp()) / "sim.lock")
                 env = {"CLIP_MODEL": "sim:ViT-B-32", "SIM_LOCK_PATH": lock, "WEB_WORKERS": str(workers),
                        "WEB_THREADS": str(CONCURRENCY), "MAX_QUEUE": "1024", **timing}
-                port, _ = stack.enter_context(serve([python(), "-m", "server"], env, f"feed-sim-{workers}w"))
+                name = f"feed-sim-{timing['SIM_PER_ITEM_MS']}ms-{workers}w"
+                port, pid = stack.enter_context(serve([python(), "-m", "server"], env, name))
                 warm_up(port, bodies[:128])
-                row, busy = Row(f"{workers} gunicorn process{'es' if workers > 1 else ''}"), []
-                rows.append((row, busy))
-                runs.append((row, busy_fraction_run(port, bodies, lock, busy)))
+                row, busy, cpu = Row(f"{workers} gunicorn process{'es' if workers > 1 else ''}"), [], []
+                rows.append((row, busy, cpu))
+                runs.append((row, busy_fraction_run(port, pid, bodies, lock, busy, cpu)))
             interleave(repeats, runs)
         baseline = rows[0][0]
         lines = [f"#### Simulated accelerator, {title}, concurrency {CONCURRENCY}, 224-px PNGs", "",
-                 "| configuration | images/s (median) | vs 1 process | GPU busy (median) | p50 ms | p99 ms |",
-                 "|---|---:|---:|---:|---:|---:|"]
-        for row, busy in rows:
+                 "| configuration | images/s (median) | vs 1 process | GPU busy (median) | server CPU ms/request "
+                 "| p50 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for row, busy, cpu in rows:
             lines.append(f"| {row.label} | {row.rate:.1f} | {row.rate / baseline.rate:.2f}x | "
-                         f"{statistics.median(busy):.0%} | {row.percentile(50) * 1000:.0f} | "
-                         f"{row.percentile(99) * 1000:.0f} |")
+                         f"{statistics.median(busy):.0%} | {statistics.median(cpu) * 1000:.2f} | "
+                         f"{row.percentile(50) * 1000:.0f} | {row.percentile(99) * 1000:.0f} |")
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
