@@ -11,8 +11,9 @@
 (ii) The simulated accelerator at concurrency 64 on 224-px PNGs over real gunicorn: one process
     (today's default) against several processes per GPU, each with its own replica and all sharing
     the simulated GPU's lock (design (a)). Reports throughput, the simulated GPU's busy fraction and
-    the server's CPU per request (user + system of gunicorn's master and workers: HTTP parsing,
-    the app, the batcher), with the L4 timing (CPU-bound here) and a slow GPU (GPU-bound).
+    the mean batch, the server's CPU per request (user + system of gunicorn's master and workers:
+    HTTP parsing, the app, the batcher) and the load generator's (it shares this machine's cores),
+    with the L4 timing (CPU-bound here) and a slow GPU (GPU-bound).
 """
 
 from __future__ import annotations
@@ -155,15 +156,17 @@ def server_cpu_s(pid: int) -> float:
     return total
 
 
-def busy_fraction_run(port: int, pid: int, bodies: list, lock_path: str, busy: list[float], cpu: list[float]):
+def busy_fraction_run(port: int, pid: int, bodies: list, lock_path: str, busy: list[float], cpu: list[tuple]):
     """One load run that also notes the simulated GPU's busy fraction and the server's CPU per request."""
     from server.backends.sim import read_busy
 
     def run():
-        busy_before, cpu_before = read_busy(lock_path)[0], server_cpu_s(pid)
+        before, cpu_before, client_before = read_busy(lock_path), server_cpu_s(pid), time.process_time()
         result = drive(port, "/embed", bodies, CONCURRENCY)
-        busy.append((read_busy(lock_path)[0] - busy_before) / result.wall_s)
-        cpu.append((server_cpu_s(pid) - cpu_before) / len(result.latencies_s))
+        after, served = read_busy(lock_path), len(result.latencies_s)
+        busy.append((after[0] - before[0]) / result.wall_s)
+        cpu.append(((server_cpu_s(pid) - cpu_before) / served, (time.process_time() - client_before) / served,
+                    (after[2] - before[2]) / max(1, after[1] - before[1])))
         return result
     return run
 
@@ -176,7 +179,7 @@ def simulated_gpu(repeats: int, requests: int = 640) -> str:
     scenarios = (("L4 timing (3 ms + 0.25 ms/image: ~2,900 images/s at batch 32)", L4_TIMING, WORKER_COUNTS),
                  ("slow simulated GPU (3 ms + 10 ms/image: ~100 images/s)", SLOW_GPU, (1, 2)))
     for title, timing, worker_counts in scenarios:
-        rows: list[tuple[Row, list[float], list[float]]] = []
+        rows: list[tuple[Row, list[float], list[tuple]]] = []
         runs = []
         with ExitStack() as stack:
             for workers in worker_counts:
@@ -192,12 +195,15 @@ def simulated_gpu(repeats: int, requests: int = 640) -> str:
             interleave(repeats, runs)
         baseline = rows[0][0]
         lines = [f"#### Simulated accelerator, {title}, concurrency {CONCURRENCY}, 224-px PNGs", "",
-                 "| configuration | images/s (median) | vs 1 process | GPU busy (median) | server CPU ms/request "
-                 "| p50 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+                 "| configuration | images/s (median) | vs 1 process | GPU busy (median) | mean batch "
+                 "| server CPU ms/request | client CPU ms/request | p50 ms | p99 ms |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row, busy, cpu in rows:
+            server_ms, client_ms, batch = (statistics.median(values) for values in zip(*cpu))
             lines.append(f"| {row.label} | {row.rate:.1f} | {row.rate / baseline.rate:.2f}x | "
-                         f"{statistics.median(busy):.0%} | {statistics.median(cpu) * 1000:.2f} | "
-                         f"{row.percentile(50) * 1000:.0f} | {row.percentile(99) * 1000:.0f} |")
+                         f"{statistics.median(busy):.0%} | {batch:.1f} | {server_ms * 1000:.2f} | "
+                         f"{client_ms * 1000:.2f} | {row.percentile(50) * 1000:.0f} | "
+                         f"{row.percentile(99) * 1000:.0f} |")
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
