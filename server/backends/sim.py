@@ -49,8 +49,11 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 SIM_MODELS = {"ViT-B-32": (224, 512), "ViT-B-16": (224, 512), "ViT-L-14": (224, 768),
               "ViT-L-14-336": (336, 768)}
 CONTEXT_LENGTH = 77
-# The counter at the start of the lock file: busy seconds, forward calls, items (little-endian).
-_COUNTER = struct.Struct("<dqq")
+# The counter at the start of the lock file (little-endian): seconds the lock was held, seconds of
+# modelled GPU time (a + b x n summed; less than held when a loaded host wakes the sleeper late),
+# forward calls, items.
+_COUNTER = struct.Struct("<ddqq")
+_ZERO = (0.0, 0.0, 0, 0)
 
 
 @contextmanager
@@ -63,18 +66,18 @@ def gpu_lock(fd: int):
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def read_busy(path: str) -> tuple[float, int, int]:
-    """(busy seconds, forward calls, items) counted in the lock file so far, across all processes."""
+def read_busy(path: str) -> tuple[float, float, int, int]:
+    """(held seconds, modelled GPU seconds, forward calls, items) so far, across all processes."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return 0.0, 0, 0
+        return _ZERO
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         raw = os.pread(fd, _COUNTER.size, 0)
     finally:
         os.close(fd)
-    return _COUNTER.unpack(raw) if len(raw) == _COUNTER.size else (0.0, 0, 0)
+    return _COUNTER.unpack(raw) if len(raw) == _COUNTER.size else _ZERO
 
 
 def _seed(item: np.ndarray) -> int:
@@ -115,13 +118,15 @@ class SimClipBackend(ClipBackend):
     def forward(self, kind: Hashable, batch: list[np.ndarray]) -> list[np.ndarray]:
         vectors = np.stack([np.random.default_rng(_seed(item)).standard_normal(self.dim, dtype=np.float32)
                             for item in batch])
+        modelled = self.base_s + self.per_item_s * len(batch)
         with gpu_lock(self._lock_fd):
             started = time.monotonic()
-            time.sleep(self.base_s + self.per_item_s * len(batch))  # releases the GIL
-            busy = time.monotonic() - started
+            time.sleep(modelled)  # releases the GIL
+            held = time.monotonic() - started
             raw = os.pread(self._lock_fd, _COUNTER.size, 0)
-            total, calls, items = _COUNTER.unpack(raw) if len(raw) == _COUNTER.size else (0.0, 0, 0)
-            os.pwrite(self._lock_fd, _COUNTER.pack(total + busy, calls + 1, items + len(batch)), 0)
+            counts = _COUNTER.unpack(raw) if len(raw) == _COUNTER.size else _ZERO
+            os.pwrite(self._lock_fd, _COUNTER.pack(counts[0] + held, counts[1] + modelled, counts[2] + 1,
+                                                   counts[3] + len(batch)), 0)
         return list(l2_normalize(vectors))
 
     def describe(self) -> dict:
