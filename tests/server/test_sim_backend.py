@@ -121,3 +121,22 @@ def test_embed_through_the_app_answers_512_floats(tmp_path):
     again = client.post("/embed", data={"image": (io.BytesIO(PNG_A), "a.png")}).get_json()
     assert again["embedding"] == body["embedding"]
     assert client.get("/health").get_json()["simulated"]["per_item_ms"] == 0.25
+
+
+@pytest.mark.integration
+def test_gunicorn_workers_share_one_simulated_gpu(tmp_path):
+    from tests.conftest import run_service
+
+    lock = str(tmp_path / "gpu.lock")
+    env = {"CLIP_MODEL": "sim:ViT-B-32", "WEB_WORKERS": "2", "SIM_LOCK_PATH": lock, "LOG_LEVEL": "WARNING"}
+    with run_service("server", env, tmp_path) as service:
+        # Each worker warms up one image and one text batch on the same lock file.
+        wait_until(lambda: read_busy(lock)[2] >= 4, 30)
+        import requests
+
+        def embed():  # a worker that has just warmed up may answer 503 for a moment; that costs no model time
+            response = requests.post(service.url + "/embed", files={"image": ("a.png", PNG_A)}, timeout=30)
+            return response if response.status_code == 200 else None
+
+        assert wait_until(embed, 10).json()["dim"] == 512
+        assert read_busy(lock)[2:] == (5, 4 * 32 + 1)
