@@ -11,13 +11,14 @@ import platform
 import time
 from pathlib import Path
 
-from bench import clip_bench, fanout_bench, job_bench, whisper_bench
+from bench import clip_bench, fanout_bench, feed_bench, job_bench, whisper_bench
 
 
 def main() -> None:
     """Run the chosen benchmarks side by side and print their tables."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="?", default="all", choices=("all", "clip", "whisper", "job", "fanout"))
+    parser.add_argument("which", nargs="?", default="all",
+                        choices=("all", "clip", "whisper", "job", "fanout", "feed"))
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are quoted)")
     args = parser.parse_args()
     started = time.time()
@@ -31,6 +32,8 @@ def main() -> None:
         sections.append(job_bench.run(args.repeats))
     if args.which in ("all", "fanout"):
         sections.append(fanout_bench.run(args.repeats))
+    if args.which in ("all", "feed"):
+        sections.append(feed_bench.run(args.repeats))
     report = "\n\n".join(sections) + f"\n\n(total {time.time() - started:.0f} s)\n"
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)

@@ -28,7 +28,7 @@ BAKE_COMMAND = "python -m server.bake"
 class ClipModelSpec:
     """A resolved model choice: family, architecture or repo, and weights tag."""
 
-    family: str  # "open_clip" | "hf" | "demo" | "fake"
+    family: str  # "open_clip" | "hf" | "demo" | "fake" | "sim"
     name: str  # open_clip architecture, HF repo id or local HF directory
     pretrained: str | None  # open_clip tag, checkpoint path, "random", or None
 
@@ -75,6 +75,8 @@ def resolve_spec(settings: ServerSettings) -> ClipModelSpec:
         return ClipModelSpec("fake", "fake", None)
     if model.lower() == "demo":
         return ClipModelSpec("demo", DEMO_MODEL_NAME, settings.clip_pretrained)
+    if model.lower().startswith("sim:"):  # simulated accelerator (server/backends/sim.py)
+        return ClipModelSpec("sim", model, None)
     if model.lower().startswith("hf:"):
         return ClipModelSpec("hf", model[3:], None)
     name = ALIASES.get(model.lower(), model)

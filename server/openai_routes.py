@@ -7,16 +7,15 @@ convention). The work is ``server.service.ClipService.embed``, as for /embed.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
-import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
 from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
 from core.openapi import MODEL_LIST_SCHEMA, json_content, operation
+from server.encoding import json_response
 from server.inputs import Inputs, check_count, check_texts, decode_base64_image
 from server.schemas import OPENAI_EMBEDDINGS_REQUEST, OPENAI_EMBEDDINGS_RESPONSE
 from server.service import ClipService
@@ -74,12 +73,6 @@ def split_inputs(raw, modality: str | None) -> tuple[Inputs, list[str]]:
     return inputs, kinds
 
 
-def _encode(vector: list[float], encoding_format: str):
-    if encoding_format == "float":
-        return vector
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-
-
 def _check_dimensions(dimensions, dim: int | None) -> None:
     if dimensions is None or dim is None:
         return
@@ -108,17 +101,17 @@ def embeddings():
     g.inputs = {"images": len(inputs.images), "texts": len(inputs.texts)}
 
     def work(batch_sizes: list[int]) -> dict:
-        result = service.embed(inputs.images, inputs.texts, batch_sizes)
+        result = service.embed(inputs.images, inputs.texts, batch_sizes, encoding_format=encoding_format)
         _check_dimensions(dimensions, result["dim"])
         vectors = {"image": iter(result.get("image_embeddings", [])), "text": iter(result.get("text_embeddings", []))}
-        data = [{"object": "embedding", "index": n, "embedding": _encode(next(vectors[kind]), encoding_format)}
-                for n, kind in enumerate(kinds)]
+        data = [{"object": "embedding", "index": n, "embedding": next(vectors[kind])} for n, kind in enumerate(kinds)]
         # No per-token billing here: each input (a text, truncated to the model's context, or an image)
         # counts as one, so usage says how many inputs were embedded.
         usage = {"prompt_tokens": len(kinds), "total_tokens": len(kinds)}
         return {"object": "list", "data": data, "model": result["model"], "usage": usage}
 
-    return answer(work, callback_url_from(body), validate=lambda: service.check_images(inputs.images))
+    return answer(work, callback_url_from(body), respond=json_response,
+                  validate=lambda: service.check_images(inputs.images))
 
 
 @bp.get("/v1/models")

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, current_app, g, request
 
 from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
 from core.openapi import json_content, operation
 from server import schemas
+from server.encoding import check_encoding_format, json_response
 from server.inputs import check_count, check_texts, read_inputs
 from server.service import ClipService
 
 bp = Blueprint("clip", __name__)
 CLASSIFY_OPTIONS = ("labels", "label", "template", "top_k", CALLBACK_FIELD)
+EMBED_OPTIONS = ("encoding_format", CALLBACK_FIELD)
 
 
 def _service() -> ClipService:
@@ -33,11 +35,13 @@ def _service() -> ClipService:
 def embed():
     """Embed images and/or texts into CLIP's shared space (L2-normalised)."""
     service = _service()
-    inputs = read_inputs((CALLBACK_FIELD,))
+    inputs = read_inputs(EMBED_OPTIONS)
     check_count(inputs, service.settings.max_inputs)
     check_texts(inputs.texts)
     g.inputs = {"images": len(inputs.images), "texts": len(inputs.texts)}
-    return answer(lambda sizes: service.embed(inputs.images, inputs.texts, sizes), callback_url_from(inputs.options),
+    encoding_format = check_encoding_format(inputs.option("encoding_format") or request.args.get("encoding_format"))
+    return answer(lambda sizes: service.embed(inputs.images, inputs.texts, sizes, encoding_format=encoding_format),
+                  callback_url_from(inputs.options), respond=json_response,
                   validate=lambda: service.check_images(inputs.images))
 
 

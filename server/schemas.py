@@ -5,20 +5,24 @@ from __future__ import annotations
 from core.async_jobs import CALLBACK_URL_SCHEMA
 
 BINARY = {"type": "string", "format": "binary"}
-VECTOR = {"type": "array", "items": {"type": "number"}, "description": "L2-normalised embedding."}
+VECTOR = {"anyOf": [{"type": "array", "items": {"type": "number"}},
+                   {"type": "string", "description": "encoding_format=base64"}],
+          "description": "L2-normalised embedding."}
 STRINGS = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+ENCODING_FORMAT = {"enum": ["float", "base64"], "default": "float",
+                   "description": "base64: each vector as base64 of little-endian float32 bytes."}
 FILES = {"anyOf": [BINARY, {"type": "array", "items": BINARY}]}
 
 EMBED_MULTIPART = {
     "type": "object",
     "properties": {"image": FILES, "images": FILES, "text": STRINGS, "texts": STRINGS,
-                   "callback_url": CALLBACK_URL_SCHEMA},
+                   "encoding_format": ENCODING_FORMAT, "callback_url": CALLBACK_URL_SCHEMA},
     "additionalProperties": False,
 }
 EMBED_JSON = {
     "type": "object",
     "properties": {"images": {**STRINGS, "description": "base64 or data:image/...;base64, URIs."},
-                   "texts": STRINGS, "callback_url": CALLBACK_URL_SCHEMA},
+                   "texts": STRINGS, "encoding_format": ENCODING_FORMAT, "callback_url": CALLBACK_URL_SCHEMA},
     "additionalProperties": False,
 }
 EMBED_RESPONSE = {

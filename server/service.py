@@ -12,14 +12,9 @@ import numpy as np
 from core.backend import ModelRunner
 from core.errors import InvalidInput, PayloadTooLarge
 from server.backends import IMAGE, TEXT
+from server.encoding import check_encoding_format, encode_vector
 from server.label_cache import LabelCache
 from server.settings import DEFAULT_PROMPT_TEMPLATE, ServerSettings
-
-
-def vector(values: np.ndarray) -> list[float]:
-    """One embedding as a JSON-ready list."""
-    # 7 decimals keep unit vectors exact to ~1e-7 and make the JSON about half as long.
-    return np.round(values.astype(np.float64), 7).tolist()
 
 
 class ClipService:
@@ -30,15 +25,20 @@ class ClipService:
         self.settings = settings
         self.label_cache = LabelCache(settings.label_cache_size)
 
-    def embed(self, images: list[bytes], texts: list[str], batch_sizes: list[int] | None = None) -> dict:
-        """Embed images and/or texts (already counted and checked) -> the /embed response body."""
+    def embed(self, images: list[bytes], texts: list[str], batch_sizes: list[int] | None = None,
+              encoding_format: str | None = None) -> dict:
+        """Embed images and/or texts (already counted and checked) -> the /embed response body.
+
+        ``encoding_format``: "float" (default, JSON numbers) or "base64" (little-endian float32).
+        """
+        encoding_format = check_encoding_format(encoding_format)
         runner = self.runner
         out = runner.run_many({IMAGE: images, TEXT: texts}, batch_sizes)
         body = {"model": runner.backend.spec.label, "dim": runner.backend.dim}
         if images:
-            body["image_embeddings"] = [vector(v) for v in out[IMAGE]]
+            body["image_embeddings"] = [encode_vector(v, encoding_format) for v in out[IMAGE]]
         if texts:
-            body["text_embeddings"] = [vector(v) for v in out[TEXT]]
+            body["text_embeddings"] = [encode_vector(v, encoding_format) for v in out[TEXT]]
         if len(images) + len(texts) == 1:
             body["embedding"] = (body.get("image_embeddings") or body["text_embeddings"])[0]
         return body

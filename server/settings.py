@@ -36,3 +36,14 @@ class ServerSettings(CoreSettings):
         minimum=1)
     label_cache_size: int = setting(
         "LABEL_CACHE_SIZE", 4096, "Label prompt embeddings kept for /classify (LRU).", minimum=0)
+    sim_batch_base_ms: float = setting(
+        "SIM_BATCH_BASE_MS", 3.0,
+        "CLIP_MODEL=sim:...: fixed simulated GPU time per forward call (kernel launches), ms.", minimum=0)
+    sim_per_item_ms: float = setting(
+        "SIM_PER_ITEM_MS", 0.25,
+        "CLIP_MODEL=sim:...: simulated GPU time per batch item, ms (0.25 ~ ViT-B-32 fp16 on an L4).",
+        minimum=0)
+    sim_lock_path: str = setting(
+        "SIM_LOCK_PATH", "/tmp/clip-sim-gpu.lock",
+        "CLIP_MODEL=sim:...: file every process on the instance locks around a forward (one GPU) "
+        "and where busy time is counted.")

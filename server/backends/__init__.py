@@ -16,6 +16,10 @@ def make_backend(settings: ServerSettings) -> ClipBackend:
         from server.backends.fake import FakeClipBackend
 
         return FakeClipBackend(settings, spec)
+    if spec.family == "sim":
+        from server.backends.sim import SimClipBackend
+
+        return SimClipBackend(settings, spec)
     if spec.family == "hf":
         from server.backends.hf_backend import HFClipBackend
 
