@@ -7,6 +7,7 @@ from flask import Flask
 from core.backend import ModelRunner
 from core.health import install_health
 from core.http import build_app
+from worker.fake_backend import FAKE_MODEL, FakeWhisperBackend
 from worker.routes import bp
 from worker.service import WhisperService
 from worker.settings import WorkerSettings
@@ -17,7 +18,8 @@ def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     """Build the app; the model loads in the background and /health says when it is ready."""
     settings = settings or WorkerSettings.from_env()
     app = build_app(__name__, settings)
-    backend = backend or WhisperBackend(settings)
+    if backend is None:
+        backend = FakeWhisperBackend(settings) if settings.whisper_model == FAKE_MODEL else WhisperBackend(settings)
     backend.check_weights()  # a missing model fails the worker's boot at once (see server/app.py)
     runner = ModelRunner(backend, settings, name="whisper")
     app.extensions["model_runner"] = runner

@@ -25,7 +25,8 @@ class WorkerSettings(CoreSettings):
     whisper_model: str = setting(
         "WHISPER_MODEL", "tiny.en",
         "faster-whisper size (tiny.en, small, large-v3, distil-large-v3, ...) baked into "
-        "MODELS_DIR, or a local CTranslate2 model directory; tiny.en is embedded for local runs.")
+        "MODELS_DIR, or a local CTranslate2 model directory; tiny.en is embedded for local runs; "
+        "fake = hash text, real decoding (tests).")
     whisper_device: str = setting("WHISPER_DEVICE", "auto", "auto (CUDA when available), cuda or cpu.",
                                   choices=("auto", "cuda", "cpu"))
     whisper_compute_type: str = setting(
