@@ -150,6 +150,14 @@ class CoreSettings:
             except ValueError as err:
                 raise SettingsError(f"RATE_LIMIT={self.rate_limit!r} is not valid: {err}") from None
 
+        self.check_consistency()
+
+    def check_consistency(self) -> None:
+        """Refuse settings that contradict each other (a hook: services add their own pairs)."""
+        if self.max_batch_size is not None and self.max_batch_size > self.max_queue:
+            raise SettingsError(f"MAX_BATCH_SIZE={self.max_batch_size} is larger than MAX_QUEUE={self.max_queue}: "
+                                "a batch could never fill; raise MAX_QUEUE or lower MAX_BATCH_SIZE")
+
     @property
     def max_request_bytes(self) -> int:
         """MAX_REQUEST_MB in bytes (MiB)."""

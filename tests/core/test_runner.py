@@ -125,3 +125,17 @@ def test_stream_resubmits_a_subset_and_keeps_few_items_in_flight():
             assert len(made) - len(set(t for t, o in seen if o.startswith("first"))) <= 3
     assert sorted(o for _, o in seen if o.startswith("second")) == ["second:0", "second:3", "second:6", "second:9"]
     assert len([o for _, o in seen if o.startswith("first")]) == 10
+
+
+def test_settings_that_contradict_each_other_are_refused_at_start_up():
+    from core.settings import SettingsError
+    from server.settings import ServerSettings
+
+    with pytest.raises(SettingsError, match="MAX_LABELS=600 is larger than MAX_QUEUE=512"):
+        ServerSettings.from_env({"MAX_LABELS": "600"})
+    with pytest.raises(SettingsError, match="MAX_INPUTS"):
+        ServerSettings.from_env({"MAX_QUEUE": "32", "MAX_LABELS": "10"})  # MAX_INPUTS defaults to 64
+    with pytest.raises(SettingsError, match="MAX_BATCH_SIZE=64 is larger than MAX_QUEUE=16"):
+        CoreSettings.from_env({"MAX_BATCH_SIZE": "64", "MAX_QUEUE": "16"})
+    defaults = ServerSettings.from_env({})
+    assert defaults.max_labels <= defaults.max_queue  # the defaults agree with each other
