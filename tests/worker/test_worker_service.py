@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 import threading
 import wave
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -26,6 +29,12 @@ def wav_bytes(seconds: float, pitch: float = 0.05) -> bytes:
         out.setframerate(16000)
         out.writeframes((np.sin(np.arange(int(16000 * seconds)) * pitch) * 8000).astype(np.int16).tobytes())
     return buffer.getvalue()
+
+
+def transcribe(service, path, **options):
+    with open(path, "rb") as audio:
+        return requests.post(service.url + "/transcribe", files={"audio": (path.name, audio)}, data=options,
+                             timeout=60)
 
 
 class StillLoading(WhisperBackend):
@@ -97,8 +106,6 @@ def test_the_fake_model_transcribes_deterministically_over_http(fake_whisper_ser
 
 @pytest.mark.integration
 def test_concurrent_requests_share_batches_on_the_fake_model(fake_whisper_service):
-    from concurrent.futures import ThreadPoolExecutor
-
     url = fake_whisper_service.url
     before = requests.get(url + "/health", timeout=5).json()["stats"]
     with ThreadPoolExecutor(8) as pool:
@@ -109,3 +116,38 @@ def test_concurrent_requests_share_batches_on_the_fake_model(fake_whisper_servic
     wait_until(lambda: requests.get(url + "/health", timeout=5).json()["stats"]["items"] - before["items"] >= 8, 5)
     after = requests.get(url + "/health", timeout=5).json()["stats"]
     assert after["batches"] - before["batches"] < 8
+
+
+SRT_CUE = re.compile(r"^\d+\n\d{2}:\d{2}:\d{2},\d{3} --> \d{2}:\d{2}:\d{2},\d{3}\n[^\n]+\n$")
+VTT_CUE = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}\n[^\n]+\n$")
+
+
+@pytest.mark.integration
+def test_srt_and_vtt_are_valid_subtitles(fake_whisper_service, tmp_path):
+    long = tmp_path / "long.wav"
+    long.write_bytes(wav_bytes(150))  # five 30 s chunks: five cues on the fake model
+    srt = transcribe(fake_whisper_service, long, response_format="srt")
+    assert srt.headers["Content-Type"].startswith("application/x-subrip")
+    cues = srt.text.strip("\n").split("\n\n")
+    assert len(cues) >= 4
+    for n, cue in enumerate(cues, start=1):
+        assert SRT_CUE.match(cue + "\n"), cue
+        assert cue.startswith(f"{n}\n")
+    vtt = transcribe(fake_whisper_service, long, response_format="vtt")
+    assert vtt.headers["Content-Type"].startswith("text/vtt")
+    assert vtt.text.startswith("WEBVTT\n\n")
+    for cue in vtt.text[len("WEBVTT\n\n"):].strip("\n").split("\n\n"):
+        assert VTT_CUE.match(cue + "\n"), cue
+
+
+@pytest.mark.integration
+def test_cross_request_batch_sizes_appear_in_the_request_logs(fake_whisper_service, tmp_path):
+    clips = []
+    for n in range(4):
+        clips.append(tmp_path / f"clip{n}.wav")
+        clips[-1].write_bytes(wav_bytes(2, 0.03 + n / 100))
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda path: transcribe(fake_whisper_service, path), clips))
+    sizes = [size for line in fake_whisper_service.logs().splitlines() if line.startswith("{")
+             for size in json.loads(line).get("batch_sizes", [])]
+    assert max(sizes) >= 2
