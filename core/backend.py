@@ -141,25 +141,24 @@ class Job:
         in_flight: dict[Future, Any] = {}
         exhausted = False
         while True:
-            while len(in_flight) < cap:
-                if not waiting:
-                    if exhausted:
-                        break
+            # Make the items first, then queue them while still "preparing": the batch being
+            # built waits for all of them instead of closing on the first one.
+            with self.preparing():
+                while not exhausted and len(in_flight) + len(waiting) < cap:
                     try:
-                        with self.preparing():
-                            waiting.append(next(source))
+                        waiting.append(next(source))
                     except StopIteration:
                         exhausted = True
-                        break
-                kind, item, tag = waiting[0]
-                try:
-                    (future,) = self.submit(kind, [item])
-                except Overloaded:
-                    if not in_flight:
-                        raise  # nothing of ours will free a slot: the service is full
-                    break  # wait for our own items to finish, then try again
-                waiting.pop(0)
-                in_flight[future] = tag
+                while waiting and len(in_flight) < cap:
+                    kind, item, tag = waiting[0]
+                    try:
+                        (future,) = self.submit(kind, [item])
+                    except Overloaded:
+                        if not in_flight:
+                            raise  # nothing of ours will free a slot: the service is full
+                        break  # wait for our own items to finish, then try again
+                    waiting.pop(0)
+                    in_flight[future] = tag
             if not in_flight:
                 return
             done, _ = wait_futures(list(in_flight), timeout=max(0.0, self.remaining_s()) + RUNNING_GRACE_S,
