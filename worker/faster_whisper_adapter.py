@@ -19,29 +19,163 @@ SAMPLE_RATE = 16000
 BEST_OF = 5
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
-# Silero VAD runs over this many 512-sample windows per call inside faster-whisper (its
-# encoder_batch_size); running blocks of exactly that size keeps its results and bounds memory.
-VAD_WINDOWS_PER_BLOCK = 10_000
+# Silero VAD windows per ONNX call: 1,000 windows (32 s) keep the model's working memory to a
+# few MB; faster-whisper uses 10,000 (~200 MB). The state is carried, so results are identical.
+VAD_WINDOWS_PER_BLOCK = 1_000
 VAD_WINDOW = 512
 VAD_CONTEXT = 64
 
 
 def speech_timestamps(pcm: np.ndarray, to_float, max_speech_s: float, min_silence_ms: int) -> list[dict]:
-    """faster-whisper's ``get_speech_timestamps`` over int16 PCM, in blocks of bounded memory.
+    """faster-whisper's ``get_speech_timestamps`` over int16 PCM, exactly, in bounded memory.
 
-    Whole-file VAD converts an hour to float32 (230 MB) and makes two more copies of that size;
-    here each block of ~5 minutes is converted on its own and the speech regions are joined.
-    A region that runs across a block edge is split there (the chunk planner joins it again).
+    Whole-file VAD converts an hour to float32 (230 MB), pads and re-stacks it (two more copies)
+    and lets ONNX Runtime work on 10,000 windows at a time (~200 MB more). Here the Silero model
+    runs over blocks of ``VAD_WINDOWS_PER_BLOCK`` windows with its state and context carried
+    from block to block -- the same probabilities -- and faster-whisper's rules turn them into
+    speech regions (``_regions``, copied from faster_whisper/vad.py 1.2.1, MIT).
     """
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    from faster_whisper.vad import VadOptions
 
     options = VadOptions(max_speech_duration_s=max_speech_s, min_silence_duration_ms=min_silence_ms)
-    block = VAD_WINDOWS_PER_BLOCK * VAD_WINDOW
-    speech: list[dict] = []
-    for start in range(0, len(pcm), block):
-        for region in get_speech_timestamps(to_float(pcm[start:start + block]), options):
-            speech.append({"start": region["start"] + start, "end": region["end"] + start})
-    return speech
+    return _regions(speech_probabilities(pcm, to_float), len(pcm), options)
+
+
+def speech_probabilities(pcm: np.ndarray, to_float) -> np.ndarray:
+    """Silero's speech probability per 512-sample window, as ``SileroVADModel.__call__`` computes it."""
+    from faster_whisper.vad import get_vad_model
+
+    session = get_vad_model().session
+    windows_total = len(pcm) // VAD_WINDOW + 1  # get_speech_timestamps always pads, by up to a window
+    h = np.zeros((1, 1, 128), dtype="float32")
+    c = np.zeros((1, 1, 128), dtype="float32")
+    tail = np.zeros((1, VAD_CONTEXT), dtype="float32")  # the first window's context is silence
+    outputs = []
+    for first in range(0, windows_total, VAD_WINDOWS_PER_BLOCK):
+        count = min(VAD_WINDOWS_PER_BLOCK, windows_total - first)
+        block = np.zeros(count * VAD_WINDOW, dtype="float32")
+        piece = pcm[first * VAD_WINDOW:(first + count) * VAD_WINDOW]
+        block[:len(piece)] = to_float(piece)
+        windows = block.reshape(-1, VAD_WINDOW)
+        context = np.concatenate([tail, windows[:-1, -VAD_CONTEXT:]], 0)
+        tail = windows[-1:, -VAD_CONTEXT:].copy()
+        output, h, c = session.run(None, {"input": np.concatenate([context, windows], 1), "h": h, "c": c})
+        outputs.append(output)
+    return np.concatenate(outputs, axis=0)
+
+
+def _regions(speech_probs: np.ndarray, audio_length_samples: int, vad_options, sampling_rate: int = 16000,
+             window_size_samples: int = VAD_WINDOW) -> list[dict]:
+    """The body of faster-whisper's ``get_speech_timestamps`` after the model call (unchanged)."""
+    threshold = vad_options.threshold
+    neg_threshold = vad_options.neg_threshold
+    min_speech_duration_ms = vad_options.min_speech_duration_ms
+    max_speech_duration_s = vad_options.max_speech_duration_s
+    min_silence_duration_ms = vad_options.min_silence_duration_ms
+    speech_pad_ms = vad_options.speech_pad_ms
+    min_speech_samples = sampling_rate * min_speech_duration_ms / 1000
+    speech_pad_samples = sampling_rate * speech_pad_ms / 1000
+    max_speech_samples = (
+        sampling_rate * max_speech_duration_s
+        - window_size_samples
+        - 2 * speech_pad_samples
+    )
+    min_silence_samples = sampling_rate * min_silence_duration_ms / 1000
+    min_silence_samples_at_max_speech = sampling_rate * 98 / 1000
+
+    triggered = False
+    speeches = []
+    current_speech = {}
+    if neg_threshold is None:
+        neg_threshold = max(threshold - 0.15, 0.01)
+
+    # to save potential segment end (and tolerate some silence)
+    temp_end = 0
+    # to save potential segment limits in case of maximum segment size reached
+    prev_end = next_start = 0
+
+    for i, speech_prob in enumerate(speech_probs):
+        if (speech_prob >= threshold) and temp_end:
+            temp_end = 0
+            if next_start < prev_end:
+                next_start = window_size_samples * i
+
+        if (speech_prob >= threshold) and not triggered:
+            triggered = True
+            current_speech["start"] = window_size_samples * i
+            continue
+
+        if (
+            triggered
+            and (window_size_samples * i) - current_speech["start"] > max_speech_samples
+        ):
+            if prev_end:
+                current_speech["end"] = prev_end
+                speeches.append(current_speech)
+                current_speech = {}
+                # previously reached silence (< neg_thres) and is still not speech (< thres)
+                if next_start < prev_end:
+                    triggered = False
+                else:
+                    current_speech["start"] = next_start
+                prev_end = next_start = temp_end = 0
+            else:
+                current_speech["end"] = window_size_samples * i
+                speeches.append(current_speech)
+                current_speech = {}
+                prev_end = next_start = temp_end = 0
+                triggered = False
+                continue
+
+        if (speech_prob < neg_threshold) and triggered:
+            if not temp_end:
+                temp_end = window_size_samples * i
+            # condition to avoid cutting in very short silence
+            if (window_size_samples * i) - temp_end > min_silence_samples_at_max_speech:
+                prev_end = temp_end
+            if (window_size_samples * i) - temp_end < min_silence_samples:
+                continue
+            else:
+                current_speech["end"] = temp_end
+                if (
+                    current_speech["end"] - current_speech["start"]
+                ) > min_speech_samples:
+                    speeches.append(current_speech)
+                current_speech = {}
+                prev_end = next_start = temp_end = 0
+                triggered = False
+                continue
+
+    if (
+        current_speech
+        and (audio_length_samples - current_speech["start"]) > min_speech_samples
+    ):
+        current_speech["end"] = audio_length_samples
+        speeches.append(current_speech)
+
+    for i, speech in enumerate(speeches):
+        if i == 0:
+            speech["start"] = int(max(0, speech["start"] - speech_pad_samples))
+        if i != len(speeches) - 1:
+            silence_duration = speeches[i + 1]["start"] - speech["end"]
+            if silence_duration < 2 * speech_pad_samples:
+                speech["end"] += int(silence_duration // 2)
+                speeches[i + 1]["start"] = int(
+                    max(0, speeches[i + 1]["start"] - silence_duration // 2)
+                )
+            else:
+                speech["end"] = int(
+                    min(audio_length_samples, speech["end"] + speech_pad_samples)
+                )
+                speeches[i + 1]["start"] = int(
+                    max(0, speeches[i + 1]["start"] - speech_pad_samples)
+                )
+        else:
+            speech["end"] = int(
+                min(audio_length_samples, speech["end"] + speech_pad_samples)
+            )
+
+    return speeches
 
 
 def plan_chunks(speech: list[dict], max_duration_s: float) -> list[ChunkPlan]:
