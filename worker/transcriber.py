@@ -55,14 +55,14 @@ class Transcriber:
             # MEMORY BUDGET: the one place a request's decoded-audio memory is reserved, from the
             # header alone and before decoding (core/admission.py's MemoryBudget.reserve).
             with self.reserve(estimate_decoded_bytes(data, max_seconds)):
-                with job.preparing():  # batches being built wait for this request's first chunks
+                with job.preparing():  # batches being built wait for this request's first chunk
                     decoded = decode_audio(data, max_seconds)
                     prepared: PreparedAudio = self.backend.prepare(decoded, options.vad_filter)
-                return self._transcribe(job, decoded.warnings, prepared, options)
+                    first = self.backend.preprocess(None, (prepared, prepared.plans[0])) if prepared.plans else None
+                return self._transcribe(job, decoded.warnings, prepared, first, options)
 
-    def _transcribe(self, job: Job, warnings: list[str], prepared: PreparedAudio,
+    def _transcribe(self, job: Job, warnings: list[str], prepared: PreparedAudio, first: Chunk | None,
                     options: TranscribeOptions) -> Transcript:
-        first = self.backend.preprocess(None, (prepared, prepared.plans[0])) if prepared.plans else None
         language, probability = self._language(job, first, options)
         transcript = Transcript(language=language, language_probability=probability,
                                 duration=prepared.duration, segments=[], task=options.task,
