@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from faster_whisper.tokenizer import _LANGUAGE_CODES
-
 from core.errors import InvalidInput
+from worker.faster_whisper_adapter import LANGUAGE_CODES
 
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
 TASKS = ("transcribe", "translate")
@@ -80,7 +79,7 @@ def parse_options(values: Mapping[str, list[str]], *, multilingual: bool, model_
     options: dict = {"beam_size": default_beam_size}
     if (language := one("language")) is not None and language.strip():
         language = language.strip().lower()
-        if language not in _LANGUAGE_CODES:
+        if language not in LANGUAGE_CODES:
             raise InvalidInput(f"unknown language {language!r}; use an ISO 639-1 code such as en, "
                                "de, ja", code="invalid_option")
         if not multilingual and language != "en":

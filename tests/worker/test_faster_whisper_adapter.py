@@ -105,3 +105,7 @@ def test_an_unfinished_last_segment_is_kept_not_dropped():
     segments = split_segments(model, tokenizer, tokens, 10.0, 5.0)
     assert [tokenizer.decode(s["tokens"]) for s in segments] == [" Hello there.", " And the last words"]
     assert (segments[1]["start"], segments[1]["end"]) == (12.4, 15.0)
+
+
+def test_the_language_codes_come_from_the_tokenizer():
+    assert {"en", "de", "ja", "yue"} <= set(fw.LANGUAGE_CODES) and len(fw.LANGUAGE_CODES) >= 99
