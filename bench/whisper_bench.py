@@ -8,17 +8,29 @@
 Workloads: one long recording (about 80 s of varied speech, no sentence repeated: repeated
 sentences trip Whisper's compression check and make timings meaningless) and 8 concurrent short
 clips. Same model, compute type, beam size (5) and CPU threads everywhere.
+
+Fairness (``fairness``): an 8 s clip's latency alone, and while a one-hour recording is being
+transcribed by the same worker, against the time of one full batch. The hour is the long
+recording looped with 2 s silences (no sentence repeats within a 30 s chunk), sent as Opus.
+Run alone with ``python -m bench.whisper_bench fairness [--repeats N]``.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench.harness import Row, RssSampler, drive, interleave, multipart, python, run_bare, serve, table, target
-from tests.media import SENTENCES, concat_wavs, speak
+from tests.media import SENTENCES, concat_wavs, require, speak
 from worker.models import embedded_model_dir
 
 CPU_THREADS = len(os.sched_getaffinity(0))  # the same for all three, as the worker's default
@@ -130,4 +142,96 @@ def run(repeats: int = 3) -> str:
                    b2["clips"].rate / c["clips"].rate, 1.5),
         ]),
     ]
+    out.append(fairness(max(1, repeats // 2)))
     return "\n\n".join(out)
+
+
+def make_hour(root: Path, long: Path, seconds: float = 3590.0) -> Path:
+    """About an hour of varied speech as Opus (just under MAX_AUDIO_SECONDS): the long recording looped."""
+    loops = int(seconds // (seconds_of(long) + 2.0)) + 1
+    listing = root / "hour.txt"
+    silence = root / "gap.wav"
+    subprocess.run([require("ffmpeg"), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "anullsrc=r=22050:cl=mono", "-t", "2", "-c:a", "pcm_s16le", str(silence)], check=True)
+    listing.write_text("".join(f"file '{long}'\nfile '{silence}'\n" for _ in range(loops)))
+    hour = root / "hour.opus"
+    subprocess.run([require("ffmpeg"), "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+                    "-t", str(seconds), "-ar", "16000", "-ac", "1", "-c:a", "libopus", "-b:a", "24k", str(hour)],
+                   check=True)
+    return hour
+
+
+def _post(port: int, body: tuple[bytes, str], timeout_s: float = 900) -> tuple[int, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    started = time.perf_counter()
+    conn.request("POST", "/transcribe", body=body[0], headers={"Content-Type": body[1]})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status, time.perf_counter() - started
+
+
+def _post_abandoned(port: int, body: tuple[bytes, str]) -> None:
+    """The hour's request: the worker is stopped under it once the clip is measured."""
+    try:
+        _post(port, body)
+    except OSError:
+        pass
+
+
+def _stats(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/health")
+    body = json.loads(conn.getresponse().read())
+    conn.close()
+    return body["stats"]
+
+
+def fairness(repeats: int = 1) -> str:
+    """An 8 s clip's latency alone vs while an hour is transcribed, vs one full batch: the table."""
+    worker_env = {"WHISPER_MODEL": "tiny.en", "MAX_BATCH_SIZE": "8", "WEB_THREADS": "16"}
+    alone, during, batch = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        long_parts = [speak(text, root / f"long{n}.wav") for n, text in enumerate(LONG_SENTENCES)]
+        long = concat_wavs(long_parts, root / "long.wav")
+        clip = speak(SENTENCES[1] + " " + SENTENCES[4], root / "clip.wav")  # about 8 s
+        hour = make_hour(root, long)
+        clip_body = multipart("audio", "clip.wav", clip.read_bytes())
+        hour_body = multipart("audio", "hour.opus", hour.read_bytes())
+        print(f"Fairness audio: clip {seconds_of(clip):.1f} s, hour {hour.stat().st_size / 2**20:.1f} MB Opus",
+              flush=True)
+        for round_number in range(1, repeats + 1):
+            # A fresh worker each round: the hour is abandoned, not waited for, when it ends.
+            with serve([python(), "-m", "worker"], worker_env, "worker-fairness") as (port, _pid):
+                _post(port, clip_body)  # warm-up
+                alone.append(statistics.median(_post(port, clip_body)[1] for _ in range(3)))
+                before = _stats(port)["batches"]
+                threading.Thread(target=_post_abandoned, args=(port, hour_body), daemon=True).start()
+                deadline = time.monotonic() + 600
+                while _stats(port)["batches"] < before + 2 and time.monotonic() < deadline:
+                    time.sleep(0.2)  # the hour is decoded and its chunks are in the model
+                status, latency = _post(port, clip_body)
+                stats = _stats(port)
+                if status != 200:
+                    raise RuntimeError(f"clip during the hour answered {status}")
+                during.append(latency)
+                batch.append(stats["longest_batch_s"])
+                print(f"  round {round_number}: clip alone {alone[-1]:.2f} s, during the hour {latency:.2f} s, "
+                      f"full batch {batch[-1]:.2f} s (hour still running: {stats['batches'] - before} batches in)",
+                      flush=True)
+    a, d, b = statistics.median(alone), statistics.median(during), statistics.median(batch)
+    verdict = "met" if d <= a + 2 * b else f"MISSED by {d - (a + 2 * b):.2f} s"
+    return "\n".join([
+        "#### Whisper tiny.en int8, fairness: an 8 s clip while a one-hour recording is transcribed", "",
+        "| clip alone s | clip during the hour s | one full batch (8 chunks) s | target: alone + 2 x batch s |",
+        "|---:|---:|---:|---:|",
+        f"| {a:.2f} | {d:.2f} | {b:.2f} | {a + 2 * b:.2f} |", "",
+        f"- clip during the hour <= clip alone + 2 x one full batch: **{verdict}** (medians of {len(during)} runs; "
+        "full batch = the longest batch the worker timed, warm-up included)",
+    ])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["fairness"]:
+        print(fairness(int(sys.argv[3]) if sys.argv[2:3] == ["--repeats"] else 1))

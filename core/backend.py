@@ -13,16 +13,34 @@ A backend is split by *where* each step runs:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_futures
 from typing import Any, Protocol
 
 from core.batcher import Batcher
+from core.errors import DeadlineExceeded, Overloaded
 from core.settings import CoreSettings
+
+# A request's items in flight at once, in batches: enough to keep the model busy between the
+# request thread's refills, few enough that a long input never holds all of its features at once.
+IN_FLIGHT_BATCHES = 2
+# How long a waiter keeps waiting past the deadline for a batch that already started.
+RUNNING_GRACE_S = 1.0
 
 
 class Backend(Protocol):
-    """What the core needs from a model backend (see the module docstring for threads)."""
+    """What the core needs from a model backend (see the module docstring for threads).
+
+    ``name`` (and any other fact a request is validated against, such as ``multilingual`` or
+    ``dim``) is an attribute set in ``__init__``, before ``load()``: requests arriving while the
+    model loads are validated and answered 503, never crash on a missing attribute.
+    """
+
+    name: str
 
     def load(self) -> None:
         """Load weights onto the device. Batcher thread, once."""
@@ -44,6 +62,125 @@ class Backend(Protocol):
 
     def describe(self) -> dict:
         """Model name, device, dim and the like, for /health and logs."""
+
+
+_current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("model_job", default=None)
+
+
+def _request_deadline(timeout_s: float) -> float:
+    """One deadline per HTTP request, shared by every stage of it (texts then images, ...)."""
+    try:
+        from flask import g, has_request_context
+    except ImportError:  # pragma: no cover - the core always has Flask
+        return time.monotonic() + timeout_s
+    if not has_request_context():
+        return time.monotonic() + timeout_s
+    if "model_deadline" not in g:
+        g.model_deadline = time.monotonic() + timeout_s
+    return g.model_deadline
+
+
+class Job:
+    """One request's work on the runner: one deadline over all its stages, one fair-share group,
+    and every item it queued dropped from the queue when it ends, so abandoned work costs no
+    model time. Get one with ``ModelRunner.job()``.
+    """
+
+    def __init__(self, runner: ModelRunner, deadline: float, batch_sizes: list[int] | None):
+        self.runner = runner
+        self.batcher = runner.batcher
+        self.deadline = deadline
+        self.batch_sizes = batch_sizes if batch_sizes is not None else []
+        self.group = object()
+        self._futures: list[Future] = []
+
+    def remaining_s(self) -> float:
+        """Seconds left before the request's deadline (negative once passed)."""
+        return self.deadline - time.monotonic()
+
+    def check_deadline(self) -> None:
+        """Raise DeadlineExceeded (504) once the request's deadline has passed."""
+        if self.remaining_s() <= 0:
+            raise DeadlineExceeded("the request ran out of time (REQUEST_TIMEOUT_S); the service is busy")
+
+    def preparing(self):
+        """Context for decoding/preprocessing this request's items: batches being built wait for
+        them (up to max_wait_ms) instead of closing without them."""
+        return self.batcher.expecting()
+
+    def submit(self, kind: Hashable, items: Sequence[Any]) -> list[Future]:
+        """Queue preprocessed items of one kind under this job's deadline and group."""
+        self.check_deadline()
+        futures = self.batcher.submit_many(items, key=kind, deadline=self.deadline, group=self.group)
+        self._futures.extend(futures)
+        return futures
+
+    def gather(self, futures: Sequence[Future]) -> list[Any]:
+        """Wait for forward() outputs within the deadline; note their batch sizes for the log."""
+        outputs = Batcher.gather(futures, timeout_s=max(0.0, self.remaining_s()) + RUNNING_GRACE_S)
+        self.batch_sizes.extend(getattr(f, "batch_size", 0) for f in futures)
+        return outputs
+
+    def run(self, kind: Hashable, items: Sequence[Any]) -> list[Any]:
+        """Queue preprocessed items and wait for their forward() outputs."""
+        return self.gather(self.submit(kind, items)) if items else []
+
+    def stream(self, source: Iterable[tuple[Hashable, Any, Any]],
+               follow_up: Callable[[Any, Any], tuple[Hashable, Any, Any] | None] | None = None,
+               max_in_flight: int | None = None) -> Iterator[tuple[Any, Any]]:
+        """Feed (kind, item, tag) from ``source`` lazily, at most ``max_in_flight`` queued at once.
+
+        Yields (tag, output) as results arrive. ``follow_up(tag, output)`` may return another
+        (kind, item, tag) to queue (re-submitting a subset, e.g. a hotter temperature). ``source``
+        is pulled only when there is room, so a long input's items are made as the model takes
+        them, not all up front.
+        """
+        cap = max_in_flight or IN_FLIGHT_BATCHES * self.batcher.max_batch_size
+        source = iter(source)
+        waiting: list[tuple[Hashable, Any, Any]] = []  # made, not yet queued (the queue was full)
+        in_flight: dict[Future, Any] = {}
+        exhausted = False
+        while True:
+            # Make the items first, then queue them while still "preparing": the batch being
+            # built waits for all of them instead of closing on the first one.
+            with self.preparing():
+                while not exhausted and len(in_flight) + len(waiting) < cap:
+                    try:
+                        waiting.append(next(source))
+                    except StopIteration:
+                        exhausted = True
+                while waiting and len(in_flight) < cap:
+                    kind, item, tag = waiting[0]
+                    try:
+                        (future,) = self.submit(kind, [item])
+                    except Overloaded:
+                        if not in_flight:
+                            raise  # nothing of ours will free a slot: the service is full
+                        break  # wait for our own items to finish, then try again
+                    waiting.pop(0)
+                    in_flight[future] = tag
+            if not in_flight:
+                return
+            done, _ = wait_futures(list(in_flight), timeout=max(0.0, self.remaining_s()) + RUNNING_GRACE_S,
+                                   return_when=FIRST_COMPLETED)
+            if not done:
+                raise DeadlineExceeded("no result within the request's deadline (REQUEST_TIMEOUT_S); "
+                                       "the service is busy")
+            for future in [f for f in in_flight if f in done]:  # in submission order
+                tag = in_flight.pop(future)
+                output = future.result()
+                self.batch_sizes.append(getattr(future, "batch_size", 0))
+                again = follow_up(tag, output) if follow_up is not None else None
+                if again is not None:
+                    waiting.insert(0, again)
+                yield tag, output
+
+    def close(self) -> None:
+        """Drop whatever this job still has waiting (it finished, failed or gave up)."""
+        for future in self._futures:
+            future.cancel()
+        self.batcher.discard(self.group)
+        self._futures.clear()
 
 
 class ModelRunner:
@@ -79,6 +216,34 @@ class ModelRunner:
                 raise RuntimeError(f"warm-up returned {len(outputs)} outputs for {len(items)} inputs")
             self.batcher.record_batch_time(time.monotonic() - started)
 
+    def ensure_ready(self) -> None:
+        """Raise NotReady (503 + Retry-After) unless the model is loaded and serving."""
+        self.batcher.ensure_accepting()
+
+    @contextlib.contextmanager
+    def job(self, batch_sizes: list[int] | None = None, *, deadline: float | None = None) -> Iterator[Job]:
+        """One request's work: gates on readiness, shares one deadline, drops its leftovers at exit.
+
+        Nested calls (and ``run``/``run_many`` inside) join the job already open on this thread.
+        Outside one, the deadline is REQUEST_TIMEOUT_S from the first stage of the HTTP request.
+        """
+        current = _current_job.get()
+        if current is not None and current.runner is self:
+            if batch_sizes is not None and batch_sizes is not current.batch_sizes:
+                current.batch_sizes = batch_sizes
+            yield current
+            return
+        self.ensure_ready()  # before decoding: no wasted work while loading
+        if deadline is None:
+            deadline = _request_deadline(self.settings.request_timeout_s)
+        job = Job(self, deadline, batch_sizes)
+        token = _current_job.set(job)
+        try:
+            yield job
+        finally:
+            _current_job.reset(token)
+            job.close()
+
     def run(self, kind: Hashable, raws: Sequence[Any], batch_sizes: list[int] | None = None) -> list[Any]:
         """preprocess (this thread) -> batched forward (model thread) -> postprocess (this thread)."""
         return self.run_many({kind: raws}, batch_sizes)[kind]
@@ -86,36 +251,14 @@ class ModelRunner:
     def run_many(self, raws_by_kind: dict[Hashable, Sequence[Any]],
                  batch_sizes: list[int] | None = None) -> dict[Hashable, list[Any]]:
         """Like ``run`` for several kinds at once: all are queued before waiting on any."""
-        self.batcher.ensure_accepting()  # before decoding: no wasted work while loading
-        timeout = self.settings.request_timeout_s
-        futures: dict[Hashable, list] = {}
-        with self.batcher.expecting():
-            items = {kind: [self.backend.preprocess(kind, raw) for raw in raws]
-                     for kind, raws in raws_by_kind.items() if raws}
-            try:
-                for kind, batch in items.items():
-                    futures[kind] = self.batcher.submit_many(batch, key=kind, timeout_s=timeout)
-            except Exception:
-                for queued in futures.values():
-                    for future in queued:
-                        future.cancel()
-                raise
-        results = {kind: [self.backend.postprocess(kind, out) for out in self._wait(queued, batch_sizes)]
-                   for kind, queued in futures.items()}
+        with self.job(batch_sizes) as job:
+            with job.preparing():
+                items = {kind: [self.backend.preprocess(kind, raw) for raw in raws]
+                         for kind, raws in raws_by_kind.items() if raws}
+            futures = {kind: job.submit(kind, batch) for kind, batch in items.items()}
+            results = {kind: [self.backend.postprocess(kind, out) for out in job.gather(queued)]
+                       for kind, queued in futures.items()}
         return {kind: results.get(kind, []) for kind in raws_by_kind}
-
-    def submit_and_wait(self, kind: Hashable, items: Sequence[Any],
-                        batch_sizes: list[int] | None = None) -> list[Any]:
-        """Queue already-preprocessed items of one kind and wait for their forward() outputs."""
-        futures = self.batcher.submit_many(items, key=kind, timeout_s=self.settings.request_timeout_s)
-        return self._wait(futures, batch_sizes)
-
-    def _wait(self, futures: list, batch_sizes: list[int] | None) -> list[Any]:
-        """Gather outputs within the request deadline; note the batch sizes for the request log."""
-        outputs = Batcher.gather(futures, timeout_s=self.settings.request_timeout_s + 1.0)
-        if batch_sizes is not None:
-            batch_sizes.extend(getattr(f, "batch_size", 0) for f in futures)
-        return outputs
 
     def health(self) -> tuple[bool, str | None, dict]:
         """(ready, reason, details) for /health."""

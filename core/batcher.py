@@ -1,19 +1,23 @@
-"""Dynamic batching across concurrent requests: one model thread fed by a bounded queue.
+"""Dynamic batching across concurrent requests: one model thread fed by a bounded, fair queue.
 
 Request threads ``submit`` items (already decoded and preprocessed) and wait on Futures. The
-batcher thread owns the model: it runs ``startup`` (load + warm-up) first, then repeatedly takes
-the oldest item, gathers more items with the same key (e.g. "image" vs "text", or a Whisper
-decoding configuration) until ``max_batch_size`` or ``max_wait_ms`` after the first one, and
-calls ``run_batch(key, payloads)`` once for all of them.
+batcher thread owns the model: it runs ``startup`` (load + warm-up) first, then repeatedly builds
+a batch and calls ``run_batch(key, payloads)`` once for all of it. Items of one key only share a
+batch (e.g. "image" vs "text", or a Whisper decoding configuration).
+
+Fairness: every submission belongs to a *group* (one request). A batch is filled round-robin
+across groups -- one item from each group that has one with the batch's key, then again -- and the
+groups that got a turn move to the back, so an 8 s clip that arrives behind the ~120 chunks of an
+hour-long recording rides in the very next batch instead of waiting for all of them.
 
 Guarantees (each has a test):
 - every Future resolves: a failing batch fails only its own items (InferenceFailed, 500), a
   result list of the wrong length fails the batch, and if the thread ever dies every waiting item
   gets NotReady and /health turns 503 (a peer's health stayed green while inference hung);
-- a full queue refuses new work at once with Overloaded (429 + Retry-After) instead of letting
-  latency grow without bound;
+- MAX_QUEUE bounds every item not yet running, whatever its key: a full queue refuses new work at
+  once with Overloaded (429 + Retry-After) instead of letting latency and memory grow without bound;
 - an item whose deadline passed before its batch ran gets DeadlineExceeded (504) and costs no
-  model time; a waiter that gives up cancels its items so the model skips them.
+  model time; a waiter that gives up cancels its items, and ``discard`` drops a whole group's.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -43,6 +46,7 @@ class _Item:
     payload: Any
     future: Future
     deadline: float  # time.monotonic() after which the result is useless to the client
+    group: Hashable = None  # the request it belongs to (fair share)
 
 
 @dataclass
@@ -88,10 +92,11 @@ class Batcher:
         self.stuck_after_s = stuck_after_s
         self.stats = BatcherStats()
         self._startup = startup
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max_queue)
-        # Items taken from the queue whose key did not match the batch being built; they are
-        # older than anything still queued, so the next batches start from them.
-        self._carried: collections.deque[_Item] = collections.deque()
+        # Waiting items per group (request), in round-robin order: the front group starts the
+        # next batch. Every waiting item counts against max_queue, whatever its key.
+        self._groups: dict[Hashable, collections.deque[_Item]] = {}
+        self._size = 0
+        self._cond = threading.Condition()
         self._state = "starting"
         # Requests being decoded right now whose items will arrive soon (see ``expecting``).
         self._expected = 0
@@ -108,33 +113,48 @@ class Batcher:
         self._thread.start()
         return self
 
-    def submit(self, payload: Any, *, key: Hashable = "default", timeout_s: float = 60.0) -> Future:
+    def submit(self, payload: Any, *, key: Hashable = "default", timeout_s: float = 60.0,
+               deadline: float | None = None, group: Hashable = None) -> Future:
         """Queue one item; raises Overloaded when full and NotReady before start-up ends."""
-        return self.submit_many([payload], key=key, timeout_s=timeout_s)[0]
+        return self.submit_many([payload], key=key, timeout_s=timeout_s, deadline=deadline, group=group)[0]
 
     def submit_many(self, payloads: Sequence[Any], *, key: Hashable = "default",
-                    timeout_s: float = 60.0) -> list[Future]:
-        """Queue a request's items together: all or none, so a 429 never half-runs a request."""
+                    timeout_s: float = 60.0, deadline: float | None = None,
+                    group: Hashable = None) -> list[Future]:
+        """Queue a request's items together: all or none, so a 429 never half-runs a request.
+
+        ``deadline`` (time.monotonic()) overrides ``timeout_s``; ``group`` names the request the
+        items belong to for round-robin batching (default: this call is its own group).
+        """
         self.ensure_accepting()
         if len(payloads) > self.max_queue:
             raise PayloadTooLarge(f"{len(payloads)} items in one request; the queue holds {self.max_queue} "
                                   "(MAX_QUEUE)", code="too_many_inputs")
-        if self._queue.qsize() + len(payloads) > self.max_queue:
-            self.stats.rejected_items += len(payloads)
-            raise Overloaded(f"inference queue is full ({self.max_queue} items); retry shortly",
-                             retry_after=self._retry_after())
-        deadline = time.monotonic() + timeout_s
-        items = [_Item(key, p, Future(), deadline) for p in payloads]
-        for n, item in enumerate(items):
-            try:
-                self._queue.put_nowait(item)
-            except queue.Full:  # lost a race with another request thread
-                for queued in items[:n]:
-                    queued.future.cancel()
-                self.stats.rejected_items += len(payloads)
-                raise Overloaded("inference queue is full; retry shortly",
-                                 retry_after=self._retry_after()) from None
+        deadline = time.monotonic() + timeout_s if deadline is None else deadline
+        group = object() if group is None else group
+        items = [_Item(key, p, Future(), deadline, group) for p in payloads]
+        with self._cond:
+            if self._size + len(items) > self.max_queue:
+                self.stats.rejected_items += len(items)
+                raise Overloaded(f"inference queue is full ({self.max_queue} items); retry shortly",
+                                 retry_after=self._retry_after())
+            self._groups.setdefault(group, collections.deque()).extend(items)
+            self._size += len(items)
+            self._cond.notify_all()
         return [item.future for item in items]
+
+    def room(self) -> int:
+        """Free queue slots right now (a request streaming its items submits only what fits)."""
+        return self.max_queue - self._size
+
+    def discard(self, group: Hashable) -> int:
+        """Drop every waiting item of a group (its request ended or gave up); returns how many."""
+        with self._cond:
+            items = self._groups.pop(group, None) or ()
+            self._size -= len(items)
+        for item in items:
+            item.future.cancel()
+        return len(items)
 
     @contextlib.contextmanager
     def expecting(self):
@@ -200,7 +220,7 @@ class Batcher:
 
     def queue_depth(self) -> int:
         """Items waiting for the model."""
-        return self._queue.qsize() + len(self._carried)
+        return self._size
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop after the current batch; items still queued get NotReady."""
@@ -246,43 +266,68 @@ class Batcher:
                 self._state = "stopped"
             self._fail_pending(NotReady(f"not ready: inference thread stopped ({self._failure or 'shutdown'})"))
 
-    def _next_item(self, timeout_s: float) -> _Item | None:
-        if self._carried:
-            return self._carried.popleft()
-        try:
-            return self._queue.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
-
-    def _take_carried(self, key: Hashable) -> _Item | None:
-        for i, item in enumerate(self._carried):
-            if item.key == key:
-                del self._carried[i]
-                return item
-        return None
-
     def _collect(self) -> list[_Item]:
-        first = self._next_item(timeout_s=0.1)  # short, so stop() is noticed quickly
-        if first is None:
-            return []
-        batch = [first]
-        close_at = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch_size:
-            item = self._take_carried(first.key)
-            if item is None:
+        with self._cond:
+            if not self._size:
+                self._cond.wait(0.1)  # short, so stop() is noticed quickly
+            self._drop_dead()
+            if not self._groups:
+                return []
+            first_group = next(iter(self._groups))
+            key = self._groups[first_group][0].key
+            batch: list[_Item] = []
+            close_at = time.monotonic() + self.max_wait_s
+            while True:
+                self._fill(batch, key)
                 remaining = close_at - time.monotonic()
-                try:
-                    # Wait only while more items are on their way and the window is open;
-                    # otherwise take what is already queued, without waiting.
-                    item = (self._queue.get(timeout=remaining) if remaining > 0 and self._expected > 0
-                            else self._queue.get_nowait())
-                except queue.Empty:
+                # Wait only while more items are on their way and the window is open.
+                if len(batch) >= self.max_batch_size or remaining <= 0 or self._expected <= 0:
                     break
-                if item.key != first.key:
-                    self._carried.append(item)
+                self._cond.wait(remaining)
+            if first_group in self._groups:  # the group that led this batch goes to the back
+                self._groups[first_group] = self._groups.pop(first_group)
+            return batch
+
+    def _fill(self, batch: list[_Item], key: Hashable) -> None:
+        """Round-robin passes over the groups, one item of ``key`` from each per pass (lock held)."""
+        while len(batch) < self.max_batch_size:
+            took = False
+            for group in list(self._groups):
+                waiting = self._groups[group]
+                index = next((i for i, item in enumerate(waiting) if item.key == key), None)
+                if index is None:
                     continue
-            batch.append(item)
-        return batch
+                batch.append(waiting[index])
+                del waiting[index]
+                self._size -= 1
+                took = True
+                if not waiting:
+                    del self._groups[group]
+                if len(batch) >= self.max_batch_size:
+                    return
+            if not took:
+                return
+
+    def _drop_dead(self) -> None:
+        """Resolve and remove waiting items that were cancelled or whose deadline passed (lock held)."""
+        now = time.monotonic()
+        for group in list(self._groups):
+            waiting = self._groups[group]
+            alive = collections.deque()
+            for item in waiting:
+                if item.future.cancelled():
+                    continue
+                if now > item.deadline:
+                    if item.future.set_running_or_notify_cancel():
+                        self.stats.expired_items += 1
+                        item.future.set_exception(DeadlineExceeded("timed out waiting for the model"))
+                    continue
+                alive.append(item)
+            self._size -= len(waiting) - len(alive)
+            if alive:
+                self._groups[group] = alive
+            else:
+                del self._groups[group]
 
     def _execute(self, batch: list[_Item]) -> None:
         now = time.monotonic()
@@ -331,13 +376,10 @@ class Batcher:
                 item.future.set_result(result)
 
     def _fail_pending(self, error: Exception) -> None:
-        pending = list(self._carried)
-        self._carried.clear()
-        while True:
-            try:
-                pending.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        with self._cond:
+            pending = [item for waiting in self._groups.values() for item in waiting]
+            self._groups.clear()
+            self._size = 0
         for item in pending:
             if item.future.set_running_or_notify_cancel():
                 item.future.set_exception(error)

@@ -202,6 +202,14 @@ class CoreSettings:
         if self.events_output and self.events_output.startswith("gs://") and not self.events_output[5:].strip("/"):
             raise SettingsError("EVENTS_OUTPUT needs a bucket: gs://BUCKET or gs://BUCKET/prefix")
 
+        self.check_consistency()
+
+    def check_consistency(self) -> None:
+        """Refuse settings that contradict each other (a hook: services add their own pairs)."""
+        if self.max_batch_size is not None and self.max_batch_size > self.max_queue:
+            raise SettingsError(f"MAX_BATCH_SIZE={self.max_batch_size} is larger than MAX_QUEUE={self.max_queue}: "
+                                "a batch could never fill; raise MAX_QUEUE or lower MAX_BATCH_SIZE")
+
     @property
     def max_request_bytes(self) -> int:
         """MAX_REQUEST_MB in bytes (MiB)."""

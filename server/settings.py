@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.settings import CoreSettings, override, setting
+from core.settings import CoreSettings, SettingsError, override, setting
 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}"
 
@@ -29,7 +29,7 @@ class ServerSettings(CoreSettings):
     max_inputs: int = setting(
         "MAX_INPUTS", 64, "Images + texts in one /embed or /classify request (413 above).", minimum=1)
     max_labels: int = setting(
-        "MAX_LABELS", 1000, "Labels in one /classify request (413 above).", minimum=1)
+        "MAX_LABELS", 512, "Labels in one /classify request (413 above); at most MAX_QUEUE.", minimum=1)
     max_image_pixels: int = setting(
         "MAX_IMAGE_PIXELS", 40_000_000,
         "Largest image in pixels, checked from the header before decoding (decompression bombs).",
@@ -47,3 +47,11 @@ class ServerSettings(CoreSettings):
         "SIM_LOCK_PATH", "/tmp/clip-sim-gpu.lock",
         "CLIP_MODEL=sim:...: file every process on the instance locks around a forward (one GPU) "
         "and where busy time is counted.")
+
+    def check_consistency(self) -> None:
+        """MAX_LABELS and MAX_INPUTS must fit in the queue: one request's items are queued together."""
+        super().check_consistency()
+        for env, value in (("MAX_LABELS", self.max_labels), ("MAX_INPUTS", self.max_inputs)):
+            if value > self.max_queue:
+                raise SettingsError(f"{env}={value} is larger than MAX_QUEUE={self.max_queue}: such a request "
+                                    f"could never be queued; raise MAX_QUEUE or lower {env}")

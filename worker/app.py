@@ -11,6 +11,7 @@ from core.health import install_health
 from core.http import build_app
 from core.openapi import install_openapi
 from worker.events import audio_job
+from worker.fake_backend import FAKE_MODEL, FakeWhisperBackend
 from worker.openai_routes import bp as openai_bp
 from worker.routes import bp
 from worker.service import WhisperService
@@ -18,11 +19,16 @@ from worker.settings import WorkerSettings
 from worker.whisper_backend import WhisperBackend
 
 
+def make_backend(settings: WorkerSettings):
+    """The configured Whisper backend: faster-whisper, or the fake one (WHISPER_MODEL=fake)."""
+    return FakeWhisperBackend(settings) if settings.whisper_model == FAKE_MODEL else WhisperBackend(settings)
+
+
 def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     """Build the app; the model loads in the background and /health says when it is ready."""
     settings = settings or WorkerSettings.from_env()
     app = build_app(__name__, settings)
-    backend = backend or WhisperBackend(settings)
+    backend = backend or make_backend(settings)
     backend.check_weights()  # a missing model fails the worker's boot at once (see server/app.py)
     runner = ModelRunner(backend, settings, name="whisper")
     app.extensions["model_runner"] = runner

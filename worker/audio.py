@@ -1,4 +1,11 @@
-"""Decode any upload to 16 kHz mono float32 with PyAV (its bundled FFmpeg), safely.
+"""Decode any upload to 16 kHz mono int16 PCM with PyAV (its bundled FFmpeg), safely and compactly.
+
+- Decoding streams packet by packet into one int16 buffer sized from the container's declared
+  duration: an hour is 115 MB, not the 230 MB of float32 plus a second copy to join the pieces.
+  ``to_float`` converts a slice (a VAD block, one 30 s chunk) when the model needs it, exactly as
+  faster-whisper's own ``decode_audio`` does (s16 / 32768).
+- ``estimate_decoded_bytes`` tells the memory an upload will need from its header alone, before
+  any decoding, so an admission budget can refuse it first.
 
 - The duration limit is checked from the container's metadata before decoding, so an hour-long
   upload over the limit is refused in milliseconds; when a container does not say how long it
@@ -18,15 +25,54 @@ import numpy as np
 from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
 
 SAMPLE_RATE = 16000
+BYTES_PER_SAMPLE = 2  # int16 PCM, mono
 _IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
 
 
 @dataclass
 class DecodedAudio:
-    """Mono float32 samples at 16 kHz, plus what the decoder had to say about the input."""
+    """Mono int16 samples at 16 kHz, plus what the decoder had to say about the input."""
 
     samples: np.ndarray
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio."""
+        return len(self.samples) / SAMPLE_RATE
+
+    def to_float(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        """float32 in [-1, 1) of samples[start:end] (a fresh array; the int16 buffer stays)."""
+        return to_float(self.samples[start:end])
+
+
+def to_float(pcm: np.ndarray) -> np.ndarray:
+    """int16 PCM -> float32 as faster-whisper's decode_audio makes it."""
+    if pcm.dtype == np.float32:
+        return pcm
+    return pcm.astype(np.float32) / 32768.0
+
+
+def estimate_decoded_bytes(data: bytes, max_seconds: float | None = None) -> int:
+    """Bytes the decoded PCM of an upload will take (duration x 16000 x 2), from its header only.
+
+    Containers that do not declare a duration are charged ``max_seconds`` (what decoding would
+    stop at); bytes that are not media are charged nothing (decoding refuses them at once).
+    """
+    if not data or _looks_like_image(data):
+        return 0
+    try:
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                return 0
+            seconds = _declared_seconds(container, container.streams.audio[0])
+    except (av.error.FFmpegError, ValueError, IndexError, OSError):
+        return 0
+    if seconds is None:
+        seconds = max_seconds or 0.0
+    elif max_seconds is not None:
+        seconds = min(seconds, max_seconds)
+    return int(seconds * SAMPLE_RATE) * BYTES_PER_SAMPLE
 
     @property
     def duration(self) -> float:
@@ -66,18 +112,39 @@ def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
         if declared is not None and declared > max_seconds:
             raise PayloadTooLarge(f"audio is {declared:.0f} s long; the limit is {max_seconds:.0f} s "
                                   "(MAX_AUDIO_SECONDS)", code="audio_too_long")
-        decoded = _decode_stream(container, stream, max_seconds)
+        decoded = _decode_stream(container, stream, max_seconds, declared)
     if declared is not None and decoded.duration < declared - 1.0:
         decoded.warnings.append(f"decoded {decoded.duration:.1f} s of the {declared:.1f} s the file "
                                 "declares; it may be truncated")
     return decoded
 
 
-def _decode_stream(container, stream, max_seconds: float) -> DecodedAudio:
-    resampler = av.audio.resampler.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+class _PcmBuffer:
+    """A growing int16 buffer: one allocation when the duration is known, amortised growth otherwise."""
+
+    def __init__(self, expected_samples: int):
+        self.data = np.empty(max(expected_samples, SAMPLE_RATE), np.int16)
+        self.size = 0
+
+    def append(self, piece: np.ndarray) -> None:
+        if self.size + piece.size > self.data.size:
+            grown = np.empty(max(self.size + piece.size, int(self.data.size * 1.5)), np.int16)
+            grown[:self.size] = self.data[:self.size]
+            self.data = grown
+        self.data[self.size:self.size + piece.size] = piece
+        self.size += piece.size
+
+    def result(self) -> np.ndarray:
+        # A view when the estimate was close; a compact copy when it overshot by a lot.
+        view = self.data[:self.size]
+        return view.copy() if self.data.size > self.size * 1.1 + SAMPLE_RATE else view
+
+
+def _decode_stream(container, stream, max_seconds: float, declared: float | None = None) -> DecodedAudio:
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     max_samples = int(max_seconds * SAMPLE_RATE)
-    pieces: list[np.ndarray] = []
-    total = 0
+    expected = int(min(declared, max_seconds) * SAMPLE_RATE) + SAMPLE_RATE if declared else 30 * SAMPLE_RATE
+    pcm = _PcmBuffer(expected)
     warnings: list[str] = []
     packets = container.demux(stream)
     while True:
@@ -95,16 +162,14 @@ def _decode_stream(container, stream, max_seconds: float) -> DecodedAudio:
         for frame in frames:
             frame.pts = None  # resampler rejects non-monotonic timestamps in damaged files
             for out in resampler.resample(frame):
-                pieces.append(out.to_ndarray().reshape(-1))
-                total += pieces[-1].size
-        if total > max_samples:
+                pcm.append(out.to_ndarray().reshape(-1))
+        if pcm.size > max_samples:
             raise PayloadTooLarge(f"audio is longer than the limit of {max_seconds:.0f} s "
                                   "(MAX_AUDIO_SECONDS)", code="audio_too_long")
     for out in resampler.resample(None):  # flush
-        pieces.append(out.to_ndarray().reshape(-1))
-    samples = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
-    if samples.size == 0 and not warnings:
+        pcm.append(out.to_ndarray().reshape(-1))
+    if pcm.size == 0 and not warnings:
         raise InvalidInput("the file contains no decodable audio", code="invalid_audio")
-    if samples.size == 0:
+    if pcm.size == 0:
         raise InvalidInput("the file is damaged: no audio could be decoded", code="invalid_audio")
-    return DecodedAudio(samples, warnings)
+    return DecodedAudio(pcm.result(), warnings)

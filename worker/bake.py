@@ -20,6 +20,9 @@ from worker.settings import WorkerSettings
 def bake(settings: WorkerSettings, force: bool = False) -> Path | None:
     """Write the model WHISPER_MODEL names into MODELS_DIR; returns its directory (None: nothing to do)."""
     name = settings.whisper_model
+    if name == "fake":  # the test stand-in (worker/fake_backend.py) has no weights
+        print(f"{name}: a stand-in model, nothing to bake")
+        return None
     if Path(name).expanduser().is_dir() or name.startswith(("/", ".", "~")):
         print(f"{name}: a local directory, nothing to bake")
         return None

@@ -11,9 +11,9 @@ from __future__ import annotations
 from core import batch_job, storage
 from core.backend import ModelRunner
 from core.logs import configure_logging
+from worker.app import make_backend
 from worker.service import WhisperService
 from worker.settings import WorkerSettings
-from worker.whisper_backend import WhisperBackend
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".mp4", ".flac", ".ogg", ".oga", ".opus", ".webm", ".aac", ".mkv",
                   ".mov", ".wma", ".amr")
@@ -24,7 +24,7 @@ MAX_INPUT_BYTES = 2 * 1024 ** 3
 
 def start_service(settings: WorkerSettings) -> WhisperService:
     """The same backend, runner and batcher as the HTTP worker, ready to transcribe."""
-    backend = WhisperBackend(settings)
+    backend = make_backend(settings)
     backend.check_weights()
     runner = ModelRunner(backend, settings, name="whisper").start()
     batch_job.wait_until_ready(runner)

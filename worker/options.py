@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from faster_whisper.tokenizer import _LANGUAGE_CODES
-
 from core.errors import InvalidInput
+from worker.faster_whisper_adapter import LANGUAGE_CODES
 
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
 TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 10
+MAX_TEMPERATURES = 6  # Whisper's own fallback list has 6; each value can cost a full decoding round
 TEMPERATURE_STEP = 0.2  # Whisper's temperature_increment_on_fallback
 MAX_PROMPT_CHARS = 2000  # Whisper keeps only the last 223 prompt tokens anyway
 # Fields OpenAI clients send that need no handling here (the model is chosen by the server).
@@ -54,7 +54,11 @@ def _temperatures(raw: str) -> tuple[float, ...]:
     if not values or any(not 0.0 <= v <= 1.0 for v in values):
         raise InvalidInput("temperature values must be between 0 and 1", code="invalid_option")
     if len(values) > 1:
-        return tuple(values)
+        distinct = tuple(dict.fromkeys(values))  # a repeated value would only decode the same way again
+        if len(distinct) > MAX_TEMPERATURES:
+            raise InvalidInput(f"temperature lists at most {MAX_TEMPERATURES} values, got {len(distinct)}",
+                               code="invalid_option")
+        return distinct
     start = values[0]
     steps = int(round((1.0 - start) / TEMPERATURE_STEP + 1e-9))
     return tuple(round(start + TEMPERATURE_STEP * i, 4) for i in range(steps + 1))
@@ -75,7 +79,7 @@ def parse_options(values: Mapping[str, list[str]], *, multilingual: bool, model_
     options: dict = {"beam_size": default_beam_size}
     if (language := one("language")) is not None and language.strip():
         language = language.strip().lower()
-        if language not in _LANGUAGE_CODES:
+        if language not in LANGUAGE_CODES:
             raise InvalidInput(f"unknown language {language!r}; use an ISO 639-1 code such as en, "
                                "de, ja", code="invalid_option")
         if not multilingual and language != "en":

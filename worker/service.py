@@ -13,16 +13,18 @@ from worker.audio import decode_audio
 from worker.formats import Transcript, render
 from worker.options import TranscribeOptions, parse_options
 from worker.settings import WorkerSettings
-from worker.transcriber import Transcriber
+from worker.transcriber import Reserve, Transcriber, no_budget
 
 
 class WhisperService:
     """The worker's jobs on one runner (model + batcher)."""
 
-    def __init__(self, runner: ModelRunner, settings: WorkerSettings):
+    def __init__(self, runner: ModelRunner, settings: WorkerSettings, reserve: Reserve = no_budget):
         self.runner = runner
         self.settings = settings
-        self.transcriber = Transcriber(runner)
+        # reserve(nbytes): the instance's decode-memory budget (e.g. core/admission.py's
+        # MemoryBudget.reserve); the transcriber calls it once per request, before decoding.
+        self.transcriber = Transcriber(runner, reserve)
 
     def options(self, raw: Mapping[str, list]) -> TranscribeOptions:
         """Validate raw option fields (form, query or JSON, each a list of values); raises 4xx."""

@@ -21,11 +21,13 @@ class WorkerSettings(CoreSettings):
         "30 s chunks waiting for the model (about 1 MB of features each) before 429 + Retry-After.")
     request_timeout_s: float = override(
         "request_timeout_s", 900.0,
-        "A chunk still waiting for the model after this long gets 504; long files need minutes.")
+        "One deadline over the whole request (language detection, every temperature round); then "
+        "504 and its queued chunks are dropped. Long files need minutes; match the deploy's --timeout.")
     whisper_model: str = setting(
         "WHISPER_MODEL", "tiny.en",
         "faster-whisper size (tiny.en, small, large-v3, distil-large-v3, ...) baked into "
-        "MODELS_DIR, or a local CTranslate2 model directory; tiny.en is embedded for local runs.")
+        "MODELS_DIR, or a local CTranslate2 model directory; tiny.en is embedded for local runs; "
+        "fake = hash text, real decoding (tests).")
     whisper_device: str = setting("WHISPER_DEVICE", "auto", "auto (CUDA when available), cuda or cpu.",
                                   choices=("auto", "cuda", "cpu"))
     whisper_compute_type: str = setting(

@@ -1,67 +1,106 @@
-"""One transcription request, end to end, on the shared batcher.
+"""One transcription request, end to end, as one job on the core's runner.
 
-decode (upload -> samples) and preprocess (VAD, features) run here on the request thread; the
-chunks go to the batcher, where they share model calls with other requests' chunks; chunks whose
-text fails Whisper's checks go back at the next temperature; postprocess builds the segments.
+decode (upload -> int16 PCM) and prepare (VAD: where the chunks are) run on the request thread;
+each chunk's features are made when the runner has room for it and queued as one batch item
+among other requests' items; a chunk whose text fails Whisper's checks goes back at the next
+temperature (worker/fallback.py) on its own, while the rest of the recording moves on; the
+backend assembles the chosen results into segments. One deadline (REQUEST_TIMEOUT_S) covers all
+of it -- language detection and every temperature round -- and whatever is still queued when the
+request ends is dropped.
 """
 
 from __future__ import annotations
 
-from core.backend import ModelRunner
-from worker.audio import decode_audio
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from core.backend import Job, ModelRunner
+from worker.audio import decode_audio, estimate_decoded_bytes
+from worker.fallback import best_attempt, next_temperature
 from worker.formats import Transcript
 from worker.options import TranscribeOptions
-from worker.whisper_backend import DETECT, ChunkResult, DecodeKey, PreparedAudio, best_attempt
+from worker.whisper_types import DETECT, Chunk, ChunkResult, DecodeKey, PreparedAudio
+
+Reserve = Callable[[int], AbstractContextManager]
+
+
+def no_budget(_nbytes: int) -> AbstractContextManager:
+    """Admit everything (until an instance-wide memory budget is wired in)."""
+    return contextlib.nullcontext()
+
+
+@dataclass
+class _Pending:
+    """One chunk on its way through the temperatures."""
+
+    index: int
+    chunk: Chunk
 
 
 class Transcriber:
-    """Turns an upload and its options into a Transcript using the runner's batcher."""
+    """Turns an upload and its options into a Transcript through the runner's front door."""
 
-    def __init__(self, runner: ModelRunner):
+    def __init__(self, runner: ModelRunner, reserve: Reserve = no_budget):
         self.runner = runner
         self.backend = runner.backend
+        # reserve(nbytes) holds decode memory for the whole request (429 when the instance is full).
+        self.reserve = reserve
 
     def transcribe(self, data: bytes, options: TranscribeOptions, batch_sizes: list[int]) -> Transcript:
-        """Upload bytes -> Transcript (raises ServiceErrors for bad input or overload)."""
-        self.runner.batcher.ensure_accepting()  # before decoding: no wasted work while loading
-        with self.runner.batcher.expecting():  # batches being built wait for this one's chunks
-            decoded = decode_audio(data, self.runner.settings.max_audio_seconds)
-            prepared: PreparedAudio = self.backend.preprocess(None, (decoded, options.vad_filter))
-        language, probability = self._language(prepared, options, batch_sizes)
+        """Upload bytes -> Transcript (raises ServiceErrors for bad input, overload or timeout)."""
+        max_seconds = self.runner.settings.max_audio_seconds
+        with self.runner.job(batch_sizes) as job:  # 503 while loading; one deadline from here on
+            # MEMORY BUDGET: the one place a request's decoded-audio memory is reserved, from the
+            # header alone and before decoding (core/admission.py's MemoryBudget.reserve).
+            with self.reserve(estimate_decoded_bytes(data, max_seconds)):
+                with job.preparing():  # batches being built wait for this request's first chunk
+                    decoded = decode_audio(data, max_seconds)
+                    prepared: PreparedAudio = self.backend.prepare(decoded, options.vad_filter)
+                    first = self.backend.preprocess(None, (prepared, prepared.plans[0])) if prepared.plans else None
+                return self._transcribe(job, decoded.warnings, prepared, first, options)
+
+    def _transcribe(self, job: Job, warnings: list[str], prepared: PreparedAudio, first: Chunk | None,
+                    options: TranscribeOptions) -> Transcript:
+        language, probability = self._language(job, first, options)
         transcript = Transcript(language=language, language_probability=probability,
-                                duration=decoded.duration, segments=[], task=options.task,
-                                warnings=list(decoded.warnings))
-        if not prepared.chunks:
+                                duration=prepared.duration, segments=[], task=options.task,
+                                warnings=list(warnings))
+        if first is None:
             return transcript  # silence: nothing for the model to invent text from
-        key = None
-        attempts: list[list[ChunkResult]] = [[] for _ in prepared.chunks]
-        pending = list(range(len(prepared.chunks)))
-        for n, temperature in enumerate(options.temperatures):
-            key = DecodeKey(language, options.task, options.beam_size, temperature,
-                            options.initial_prompt, options.word_timestamps)
-            results = self.runner.submit_and_wait(key, [prepared.chunks[i] for i in pending], batch_sizes)
-            is_last = n == len(options.temperatures) - 1
-            retry = []
-            for index, result in zip(pending, results):
-                attempts[index].append(result)
-                if result.needs_fallback and not is_last:
-                    retry.append(index)
-            pending = retry
-            if not pending:
-                break
+
+        def key(temperature: float) -> DecodeKey:
+            return DecodeKey(language, options.task, options.beam_size, temperature,
+                             options.initial_prompt, options.word_timestamps)
+
+        temperatures = options.temperatures
+        attempts: list[list[ChunkResult]] = [[] for _ in prepared.plans]
+
+        def chunks():
+            yield key(temperatures[0]), first, _Pending(0, first)
+            for index in range(1, len(prepared.plans)):
+                chunk = self.backend.preprocess(None, (prepared, prepared.plans[index]))
+                yield key(temperatures[0]), chunk, _Pending(index, chunk)
+
+        def follow_up(pending: _Pending, result: ChunkResult):
+            attempts[pending.index].append(result)
+            hotter = next_temperature(temperatures, attempts[pending.index])
+            return None if hotter is None else (key(hotter), pending.chunk, pending)
+
+        for _ in job.stream(chunks(), follow_up):
+            pass
         chosen = [best_attempt(chunk_attempts) for chunk_attempts in attempts]
-        # Word timing needs each chosen attempt's tokenizer; all share language/task, so any key works.
-        transcript.segments = self.backend.postprocess(key, (prepared, chosen))
+        transcript.segments = self.backend.assemble(prepared, chosen, key(temperatures[0]))
         return transcript
 
-    def _language(self, prepared: PreparedAudio, options: TranscribeOptions,
-                  batch_sizes: list[int]) -> tuple[str, float]:
+    def _language(self, job: Job, first: Chunk | None, options: TranscribeOptions) -> tuple[str, float]:
         if options.language:
             return options.language, 1.0
         if not self.backend.multilingual:
             return "en", 1.0
-        if not prepared.chunks:
+        if first is None:
             return "en", 0.0  # nothing to listen to; report low confidence
         # Detection is batched too: the first 30 s of speech of each waiting request in one call.
-        (detected,) = self.runner.submit_and_wait(DETECT, [prepared.chunks[0].features], batch_sizes)
+        (detected,) = job.run(DETECT, [first])
         return detected

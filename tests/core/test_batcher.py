@@ -106,8 +106,8 @@ def test_a_failing_batch_fails_only_its_items_and_the_batcher_keeps_serving():
     model.release.clear()
     blocker = batcher.submit(0)  # occupies the model while we queue the next batches
     wait_until(model.started.is_set, 5)
-    doomed = batcher.submit_many(["boom", 1, 2, 3])
-    fine = batcher.submit_many([4, 5, 6, 7])
+    doomed = batcher.submit_many(["boom", 1, 2, 3], group="one request")  # one group: FIFO order
+    fine = batcher.submit_many([4, 5, 6, 7], group="one request")
     model.release.set()
     assert blocker.result(10) == 0
     for future in doomed:
@@ -278,3 +278,84 @@ def test_a_batch_waits_for_requests_still_being_decoded():
     thread.join()
     assert first.result(10) == 20 and submitted[0].result(10) == 40
     assert [payloads for _, payloads in model.batches] == [[10, 20]]
+
+
+def test_batches_are_filled_round_robin_so_a_short_request_is_not_stuck_behind_a_long_one():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=4, max_wait_ms=5)
+    model.release.clear()
+    blocker = batcher.submit("blocker")
+    wait_until(model.started.is_set, 5)
+    long = batcher.submit_many([f"long{n}" for n in range(40)], group="hour-long recording")
+    short = batcher.submit("clip", group="8 s clip")
+    model.release.set()
+    assert short.result(10) == "clip" and blocker.result(10) == "blocker"
+    Batcher.gather(long, 10)
+    first_after = model.batches[1][1]
+    assert "clip" in first_after, model.batches[:3]  # FIFO would run it in the 11th batch
+    assert first_after.count("clip") == 1 and len(first_after) == 4  # the long one fills the rest
+
+
+def test_round_robin_keeps_each_request_in_order():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=3, max_wait_ms=5)
+    model.release.clear()
+    batcher.submit(0)
+    wait_until(model.started.is_set, 5)
+    a = batcher.submit_many([1, 2, 3, 4], group="a")
+    b = batcher.submit_many([10, 20], group="b")
+    model.release.set()
+    assert Batcher.gather(a, 10) == [2, 4, 6, 8] and Batcher.gather(b, 10) == [20, 40]
+    assert [p for _, p in model.batches[1:]] == [[1, 10, 2], [20, 3, 4]]
+
+
+def test_max_queue_also_bounds_items_set_aside_for_another_key():
+    # On the old FIFO queue, items of another key taken out while a batch was being built sat in
+    # an unbounded side list, freeing queue slots: a stream of them was never refused.
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=8, max_wait_ms=5_000, max_queue=4)
+    accepted, refused = 0, 0
+    with batcher.expecting():  # the batch being built keeps its window open
+        batcher.submit("a-first", key="a")
+        time.sleep(0.1)  # the model thread has taken it and is collecting more of key "a"
+        for n in range(10):
+            try:
+                batcher.submit(f"b{n}", key="b")
+                accepted += 1
+            except Overloaded:
+                refused += 1
+            time.sleep(0.02)
+            assert batcher.queue_depth() <= 4
+    assert accepted <= 4 and refused >= 6
+
+
+def test_discard_drops_a_requests_waiting_items_without_model_time():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=1)
+    model.release.clear()
+    blocker = batcher.submit(0)
+    wait_until(model.started.is_set, 5)
+    abandoned = batcher.submit_many([66, 67, 68], group="gone")
+    assert batcher.discard("gone") == 3 and batcher.queue_depth() == 0
+    model.release.set()
+    blocker.result(10)
+    assert all(f.cancelled() for f in abandoned)
+    assert Batcher.gather([batcher.submit(1)], 10) == [2]
+    assert all(66 not in p for _, p in model.batches)
+
+
+def test_expired_items_leave_the_queue_and_free_their_slots():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=1, max_queue=3)
+    model.release.clear()
+    blocker = batcher.submit(0)
+    wait_until(model.started.is_set, 5)
+    late = batcher.submit_many([97, 98, 99], deadline=time.monotonic() + 0.05)
+    time.sleep(0.1)
+    model.release.set()
+    blocker.result(10)
+    for future in late:
+        with pytest.raises(DeadlineExceeded):
+            future.result(10)
+    wait_until(lambda: batcher.queue_depth() == 0, 5)
+    assert all(p[0] not in (97, 98, 99) for _, p in model.batches)

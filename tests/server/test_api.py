@@ -168,7 +168,7 @@ class HeldBackend(FakeClipBackend):
 
 
 def test_overload_is_429_with_retry_after_and_the_queue_drains_afterwards():
-    app, client = make_client(HeldBackend, max_queue=4, max_batch_size=1, max_wait_ms=0)
+    app, client = make_client(HeldBackend, max_queue=4, max_batch_size=1, max_wait_ms=0, max_labels=4, max_inputs=4)
     HeldBackend.release.clear()
     runner = app.extensions["model_runner"]
     waiting = [threading.Thread(target=client.post, args=("/embed",), kwargs={"data": {"text": f"t{n}"}})
@@ -187,7 +187,7 @@ def test_overload_is_429_with_retry_after_and_the_queue_drains_afterwards():
 
 
 def test_a_request_bigger_than_the_whole_queue_is_413_not_429():
-    _, client = make_client(max_queue=2)
+    _, client = make_client(max_queue=2, max_labels=2, max_inputs=2)  # larger ones are refused at start-up
     response = client.post("/embed", data={"text": ["a", "b", "c"]})
     assert response.status_code == 413 and response.get_json()["error"]["code"] == "too_many_inputs"
 

@@ -75,3 +75,11 @@ def whisper_service(tmp_path_factory):
     env["EVENTS_OUTPUT"] = str(tmp_path_factory.mktemp("worker-events"))  # configured, as deployed
     with run_service("worker", env, tmp_path_factory.mktemp("worker"), ready_timeout_s=180) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def fake_whisper_service(tmp_path_factory):
+    """``python -m worker`` with WHISPER_MODEL=fake: real HTTP, decoding and batching; hash text, no model."""
+    env = {"WHISPER_MODEL": "fake", "WEB_THREADS": "16", "MAX_WAIT_MS": "20", "MAX_AUDIO_SECONDS": "600"}
+    with run_service("worker", env, tmp_path_factory.mktemp("fake-worker"), ready_timeout_s=60) as running:
+        yield running

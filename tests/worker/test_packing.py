@@ -81,32 +81,3 @@ def test_concurrent_clips_share_windows_and_get_their_own_segments(speech):
     solo_before = dict(stats)
     assert_heard(transcribe(speech.sentences[1]).text, KEY_WORDS[1])
     assert stats["windows"] - solo_before["windows"] == stats["chunks"] - solo_before["chunks"]
-
-
-@pytest.mark.unit
-def test_an_unfinished_last_segment_is_kept_not_dropped():
-    from types import SimpleNamespace
-
-    import tokenizers
-    from faster_whisper.tokenizer import Tokenizer
-    from faster_whisper.transcribe import WhisperModel
-
-    from worker.models import embedded_model_dir
-    from worker.whisper_backend import split_segments
-
-    tokenizer = Tokenizer(tokenizers.Tokenizer.from_file(str(embedded_model_dir() / "tokenizer.json")), False,
-                          task="transcribe", language="en")
-    model = SimpleNamespace(time_precision=0.02, input_stride=2, frames_per_second=100)
-    model._split_segments_by_timestamps = lambda **kw: WhisperModel._split_segments_by_timestamps(model, **kw)
-
-    def stamp(seconds):
-        return tokenizer.timestamp_begin + int(round(seconds / 0.02))
-
-    first, second = tokenizer.encode(" Hello there."), tokenizer.encode(" And the last words")
-    tokens = [stamp(0.0), *first, stamp(2.0), stamp(2.4), *second]  # no closing timestamp
-    faster_whisper_alone, _, _ = model._split_segments_by_timestamps(
-        tokenizer=tokenizer, tokens=tokens, time_offset=10.0, segment_size=500, segment_duration=5.0, seek=0)
-    assert len(faster_whisper_alone) == 1  # the last words would be lost
-    segments = split_segments(model, tokenizer, tokens, 10.0, 5.0)
-    assert [tokenizer.decode(s["tokens"]) for s in segments] == [" Hello there.", " And the last words"]
-    assert (segments[1]["start"], segments[1]["end"]) == (12.4, 15.0)

@@ -1,0 +1,141 @@
+"""ModelRunner: readiness gate, one deadline over every stage of a request, abandoned work dropped."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from flask import Flask
+
+from core.backend import ModelRunner
+from core.errors import DeadlineExceeded, NotReady
+from core.settings import CoreSettings
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.unit
+
+
+class SlowBackend:
+    """Each batch takes ``batch_s``; load waits for ``loaded``; every batch is recorded."""
+
+    name = "slow"
+
+    def __init__(self, batch_s: float = 0.0):
+        self.batch_s = batch_s
+        self.loaded = threading.Event()
+        self.loaded.set()
+        self.release = threading.Event()
+        self.release.set()
+        self.batches: list[tuple] = []
+
+    def load(self):
+        self.loaded.wait()
+
+    def default_batch_size(self):
+        return 4
+
+    def warmup_batches(self, batch_size):
+        return []
+
+    def preprocess(self, kind, raw):
+        return raw
+
+    def forward(self, kind, batch):
+        self.release.wait()
+        self.batches.append((kind, list(batch)))
+        time.sleep(self.batch_s)
+        return [f"{kind}:{item}" for item in batch]
+
+    def postprocess(self, kind, output):
+        return output
+
+    def describe(self):
+        return {"model": self.name}
+
+
+def make(backend, **settings) -> ModelRunner:
+    runner = ModelRunner(backend, CoreSettings.from_env({}, **{"max_wait_ms": 1.0, **settings})).start()
+    return runner
+
+
+def test_work_while_loading_is_not_ready_with_retry_after():
+    backend = SlowBackend()
+    backend.loaded.clear()
+    runner = make(backend)
+    with pytest.raises(NotReady) as refused:
+        runner.run("text", ["a"])
+    assert refused.value.status == 503 and refused.value.retry_after
+    backend.loaded.set()
+    wait_until(lambda: runner.batcher.state == "ready", 5)
+    assert runner.run("text", ["a"]) == ["text:a"]
+
+
+def test_stages_of_one_http_request_share_one_deadline():
+    # /classify embeds the labels, then the images: each stage alone fits in the 1 s timeout, both
+    # together do not. With a fresh deadline per stage (the old behaviour) the request took 1.2 s.
+    runner = make(SlowBackend(batch_s=0.6), request_timeout_s=1.0)
+    wait_until(lambda: runner.batcher.state == "ready", 5)
+    app = Flask(__name__)
+    with app.test_request_context("/classify"):
+        assert runner.run("text", ["label"]) == ["text:label"]
+        time.sleep(0.5)  # decoding the images
+        with pytest.raises(DeadlineExceeded):
+            runner.run("image", ["photo"])
+    with app.test_request_context("/classify"):  # the next request has its own deadline
+        assert runner.run("text", ["label"]) == ["text:label"]
+
+
+def test_a_job_that_ends_drops_its_queued_items_without_model_time():
+    backend = SlowBackend()
+    runner = make(backend, max_batch_size=1)
+    wait_until(lambda: runner.batcher.state == "ready", 5)
+    backend.release.clear()
+    blocker = runner.batcher.submit("blocker", key="text")
+    wait_until(lambda: runner.batcher.queue_depth() == 0, 5)
+    with pytest.raises(RuntimeError), runner.job() as job:
+        job.submit("text", ["abandoned-1", "abandoned-2"])
+        assert runner.batcher.queue_depth() == 2
+        raise RuntimeError("the client went away")
+    assert runner.batcher.queue_depth() == 0
+    backend.release.set()
+    blocker.result(5)
+    assert runner.run("text", ["next"]) == ["text:next"]
+    assert all("abandoned" not in str(items) for _, items in backend.batches)
+
+
+def test_stream_resubmits_a_subset_and_keeps_few_items_in_flight():
+    backend = SlowBackend()
+    runner = make(backend, max_batch_size=2)
+    wait_until(lambda: runner.batcher.state == "ready", 5)
+    made = []
+
+    def source():
+        for n in range(10):
+            made.append(n)
+            yield "first", n, n
+
+    def follow_up(tag, output):
+        return ("second", tag, tag) if output.startswith("first") and tag % 3 == 0 else None
+
+    seen = []
+    with runner.job() as job:
+        for tag, output in job.stream(source(), follow_up, max_in_flight=3):
+            seen.append((tag, output))
+            assert len(made) - len(set(t for t, o in seen if o.startswith("first"))) <= 3
+    assert sorted(o for _, o in seen if o.startswith("second")) == ["second:0", "second:3", "second:6", "second:9"]
+    assert len([o for _, o in seen if o.startswith("first")]) == 10
+
+
+def test_settings_that_contradict_each_other_are_refused_at_start_up():
+    from core.settings import SettingsError
+    from server.settings import ServerSettings
+
+    with pytest.raises(SettingsError, match="MAX_LABELS=600 is larger than MAX_QUEUE=512"):
+        ServerSettings.from_env({"MAX_LABELS": "600"})
+    with pytest.raises(SettingsError, match="MAX_INPUTS"):
+        ServerSettings.from_env({"MAX_QUEUE": "32", "MAX_LABELS": "10"})  # MAX_INPUTS defaults to 64
+    with pytest.raises(SettingsError, match="MAX_BATCH_SIZE=64 is larger than MAX_QUEUE=16"):
+        CoreSettings.from_env({"MAX_BATCH_SIZE": "64", "MAX_QUEUE": "16"})
+    defaults = ServerSettings.from_env({})
+    assert defaults.max_labels <= defaults.max_queue  # the defaults agree with each other
