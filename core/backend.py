@@ -266,7 +266,10 @@ class ModelRunner:
         details = {
             **(self.backend.describe() if self.batcher.state == "ready" else {}),
             "batching": {
-                "max_batch_size": self.batcher.max_batch_size,
+                # MAX_BATCH_SIZE=auto is resolved by the backend after load(): say "auto" until then,
+                # not the placeholder the batcher holds while loading.
+                "max_batch_size": self.batcher.max_batch_size if self.batcher.state == "ready" or
+                self.settings.max_batch_size else "auto",
                 "max_wait_ms": self.settings.max_wait_ms,
                 "max_queue": self.settings.max_queue,
                 "queue_depth": self.batcher.queue_depth(),

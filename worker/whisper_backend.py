@@ -149,9 +149,11 @@ class WhisperBackend:
         return [(key, [chunk] * batch_size)]
 
     def describe(self) -> dict:
-        return {"model": self.name, "model_dir": str(self.model_dir), "device": self.device,
-                "compute_type": self.compute_type, "multilingual": self.multilingual,
-                "packing": dict(self.packing_stats)}
+        facts = {"model": self.name, "model_dir": str(self.model_dir), "device": self.device,
+                 "compute_type": self.compute_type, "multilingual": self.multilingual}
+        # Packing counters only mean something when packing is on; off, they would read as "no savings".
+        facts["packing"] = dict(self.packing_stats) if self.settings.pack_short_audio else {"enabled": False}
+        return facts
 
     # ---- request threads -------------------------------------------------------------------
     def prepare(self, decoded: DecodedAudio, vad_filter: bool) -> PreparedAudio:

@@ -139,3 +139,14 @@ def test_settings_that_contradict_each_other_are_refused_at_start_up():
         CoreSettings.from_env({"MAX_BATCH_SIZE": "64", "MAX_QUEUE": "16"})
     defaults = ServerSettings.from_env({})
     assert defaults.max_labels <= defaults.max_queue  # the defaults agree with each other
+
+
+def test_health_says_auto_batch_size_until_the_backend_has_chosen_it():
+    backend = SlowBackend()
+    backend.loaded.clear()
+    runner = make(backend, max_batch_size=None)
+    _, reason, details = runner.health()
+    assert reason and details["batching"]["max_batch_size"] == "auto"  # not the loading placeholder 1
+    backend.loaded.set()
+    wait_until(lambda: runner.health()[0])
+    assert runner.health()[2]["batching"]["max_batch_size"] == 4  # what default_batch_size() chose

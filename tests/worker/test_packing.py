@@ -81,3 +81,13 @@ def test_concurrent_clips_share_windows_and_get_their_own_segments(speech):
     solo_before = dict(stats)
     assert_heard(transcribe(speech.sentences[1]).text, KEY_WORDS[1])
     assert stats["windows"] - solo_before["windows"] == stats["chunks"] - solo_before["chunks"]
+
+
+@pytest.mark.unit
+def test_health_shows_packing_counters_only_when_packing_is_on():
+    from worker.settings import WorkerSettings
+    from worker.whisper_backend import WhisperBackend
+
+    assert WhisperBackend(WorkerSettings.from_env({})).describe()["packing"] == {"enabled": False}
+    on = WhisperBackend(WorkerSettings.from_env({}, pack_short_audio=True)).describe()["packing"]
+    assert on["enabled"] is True and on["windows"] == 0 and "unpacked_retries" in on
