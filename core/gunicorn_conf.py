@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 
+from core.admission import WORKER_COUNT_ENV
 from core.settings import CoreSettings
 
 
@@ -78,6 +79,8 @@ def apply(namespace: dict, settings: CoreSettings) -> None:
         loglevel=settings.log_level.lower(),
         pre_fork=pre_fork,
         post_fork=post_fork,
+        # Each worker divides the instance's decode-memory budget by this (core/admission.py).
+        raw_env=[f"{WORKER_COUNT_ENV}={workers}"],
         # Cloud Run's front end terminates TLS and forwards X-Forwarded-*; trust it.
         forwarded_allow_ips="*",
         logconfig_dict={

@@ -5,16 +5,20 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from core.admission import budget_from_settings
 from core.auth import install_api_key
+from core.body_limits import install_chunked_body_limit
 from core.errors import register_error_handlers
 from core.limits import install_body_limits, install_rate_limits
 from core.logs import configure_logging, install_request_logging
+from core.memory import tune_malloc
 from core.settings import CoreSettings
 
 
 def build_app(import_name: str, settings: CoreSettings) -> Flask:
     """A Flask app with the shared middleware installed; the service adds its routes."""
     configure_logging(settings.log_level)
+    tune_malloc()  # in each worker process, after fork: freed decode buffers go back to the OS
     app = Flask(import_name)
     app.json.sort_keys = False  # keep response keys in the documented order
     app.json.compact = True
@@ -23,9 +27,12 @@ def build_app(import_name: str, settings: CoreSettings) -> Flask:
         # must key on that, not on the proxy's address.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=1)
     app.extensions["settings"] = settings
+    # One budget per process for decoded inputs (images here, audio in the worker): core/admission.py.
+    app.extensions["memory_budget"] = budget_from_settings(settings)
     register_error_handlers(app)
     install_request_logging(app)
     install_body_limits(app, settings)
+    install_chunked_body_limit(app, settings.max_request_bytes)
     install_rate_limits(app, settings)
     install_api_key(app, settings.api_key)
     return app
