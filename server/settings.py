@@ -36,3 +36,7 @@ class ServerSettings(CoreSettings):
         minimum=1)
     label_cache_size: int = setting(
         "LABEL_CACHE_SIZE", 4096, "Label prompt embeddings kept for /classify (LRU).", minimum=0)
+    label_cache_mb: float = setting(
+        "LABEL_CACHE_MB", 32.0,
+        "Bytes the /classify label cache may hold (keys are token ids, ~3 KB an entry at 512-d).",
+        minimum=0)
