@@ -68,12 +68,6 @@ class ClipService:
         if not labels:
             raise InvalidInput("send the candidate labels as repeated 'labels' fields or a JSON list",
                                code="no_labels")
-        for n, label in enumerate(labels):
-            if not isinstance(label, str) or not label.strip():
-                raise InvalidInput(f"label {n} must be a non-empty string", code="invalid_labels")
-            if len(label) > MAX_LABEL_CHARS:
-                raise InvalidInput(f"label {n} has {len(label)} characters; the limit is {MAX_LABEL_CHARS}",
-                                   code="label_too_long")
         limit = self.settings.max_labels
         if len(labels) > limit:
             raise PayloadTooLarge(f"{len(labels)} labels; the limit is {limit} (MAX_LABELS)",
@@ -85,6 +79,12 @@ class ClipService:
         if len(template) > MAX_TEMPLATE_CHARS:
             raise InvalidInput(f"template has {len(template)} characters; the limit is {MAX_TEMPLATE_CHARS}",
                                code="template_too_long")
+        for n, label in enumerate(labels):
+            if not isinstance(label, str) or not label.strip():
+                raise InvalidInput(f"label {n} must be a non-empty string", code="invalid_labels")
+            if len(label) > MAX_LABEL_CHARS:
+                raise InvalidInput(f"label {n} has {len(label)} characters; the limit is {MAX_LABEL_CHARS}",
+                                   code="label_too_long")
         return [label.strip() for label in labels], template, _top_k(top_k, len(labels))
 
     def classify(self, images: list[bytes], labels: list[str], template: str, top_k: int,
