@@ -11,13 +11,13 @@ import platform
 import time
 from pathlib import Path
 
-from bench import clip_bench, whisper_bench
+from bench import abuse_bench, clip_bench, whisper_bench
 
 
 def main() -> None:
     """Run the chosen benchmarks side by side and print their tables."""
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="?", default="all", choices=("all", "clip", "whisper"))
+    parser.add_argument("which", nargs="?", default="all", choices=("all", "clip", "whisper", "abuse"))
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are quoted)")
     args = parser.parse_args()
     started = time.time()
@@ -27,6 +27,8 @@ def main() -> None:
         sections.append(clip_bench.run(args.repeats))
     if args.which in ("all", "whisper"):
         sections.append(whisper_bench.run(args.repeats))
+    if args.which in ("all", "abuse"):
+        sections.append(abuse_bench.run(args.repeats))
     report = "\n\n".join(sections) + f"\n\n(total {time.time() - started:.0f} s)\n"
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
