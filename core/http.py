@@ -32,7 +32,8 @@ def build_app(import_name: str, settings: CoreSettings) -> Flask:
     register_error_handlers(app)
     install_request_logging(app)
     install_body_limits(app, settings)
-    install_chunked_body_limit(app, settings.max_request_bytes)
     install_rate_limits(app, settings)
     install_api_key(app, settings.api_key)
+    # After the key and rate checks: a refused client does not get a chunked body read first.
+    install_chunked_body_limit(app, settings.max_request_bytes)
     return app
