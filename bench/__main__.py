@@ -11,14 +11,14 @@ import platform
 import time
 from pathlib import Path
 
-from bench import clip_bench, fanout_bench, feed_bench, job_bench, whisper_bench
+from bench import abuse_bench, clip_bench, fanout_bench, feed_bench, job_bench, whisper_bench
 
 
 def main() -> None:
     """Run the chosen benchmarks side by side and print their tables."""
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="?", default="all",
-                        choices=("all", "clip", "whisper", "job", "fanout", "feed"))
+                        choices=("all", "clip", "whisper", "job", "fanout", "feed", "abuse"))
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are quoted)")
     args = parser.parse_args()
     started = time.time()
@@ -34,6 +34,8 @@ def main() -> None:
         sections.append(fanout_bench.run(args.repeats))
     if args.which in ("all", "feed"):
         sections.append(feed_bench.run(args.repeats))
+    if args.which in ("all", "abuse"):
+        sections.append(abuse_bench.run(args.repeats))
     report = "\n\n".join(sections) + f"\n\n(total {time.time() - started:.0f} s)\n"
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 
+from core.admission import WORKER_COUNT_ENV
 from core.settings import CoreSettings
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -134,6 +135,8 @@ def apply(namespace: dict, settings: CoreSettings) -> None:
         on_starting=on_starting,
         on_exit=on_exit,
         child_exit=child_exit,
+        # Each worker divides the instance's decode-memory budget by this (core/admission.py).
+        raw_env=[f"{WORKER_COUNT_ENV}={workers}"],
         # Cloud Run's front end terminates TLS and forwards X-Forwarded-*; trust it.
         forwarded_allow_ips="*",
         logconfig_dict={

@@ -5,11 +5,14 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from core.admission import budget_from_settings
 from core.auth import OPEN_PATHS, install_api_key
+from core.body_limits import install_chunked_body_limit
 from core.errors import register_error_handlers
 from core.limits import install_body_limits, install_rate_limits
 from core.liveness import install_liveness
 from core.logs import configure_logging, install_request_logging
+from core.memory import tune_malloc
 from core.metrics import install_metrics
 from core.settings import CoreSettings
 
@@ -17,6 +20,7 @@ from core.settings import CoreSettings
 def build_app(import_name: str, settings: CoreSettings) -> Flask:
     """A Flask app with the shared middleware installed; the service adds its routes."""
     configure_logging(settings.log_level)
+    tune_malloc()  # in each worker process, after fork: freed decode buffers go back to the OS
     app = Flask(import_name)
     app.json.sort_keys = False  # keep response keys in the documented order
     app.json.compact = True
@@ -25,6 +29,8 @@ def build_app(import_name: str, settings: CoreSettings) -> Flask:
         # must key on that, not on the proxy's address.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=1)
     app.extensions["settings"] = settings
+    # One budget per process for decoded inputs (images here, audio in the worker): core/admission.py.
+    app.extensions["memory_budget"] = budget_from_settings(settings)
     register_error_handlers(app)
     install_request_logging(app)
     install_metrics(app)
@@ -33,4 +39,6 @@ def build_app(import_name: str, settings: CoreSettings) -> Flask:
     install_rate_limits(app, settings)
     install_api_key(app, settings.api_key,
                     OPEN_PATHS | {"/metrics"} if settings.metrics_public else OPEN_PATHS)
+    # After the key and rate checks: a refused client does not get a chunked body read first.
+    install_chunked_body_limit(app, settings.max_request_bytes)
     return app

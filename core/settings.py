@@ -158,6 +158,16 @@ class CoreSettings:
         "EVENTS_MAX_OBJECT_MB", 200.0,
         "Largest object an event may read (checked before downloading); larger ones get a failure record.",
         minimum=0.001)
+    decode_memory_budget_mb: float | None = setting(
+        "DECODE_MEMORY_BUDGET_MB", None,
+        "Decoded-input memory one worker process may hold at once (images, audio), estimated from "
+        "headers; over it requests wait then get 429, one larger than all of it 413. auto = 25% of "
+        "the container's memory limit (cgroup) / worker processes.", minimum=1)
+    decode_memory_wait_s: float = setting(
+        "DECODE_MEMORY_WAIT_S", 2.0,
+        "How long a request waits for decode memory to free up before 429 + Retry-After.", minimum=0)
+    max_json_depth: int = setting(
+        "MAX_JSON_DEPTH", 32, "Nesting depth of a JSON request body (400 above it).", minimum=2)
 
     @classmethod
     def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:

@@ -27,7 +27,7 @@ def create_app(settings: ServerSettings | None = None, backend: ClipBackend | No
     # exits) instead of answering 503 until the startup probe gives up minutes later.
     backend.check_weights()
     runner = ModelRunner(backend, settings, name="clip")
-    service = ClipService(runner, settings)
+    service = ClipService(runner, settings, memory_budget=app.extensions["memory_budget"])
     app.extensions["model_runner"] = runner
     app.extensions["clip_service"] = service
     app.extensions["label_cache"] = service.label_cache

@@ -5,6 +5,12 @@
   never smaller than the model needs, so a 12 MP phone photo decodes several times faster.
 - EXIF orientation is applied; RGBA/LA/P (alpha over white), CMYK, greyscale, 16-bit and float
   images become 8-bit RGB; animations use their first frame.
+- Memory is bounded and known before decoding (``estimate_decoded_bytes``, from the header): a
+  16-bit greyscale PNG decodes straight to 8 bits; images much larger than the model needs are
+  shrunk by an integer box filter (``Image.reduce``) in their own mode before anything else, and
+  modes that need converting (palette, alpha, 16-bit TIFF, CMYK, ...) are converted in strips of
+  about a megapixel on the way. No per-image float64 and no full-size RGB copy: a 36 MP RGBA PNG
+  holds its decoded pixels plus a few MB, not the 680 MB it used to.
 - Resize + centre crop reproduce torchvision's ``Resize(shortest side, bicubic)`` +
   ``CenterCrop`` exactly, but resample only the crop box (PIL ``resize(box=...)`` still reads the
   filter's neighbours outside the box), so odd aspect ratios cannot blow up memory either.
@@ -13,11 +19,12 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
 
@@ -94,23 +101,147 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB (alpha composited over white, 16-bit/float rescaled)."""
+# A box-filter reduction keeps at least this many times the pixels the resize needs, so the
+# bicubic resize that follows sees detail, not the box filter (Pillow's thumbnail() default).
+REDUCING_GAP = 2
+# Modes that need converting are converted this many pixels at a time (then reduced).
+STRIP_PIXELS = 1 << 20
+# Bytes per pixel Pillow stores for a mode (RGB, LA and friends are padded to 4).
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_ALPHA = ("RGBA", "LA", "PA", "La", "RGBa")
+# Bytes per pixel held after reduction, by working mode: the reduced image, its RGB copy, the
+# orientation copy, and for alpha and 32-bit modes the integer/float32 arrays of the last step.
+_REDUCED_BYTES_PER_PIXEL = {"L": 10, "RGB": 10, "RGBa": 28, "I": 24, "F": 24}
+_ORIENTATION = 0x0112
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def _target_short(spec: ImageSpec | None) -> int | None:
+    if spec is None:
+        return None
+    return spec.size if spec.resize_mode == "squash" else (spec.resize_short or spec.size)
+
+
+def reduce_factor(width: int, height: int, spec: ImageSpec | None) -> int:
+    """Integer box-filter factor that still leaves REDUCING_GAP x the pixels the resize needs."""
+    target = _target_short(spec)
+    if not target:
+        return 1
+    return max(1, min(width, height) // (REDUCING_GAP * target))
+
+
+def _prepare(data: bytes, spec: ImageSpec | None, max_pixels: int) -> Image.Image:
+    """Open (header only), pick the JPEG DCT scale, and have 16-bit greyscale PNGs decode to 8 bits."""
+    image = open_image(data, max_pixels)
+    if image.format == "JPEG" and spec is not None:
+        target = _target_short(spec)
+        image.draft(None, (target, target))  # no-op unless DCT scaling keeps >= target
+    elif image.format == "PNG" and image.mode == "I;16" and len(image.tile) == 1 \
+            and image.tile[0].args == "I;16B":
+        # libpng-style row unpacking into "L" that keeps the high byte of each big-endian
+        # sample: half the memory of I;16 and no conversion pass (value / 256 vs / 257: < 1 level).
+        original = image.tile
+        image.tile = [original[0]._replace(args="L;16B")]
+        image._mode = "L"  # private in Pillow 13; tests/server/test_images.py pins this path
+        if image.mode != "L":  # a Pillow without that attribute: decode as I;16 and convert in strips
+            image.tile = original
+    return image
+
+
+def estimate_decoded_bytes(data: bytes, spec: ImageSpec | None, max_pixels: int) -> int:
+    """Peak bytes decoding ``data`` will hold, from its header only; raises 4xx ServiceErrors."""
+    image = _prepare(data, spec, max_pixels)
+    return _estimate(image.mode, *image.size, spec)
+
+
+def _estimate(mode: str, width: int, height: int, spec: ImageSpec | None) -> int:
+    pixels = width * height
+    factor = reduce_factor(width, height, spec)
+    reduced = math.ceil(width / factor) * math.ceil(height / factor)
+    working = _working_mode(mode)
+    strip = min(pixels, STRIP_PIXELS) * 16 if working != mode else 0  # strip copy + its conversions
+    model = 3 * 4 * (spec.size ** 2) * 3 if spec else 0  # resized RGB, float32 array, its transpose
+    return pixels * _STORED_BYTES.get(mode, 4) + strip + reduced * _REDUCED_BYTES_PER_PIXEL[working] + model
+
+
+def _working_mode(mode: str) -> str:
+    """The mode an image is reduced in: 8-bit L/RGB, premultiplied RGBa, or 32-bit I/F."""
+    if mode in ("L", "RGB", "I", "F"):
+        return mode
+    if mode in _SIXTEEN_BIT or mode == "1":
+        return "L"
+    if mode in _ALPHA or mode == "P":
+        return "RGBa"  # P without transparency takes the alpha path too: its alpha is 255
+    return "RGB"  # CMYK, YCbCr, LAB, HSV
+
+
+def _convert(strip: Image.Image, mode: str) -> Image.Image:
+    """One strip into its working mode, in integer arithmetic."""
+    if strip.mode in _SIXTEEN_BIT:
+        high = np.asarray(strip).astype("<u2", copy=False).view(np.uint8)[..., 1::2]
+        return Image.fromarray(np.ascontiguousarray(high), "L")  # the high byte = value / 256
+    if mode == "RGBa" and strip.mode != "RGBA":
+        strip = strip.convert("RGBA")
+    return strip.convert(mode)
+
+
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """Into its working mode and reduced by ``factor``, a strip at a time where it must convert."""
+    mode = _working_mode(image.mode)
+    if mode == image.mode:
+        return image.reduce(factor) if factor > 1 else image
+    width, height = image.size
+    rows = factor * max(1, STRIP_PIXELS // (width * factor))  # whole blocks per strip
+    out = None
+    for top in range(0, height, rows):
+        strip = _convert(image.crop((0, top, width, min(height, top + rows))), mode)
+        if factor > 1:
+            strip = strip.reduce(factor)
+        if out is None:
+            out = Image.new(mode, (strip.width, math.ceil(height / factor)))
+        out.paste(strip, (0, top // factor))
+    return out
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """A working-mode image (small by now) -> 8-bit RGB."""
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        if mode == "F" and values.max(initial=0) <= 1.0:
-            top = 1.0
-        grey = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+    if mode == "RGBa":  # over white, premultiplied: c + (255 - alpha)
+        pixels = np.asarray(image)
+        rgb = pixels[..., :3].astype(np.uint16) + (255 - pixels[..., 3:4])
+        return Image.fromarray(np.minimum(rgb, 255).astype(np.uint8), "RGB")
+    if mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        return Image.fromarray(_to_8bit(values, float(values.max(initial=0)), mode == "F"), "L").convert("RGB")
+    return image.convert("RGB")  # L
+
+
+def _to_8bit(values: np.ndarray, top_value: float, is_float: bool) -> np.ndarray:
+    top = 65535.0 if top_value > 255 else 255.0
+    if is_float and top_value <= 1.0:
+        top = 1.0  # float images in [0, 1]
+    return np.clip(values * np.float32(255.0 / top), 0, 255).astype(np.uint8)
+
+
+def _flatten(image: Image.Image, factor: int) -> Image.Image:
+    """Any loaded PIL image -> 8-bit RGB reduced by ``factor`` (alpha over white)."""
+    if image.mode in ("I", "F") and factor > 1:
+        # The range is the full image's (a reduced maximum could look 8-bit); getextrema is in place.
+        top_value = float(image.getextrema()[1])
+        values = np.asarray(image.reduce(factor), dtype=np.float32)
+        return Image.fromarray(_to_8bit(values, top_value, image.mode == "F"), "L").convert("RGB")
+    return _to_rgb(_reduce(image, factor))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB at full size (alpha composited over white, 16-bit/float rescaled)."""
+    image.load()
+    return _flatten(image, 1)
 
 
 def _crop_box(width: int, height: int, spec: ImageSpec) -> tuple[float, float, float, float]:
@@ -127,17 +258,21 @@ def _crop_box(width: int, height: int, spec: ImageSpec) -> tuple[float, float, f
     return (left * scale_x, top * scale_y, (left + spec.size) * scale_x, (top + spec.size) * scale_y)
 
 
-def load_rgb(data: bytes, spec: ImageSpec, max_pixels: int) -> Image.Image:
-    """Bytes -> upright 8-bit RGB image, JPEGs DCT-scaled to no less than the model needs."""
-    image = open_image(data, max_pixels)
+def _load(data: bytes, spec: ImageSpec, max_pixels: int) -> tuple[Image.Image, tuple[int, int], int]:
+    """Bytes -> (upright reduced 8-bit RGB image, its upright size before reduction, the factor)."""
+    image = _prepare(data, spec, max_pixels)
     try:
-        if image.format == "JPEG":
-            target = spec.resize_short or spec.size
-            image.draft(None, (target, target))  # no-op unless DCT scaling keeps >= target
         image.seek(0)  # first frame of animations
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+        orientation = image.getexif().get(_ORIENTATION)
+        width, height = image.size
+        factor = reduce_factor(width, height, spec)
+        image = _flatten(image, factor)
+        if orientation in _TRANSPOSE:  # after reducing: the copy it makes is small
+            image = image.transpose(_TRANSPOSE[orientation])
+            if orientation >= 5:
+                width, height = height, width
+        return image, (width, height), factor
     except OSError as err:
         if "truncated" in str(err):
             raise InvalidInput("the image file is truncated", code="truncated_image") from None
@@ -147,9 +282,21 @@ def load_rgb(data: bytes, spec: ImageSpec, max_pixels: int) -> Image.Image:
                            code="invalid_image") from None
 
 
-def to_model_array(image: Image.Image, spec: ImageSpec) -> np.ndarray:
-    """RGB image -> normalised float32 array (3, size, size): resize + centre crop + normalise."""
-    box = _crop_box(image.width, image.height, spec)
+def load_rgb(data: bytes, spec: ImageSpec, max_pixels: int) -> Image.Image:
+    """Bytes -> upright 8-bit RGB image, no smaller than the model needs (JPEG DCT scaling, reduce)."""
+    return _load(data, spec, max_pixels)[0]
+
+
+def to_model_array(image: Image.Image, spec: ImageSpec, full_size: tuple[int, int] | None = None,
+                   factor: int = 1) -> np.ndarray:
+    """RGB image -> normalised float32 array (3, size, size): resize + centre crop + normalise.
+
+    ``full_size`` and ``factor`` describe a reduced image: the crop box is computed on the full
+    size (as torchvision would) and scaled down, so reducing does not move the crop.
+    """
+    box = _crop_box(*(full_size or image.size), spec)
+    if factor > 1:
+        box = tuple(value / factor for value in box)
     image = image.resize((spec.size, spec.size), _RESAMPLE[spec.resample], box=box)
     pixels = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
     pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
@@ -158,4 +305,5 @@ def to_model_array(image: Image.Image, spec: ImageSpec) -> np.ndarray:
 
 def decode_image(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:
     """Bytes -> the model's input array; 4xx ServiceErrors on bad input."""
-    return to_model_array(load_rgb(data, spec, max_pixels), spec)
+    image, full_size, factor = _load(data, spec, max_pixels)
+    return to_model_array(image, spec, full_size, factor)

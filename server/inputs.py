@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass, field
 
-from flask import request
+from flask import current_app, request
 
+from core.body_limits import loads_bounded
 from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
 
 IMAGE_FIELDS = ("image", "images")
@@ -87,10 +87,8 @@ def _from_form(option_fields: tuple[str, ...]) -> Inputs:
 
 
 def _from_json(option_fields: tuple[str, ...]) -> Inputs:
-    try:
-        body = json.loads(request.get_data(cache=False) or b"")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidInput(f"malformed JSON: {err}", code="invalid_json") from None
+    # Depth-limited: a body nested 50,000 levels deep is a 400, not the parser's RecursionError (500).
+    body = loads_bounded(request.get_data(cache=False), current_app.extensions["settings"].max_json_depth)
     if not isinstance(body, dict):
         raise InvalidInput("the JSON body must be an object", code="invalid_json")
     inputs = Inputs()

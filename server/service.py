@@ -7,23 +7,42 @@ and the response shape live in one place.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
+from core.admission import MemoryBudget
 from core.backend import ModelRunner
-from core.errors import InvalidInput, PayloadTooLarge
+from core.errors import InvalidInput, NotReady, PayloadTooLarge
 from server.backends import IMAGE, TEXT
 from server.encoding import check_encoding_format, encode_vector
+from server.images import estimate_decoded_bytes
 from server.label_cache import LabelCache
 from server.settings import DEFAULT_PROMPT_TEMPLATE, ServerSettings
+
+# A label or template longer than this is refused (400): CLIP reads 77 tokens, a few hundred
+# characters at most, so more only costs tokenizer time and cache memory.
+MAX_LABEL_CHARS = 1000
+MAX_TEMPLATE_CHARS = 1000
 
 
 class ClipService:
     """The CLIP server's jobs on one runner (model + batcher) and one label cache."""
 
-    def __init__(self, runner: ModelRunner, settings: ServerSettings):
+    def __init__(self, runner: ModelRunner, settings: ServerSettings, memory_budget: MemoryBudget | None = None):
         self.runner = runner
         self.settings = settings
-        self.label_cache = LabelCache(settings.label_cache_size)
+        self.label_cache = LabelCache(settings.label_cache_size, int(settings.label_cache_mb * 1024 * 1024))
+        self.memory_budget = memory_budget
+
+    def decode_memory(self, images: list[bytes]):
+        """Reserve, from the headers alone, the decode memory of ``images`` (413/429 when it cannot)."""
+        if self.memory_budget is None or not images:
+            return contextlib.nullcontext()
+        spec = self.runner.backend.image_spec  # None while loading: no JPEG draft, a larger estimate
+        # Images decode one after another on the request's thread: the peak is the largest one.
+        peak = max(estimate_decoded_bytes(data, spec, self.settings.max_image_pixels) for data in images)
+        return self.memory_budget.reserve(peak, what="decoding these images")
 
     def embed(self, images: list[bytes], texts: list[str], batch_sizes: list[int] | None = None,
               encoding_format: str | None = None) -> dict:
@@ -33,7 +52,8 @@ class ClipService:
         """
         encoding_format = check_encoding_format(encoding_format)
         runner = self.runner
-        out = runner.run_many({IMAGE: images, TEXT: texts}, batch_sizes)
+        with self.decode_memory(images):
+            out = runner.run_many({IMAGE: images, TEXT: texts}, batch_sizes)
         body = {"model": runner.backend.spec.label, "dim": runner.backend.dim}
         if images:
             body["image_embeddings"] = [encode_vector(v, encoding_format) for v in out[IMAGE]]
@@ -53,17 +73,23 @@ class ClipService:
         if not labels:
             raise InvalidInput("send the candidate labels as repeated 'labels' fields or a JSON list",
                                code="no_labels")
-        for n, label in enumerate(labels):
-            if not isinstance(label, str) or not label.strip():
-                raise InvalidInput(f"label {n} must be a non-empty string", code="invalid_labels")
         limit = self.settings.max_labels
         if len(labels) > limit:
             raise PayloadTooLarge(f"{len(labels)} labels; the limit is {limit} (MAX_LABELS)",
                                   code="too_many_labels")
         template = template or DEFAULT_PROMPT_TEMPLATE
-        if not isinstance(template, str) or "{}" not in template:
-            raise InvalidInput("template must contain '{}' where the label goes, e.g. 'a photo of a {}'",
-                               code="invalid_template")
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise InvalidInput("template must contain '{}' exactly once, where the label goes, e.g. "
+                               "'a photo of a {}'", code="invalid_template")
+        if len(template) > MAX_TEMPLATE_CHARS:
+            raise InvalidInput(f"template has {len(template)} characters; the limit is {MAX_TEMPLATE_CHARS}",
+                               code="template_too_long")
+        for n, label in enumerate(labels):
+            if not isinstance(label, str) or not label.strip():
+                raise InvalidInput(f"label {n} must be a non-empty string", code="invalid_labels")
+            if len(label) > MAX_LABEL_CHARS:
+                raise InvalidInput(f"label {n} has {len(label)} characters; the limit is {MAX_LABEL_CHARS}",
+                                   code="label_too_long")
         return [label.strip() for label in labels], template, _top_k(top_k, len(labels))
 
     def classify(self, images: list[bytes], labels: list[str], template: str, top_k: int,
@@ -72,8 +98,13 @@ class ClipService:
         runner = self.runner
         # str.replace, not str.format: a label with braces must not be able to break the template.
         prompts = [template.replace("{}", label) for label in labels]
-        label_vectors = self.label_cache.get_many(prompts, lambda missing: runner.run(TEXT, missing, batch_sizes))
-        image_vectors = np.stack(runner.run(IMAGE, images, batch_sizes))
+        if runner.backend.context_length is None:  # no tokenizer before the model has loaded
+            raise NotReady("not ready: the model is still loading", retry_after=5)
+        label_vectors = self.label_cache.get_many(
+            prompts, lambda missing: runner.run(TEXT, missing, batch_sizes),
+            key=lambda prompt: runner.backend.preprocess(TEXT, prompt).tobytes())
+        with self.decode_memory(images):
+            image_vectors = np.stack(runner.run(IMAGE, images, batch_sizes))
         logits = runner.backend.logit_scale * image_vectors @ label_vectors.T
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)

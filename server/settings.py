@@ -55,3 +55,7 @@ class ServerSettings(CoreSettings):
             if value > self.max_queue:
                 raise SettingsError(f"{env}={value} is larger than MAX_QUEUE={self.max_queue}: such a request "
                                     f"could never be queued; raise MAX_QUEUE or lower {env}")
+    label_cache_mb: float = setting(
+        "LABEL_CACHE_MB", 32.0,
+        "Bytes the /classify label cache may hold (keys are token ids, ~3 KB an entry at 512-d).",
+        minimum=0)

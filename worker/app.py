@@ -32,7 +32,7 @@ def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     backend.check_weights()  # a missing model fails the worker's boot at once (see server/app.py)
     runner = ModelRunner(backend, settings, name="whisper")
     app.extensions["model_runner"] = runner
-    service = WhisperService(runner, settings)
+    service = WhisperService(runner, settings, reserve=app.extensions["memory_budget"].reserve)
     app.extensions["whisper_service"] = service
     app.extensions["transcriber"] = service.transcriber
     install_health(app, runner.health, service="whisper-worker")

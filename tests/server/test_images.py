@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
-from server.images import ImageSpec, decode_image, load_rgb
+from server.images import ImageSpec, decode_image, estimate_decoded_bytes, load_rgb, reduce_factor
 from tests.media import encode, photo_like
 
 pytestmark = pytest.mark.unit
@@ -121,3 +125,96 @@ def test_garbage_empty_and_truncated_are_400_with_their_own_codes():
             decode_image(data, SPEC, LIMIT)
         codes[label] = refused.value.code
     assert codes == {"garbage": "invalid_image", "empty": "empty_file", "truncated": "truncated_image"}
+
+
+# ---- decode memory: estimated from the header, integer decoding, reduce before converting ----
+
+def _reference_array(data: bytes, spec: ImageSpec = SPEC) -> np.ndarray:
+    """What the model should see: a full-size, full-precision decode (old pipeline), no reducing."""
+    from server.images import _crop_box
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    if image.mode.startswith("I;16"):
+        grey = np.asarray(image, dtype=np.float64) / 65535.0 * 255.0
+        rgb = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), "L").convert("RGB")
+    elif image.mode == "RGBA":
+        pixels = np.asarray(image, dtype=np.float64)
+        alpha = pixels[..., 3:4] / 255.0
+        rgb = Image.fromarray(np.round(pixels[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8), "RGB")
+    else:
+        rgb = image.convert("RGB")
+    resized = rgb.resize((spec.size, spec.size), Image.Resampling.BICUBIC, box=_crop_box(*rgb.size, spec))
+    pixels = np.asarray(resized, dtype=np.float32) / 255.0
+    return ((pixels - 0.5) / 0.5).transpose(2, 0, 1)
+
+
+def _sixteen_bit_grey(width: int, height: int) -> Image.Image:
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    values = (0.5 + 0.25 * np.sin(12 * x) + 0.25 * np.cos(9 * y)) * 65535
+    return Image.fromarray(values.astype(np.uint16))  # mode I;16
+
+
+def _rgba(width: int, height: int) -> Image.Image:
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    pixels = np.empty((height, width, 4), np.uint8)
+    pixels[..., 0] = 127 + 127 * np.sin(11 * x + 3 * y)
+    pixels[..., 1] = 127 + 127 * np.cos(7 * y - 5 * x)
+    pixels[..., 2] = 255 * x * y
+    pixels[..., 3] = 255 * x  # transparent on the left, opaque on the right
+    return Image.fromarray(pixels, "RGBA")
+
+
+def test_decoded_cost_is_estimated_from_the_header_alone():
+    # A PNG that declares 5000 x 5000 and carries no pixels: only a header read can price it.
+    rgb = estimate_decoded_bytes(_png_header_only(5000, 5000), SPEC, LIMIT)
+    assert 5000 * 5000 * 4 <= rgb <= 5000 * 5000 * 4 * 1.3  # Pillow stores RGB in 4 bytes a pixel
+    grey16 = estimate_decoded_bytes(encode(_sixteen_bit_grey(4000, 3000), "PNG", compress_level=1), SPEC, LIMIT)
+    assert 4000 * 3000 <= grey16 <= 4000 * 3000 * 1.6  # decoded straight to 8 bits: ~1 byte a pixel
+    jpeg = estimate_decoded_bytes(encode(Image.new("RGB", (4000, 3000)), "JPEG"), SPEC, LIMIT)
+    assert jpeg < 4000 * 3000  # priced at the DCT-scaled size it will decode to (500 x 375)
+    with pytest.raises(PayloadTooLarge):
+        estimate_decoded_bytes(_png_header_only(8000, 8000), SPEC, LIMIT)
+
+
+@pytest.mark.parametrize("make", [_sixteen_bit_grey, _rgba], ids=["16-bit grey", "RGBA"])
+def test_sixteen_bit_and_alpha_decode_like_a_full_precision_reference(make):
+    data = encode(make(1800, 1350), "PNG")  # 1350 / (2 x 224) -> reduced 3x before resizing
+    out, reference = decode_image(data, SPEC, LIMIT), _reference_array(data)
+    levels = np.abs(out - reference) * 127.5  # back to 0-255 levels
+    assert levels.max() <= 3 and levels.mean() <= 0.6
+
+
+def test_large_images_are_reduced_in_integer_modes_before_converting():
+    assert reduce_factor(6000, 6000, SPEC) == 13 and reduce_factor(1000, 750, SPEC) == 1
+    assert load_rgb(encode(_rgba(2400, 1800), "PNG"), SPEC, LIMIT).size == (600, 450)  # 4x, >= 2 x 224
+
+
+_PEAK_SCRIPT = """
+import resource, sys
+import numpy as np
+from PIL import Image
+from server.images import decode_image
+from tests.server.test_images import SPEC, _sixteen_bit_grey, _rgba
+from tests.media import encode
+image = {"grey16": _sixteen_bit_grey, "rgba": _rgba}[sys.argv[1]](4000, 4000)
+data = encode(image, "PNG", compress_level=1)
+del image
+import gc; gc.collect()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+decode_image(data, SPEC, 40_000_000)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, bytes_per_pixel", [("grey16", 1.5), ("rgba", 5.5)])
+def test_decoding_a_16_megapixel_png_holds_little_more_than_its_pixels(kind, bytes_per_pixel):
+    # In a fresh process, so the peak is this decode's: the old float64 path held ~25 bytes a pixel.
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, kind], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert out.returncode == 0, out.stderr
+    growth = int(out.stdout.split()[-1])
+    assert growth <= 4000 * 4000 * bytes_per_pixel, f"peak grew {growth / 2**20:.0f} MiB"

@@ -151,3 +151,16 @@ def test_cross_request_batch_sizes_appear_in_the_request_logs(fake_whisper_servi
     sizes = [size for line in fake_whisper_service.logs().splitlines() if line.startswith("{")
              for size in json.loads(line).get("batch_sizes", [])]
     assert max(sizes) >= 2
+
+
+@pytest.mark.unit
+def test_decoded_audio_is_charged_to_the_memory_budget_before_decoding():
+    """1 MiB of decode budget: 2 s of audio (64 KB of PCM) fits, 60 s (1.9 MB) is refused with 413."""
+    settings = WorkerSettings.from_env({}, whisper_model="fake", decode_memory_budget_mb=1.0, log_level="WARNING")
+    app = create_app(settings, backend=FakeWhisperBackend(settings))
+    wait_until(lambda: app.extensions["model_runner"].health()[0], timeout_s=60)
+    client = app.test_client()
+    too_long = client.post("/transcribe", data={"audio": (io.BytesIO(wav_bytes(60)), "long.wav")})
+    assert too_long.status_code == 413 and too_long.get_json()["error"]["code"] == "input_too_large_to_decode"
+    short = client.post("/transcribe", data={"audio": (io.BytesIO(wav_bytes(2)), "short.wav")})
+    assert short.status_code == 200 and app.extensions["memory_budget"].snapshot()["in_use_mb"] == 0
