@@ -61,6 +61,8 @@ Options:
   --dry-run                       print each command, shell-quoted, one per line; run none
   --no-traffic --tag NAME         deploy a new revision without traffic, reachable at its tag URL
   --skip-build                    deploy an image already pushed (with --image-tag)
+  --allow-unpinned-base           build even if requirements/base-images.lock holds a tag without
+                                  a digest (scripts/pin-base-images.sh resolves them)
   --image-tag TAG                 image tag to build/deploy (default: UTC time + git commit)
   --api-key-file FILE             add FILE's content (no trailing newline; - for stdin) as the new
                                   API key version in Secret Manager
@@ -399,9 +401,23 @@ vpc_flags() {
   fi
 }
 
+# The base image pinned by digest in requirements/base-images.lock (BASE_REF); refuses a tag-only
+# entry unless --allow-unpinned-base. Checked before anything is created.
+resolve_base_image() {
+  local ref
+  ref=$(sed -n 's/^CUDA_BASE_IMAGE=//p' requirements/base-images.lock)
+  [[ -n $ref ]] || die "requirements/base-images.lock has no CUDA_BASE_IMAGE"
+  if [[ ! $ref =~ @sha256:[0-9a-f]{64}$ ]]; then
+    [[ $ALLOW_UNPINNED_BASE == true ]] || die "base image $ref is not pinned by digest: run scripts/pin-base-images.sh (needs registry access) and commit requirements/base-images.lock, or pass --allow-unpinned-base"
+    log "warning: building from $ref by tag, not pinned by digest (--allow-unpinned-base)"
+  fi
+  BASE_REF=$ref
+}
+
 build_image() {
   local svc=$1 config subs
-  subs="_REGION=$REGION,_REPO=$AR_REPO,_IMAGE=$(cfg "$svc" IMAGE),_TAG=$IMAGE_TAG"
+  [[ -n $BASE_REF ]] || resolve_base_image
+  subs="_REGION=$REGION,_REPO=$AR_REPO,_IMAGE=$(cfg "$svc" IMAGE),_TAG=$IMAGE_TAG,_BASE_IMAGE=$BASE_REF"
   case $svc in
     clip)
       config=cloudbuild_clip.yaml
@@ -551,6 +567,7 @@ cmd_deploy() {
   local targets svc
   targets=$(expand_targets "${1:-all}")  # assigned first: set -e then stops on a bad name
   if [[ $SKIP_BUILD != true ]]; then
+    resolve_base_image
     enable_apis
     ensure_registry
   fi
@@ -566,6 +583,7 @@ cmd_deploy() {
 
 cmd_build() {
   require_target
+  resolve_base_image
   enable_apis
   ensure_registry
   local targets svc
@@ -718,6 +736,7 @@ job_deploy() {
   [[ $tasks =~ ^[1-9][0-9]*$ && $parallelism =~ ^[0-9]+$ ]] || die "job: --tasks must be >= 1 and --parallelism >= 0"
   ((parallelism <= tasks)) || die "job: parallelism $parallelism > tasks $tasks"
   if [[ $SKIP_BUILD != true ]]; then
+    resolve_base_image
     enable_apis
     ensure_registry
   fi
@@ -1051,6 +1070,7 @@ main() {
   DRY_RUN=false ASSUME_YES=false NO_TRAFFIC=false SKIP_BUILD=false
   TRAFFIC_TAG="" IMAGE_TAG=${IMAGE_TAG:-} API_KEY_FILE=${API_KEY_FILE:-} REDIS_URI_FILE=${REDIS_URI_FILE:-}
   JOB_INPUT_ARG="" JOB_OUTPUT_ARG="" JOB_TASKS_ARG="" JOB_PARALLELISM_ARG="" JOB_WAIT=false
+  ALLOW_UNPINNED_BASE=${ALLOW_UNPINNED_BASE:-false} BASE_REF=""
   COST_REQUESTS="" COST_SECONDS="" COST_CONCURRENCY="" COST_CPU="" COST_MEMORY="" COST_MIN_INSTANCES=""
   local positional=()
   while [[ $# -gt 0 ]]; do
@@ -1072,6 +1092,7 @@ main() {
       --tasks) JOB_TASKS_ARG=${2:?}; shift ;;
       --parallelism) JOB_PARALLELISM_ARG=${2:?}; shift ;;
       --wait) JOB_WAIT=true ;;
+      --allow-unpinned-base) ALLOW_UNPINNED_BASE=true ;;
       --zonal-redundancy) GPU_ZONAL_REDUNDANCY=true ;;
       --no-zonal-redundancy) GPU_ZONAL_REDUNDANCY=false ;;
       --requests) COST_REQUESTS=${2:?}; shift ;;
