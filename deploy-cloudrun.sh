@@ -404,9 +404,10 @@ vpc_flags() {
 # The base image pinned by digest in requirements/base-images.lock (BASE_REF); refuses a tag-only
 # entry unless --allow-unpinned-base. Checked before anything is created.
 resolve_base_image() {
-  local ref
-  ref=$(sed -n 's/^CUDA_BASE_IMAGE=//p' requirements/base-images.lock)
-  [[ -n $ref ]] || die "requirements/base-images.lock has no CUDA_BASE_IMAGE"
+  local ref lock=${BASE_IMAGES_LOCK:-requirements/base-images.lock}
+  [[ -r $lock ]] || die "cannot read $lock"
+  ref=$(sed -n 's/^CUDA_BASE_IMAGE=//p' "$lock")
+  [[ -n $ref ]] || die "$lock has no CUDA_BASE_IMAGE"
   if [[ ! $ref =~ @sha256:[0-9a-f]{64}$ ]]; then
     [[ $ALLOW_UNPINNED_BASE == true ]] || die "base image $ref is not pinned by digest: run scripts/pin-base-images.sh (needs registry access) and commit requirements/base-images.lock, or pass --allow-unpinned-base"
     log "warning: building from $ref by tag, not pinned by digest (--allow-unpinned-base)"
