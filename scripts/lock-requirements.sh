@@ -11,7 +11,7 @@
 # images' Python (3.11). The torch family (torch, torchvision, torchaudio, triton, nvidia-*) comes
 # from the base image: it is resolved at the base's versions (requirements/image-torch.txt) and
 # then dropped from the lock, the same family the Dockerfiles freeze with PIP_CONSTRAINT.
-# Run it after any change to requirements/*.txt; tests/shipping/test_locks.py fails until you do.
+# Run it after any change to requirements/*.txt; tests/shipping/test_supply_chain.py fails until you do.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
