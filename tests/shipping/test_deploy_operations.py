@@ -351,3 +351,23 @@ def test_alerts_update_an_existing_policy_instead_of_duplicating_it(tmp_path):
                        f"--policy-from-file=alerts/5xx-ratio.yaml --project={PROJECT} --quiet"]
     assert not any("create" in c and "5xx-ratio" in c for c in calls)
     assert sum("policies create" in c for c in calls) >= 4
+
+
+# ---- settings file -----------------------------------------------------------------------------
+
+def test_deploy_env_example_documents_every_setting_with_its_default():
+    import re
+
+    from tests.shipping.helpers import REPO
+
+    script = (REPO / "deploy-cloudrun.sh").read_text()
+    defaults = dict(re.findall(r'^\s*: "\$\{([A-Z0-9_]+):?=([^}]*)\}"', script, flags=re.M))
+    example = {}
+    for line in (REPO / "deploy.env.example").read_text().splitlines():
+        match = re.match(r"#?([A-Z0-9_]+)=(\S*)", line)
+        if match:
+            example[match.group(1)] = match.group(2)
+    assert set(defaults) - set(example) == set(), "settings missing from deploy.env.example"
+    wrong = {name: (value, example[name]) for name, value in defaults.items()
+             if not (REPO / "deploy.env.example").read_text().count(f"#{name}=") and example[name] != value}
+    assert not wrong, f"deploy.env.example shows another value than the script's default: {wrong}"
