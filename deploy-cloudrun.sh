@@ -364,7 +364,7 @@ ensure_redis_secret() {
   if [[ -n $REDIS_URI_FILE && $REDIS_URI_FILE != "-" && -s $REDIS_URI_FILE ]]; then
     local uri
     uri=$(cat "$REDIS_URI_FILE")
-    [[ $uri =~ ^rediss?:// ]] || die "$REDIS_URI_FILE: expected redis://[:PASSWORD@]HOST:PORT or rediss://..., got $(mask_uri "$uri")"
+    [[ $uri =~ ^(redis|rediss|redis\+[a-z]+|valkey|valkeys)://. ]] || die "$REDIS_URI_FILE: expected redis://[:PASSWORD@]HOST:PORT (or rediss://, redis+sentinel://, ...), got $(mask_uri "$uri")"
     log "Redis URI for secret $REDIS_URI_SECRET: $(mask_uri "$uri")"
   fi
   ensure_secret "$REDIS_URI_SECRET" "$REDIS_URI_FILE" redis-uri
@@ -385,10 +385,13 @@ service_secrets() {
   printf '%s' "$joined"
 }
 
-# VPC egress flags: Direct VPC egress by default, a connector when VPC_CONNECTOR is set. Needed
-# whenever Redis is configured (Memorystore has only a private address) or a network is named.
+# vpc_flags [with-redis]: Direct VPC egress by default, a connector when VPC_CONNECTOR is set.
+# Services need it whenever Redis is configured (Memorystore has only a private address); jobs,
+# which do not use Redis, only when a network is named.
 vpc_flags() {
-  [[ -n $REDIS_URI_SECRET || -n $VPC_NETWORK || -n $VPC_SUBNET || -n $VPC_CONNECTOR ]] || return 0
+  local redis=""
+  [[ ${1:-} != with-redis ]] || redis=$REDIS_URI_SECRET
+  [[ -n $redis || -n $VPC_NETWORK || -n $VPC_SUBNET || -n $VPC_CONNECTOR ]] || return 0
   case $VPC_EGRESS in
     private-ranges-only | all-traffic) ;;
     *) die "VPC_EGRESS must be private-ranges-only or all-traffic, not $VPC_EGRESS" ;;
@@ -514,7 +517,7 @@ deploy_service() {
   else
     args+=(--clear-secrets)
   fi
-  vpc=$(vpc_flags)
+  vpc=$(vpc_flags with-redis)
   for flag in $vpc; do args+=("$flag"); done
   if [[ $ALLOW_UNAUTHENTICATED == true ]]; then
     args+=(--allow-unauthenticated)

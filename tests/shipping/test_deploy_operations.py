@@ -216,6 +216,14 @@ def test_job_identity_reaches_only_its_own_buckets(tmp_path):
     assert not commands(lines, "projects", "add-iam-policy-binding")
 
 
+def test_jobs_join_the_vpc_only_when_a_network_is_named(tmp_path):
+    args = (*TARGET, "job", "worker", "deploy", "--skip-build", "--image-tag", "t1")
+    argv = job_deploy(dry_run_lines(tmp_path, *args, extra_env={**EVENTS_ENV, **REDIS_ENV}))
+    assert not flag_values(argv, "--network") and not flag_values(argv, "--set-secrets")  # jobs use no Redis
+    argv = job_deploy(dry_run_lines(tmp_path, *args, extra_env={"VPC_NETWORK": "inference", "VPC_SUBNET": "jobs"}))
+    assert flag_values(argv, "--network") == ["inference"] and flag_values(argv, "--subnet") == ["jobs"]
+
+
 def test_job_execute_status_logs(tmp_path):
     (execute,) = argvs(dry_run_lines(tmp_path, *TARGET, "job", "clip", "execute", "--input", "gs://a/in/",
                                      "--output", "gs://b/out/", "--tasks", "4", "--wait"))
