@@ -46,8 +46,8 @@ Commands (SERVICE is clip, worker or a Cloud Run service name; default all):
                                  execute   run it (--input SRC --output DST --tasks N override)
                                  status    the job and its recent executions
                                  logs      recent log lines of its tasks
-  triggers clip|worker [KIND..] event sources for the service's /events routes; KIND (default:
-                               pubsub tasks):
+  triggers clip|worker [KIND]   event sources for the service's /events routes; KIND, one or
+                               more (default: pubsub tasks):
                                  pubsub    topic, dead-letter topic, OIDC push subscription to
                                            /events/pubsub, Cloud Storage notification (EVENTS_BUCKET)
                                  eventarc  Eventarc trigger on object finalize -> /events/storage
