@@ -979,8 +979,16 @@ cmd_alerts() {
     local channels=()
     [[ -z $ALERT_CHANNELS ]] || channels=(--notification-channels="$ALERT_CHANNELS")
     if [[ -n $existing ]]; then
+      # An update replaces the whole policy: keep the channels it has unless ALERT_CHANNELS says otherwise.
+      local keep=$ALERT_CHANNELS
+      if [[ -z $keep ]]; then
+        capture_into keep "" gcloud alpha monitoring policies describe "$existing" \
+          --format='value(notificationChannels.join(","))' --project="$PROJECT"
+      fi
+      local set_channels=()
+      [[ -z $keep ]] || set_channels=(--set-notification-channels="$keep")
       run gcloud alpha monitoring policies update "$existing" --policy-from-file="$file" \
-        --project="$PROJECT" --quiet
+        ${set_channels[@]+"${set_channels[@]}"} --project="$PROJECT" --quiet
     else
       run gcloud alpha monitoring policies create --policy-from-file="$file" \
         ${channels[@]+"${channels[@]}"} --project="$PROJECT" --quiet

@@ -339,6 +339,7 @@ FAKE_MONITORING = """#!/bin/bash
 printf '%s\\n' "$*" >> "$GCLOUD_LOG"
 case "$*" in
   *"policies list"*"5xx ratio"*) echo projects/p/alertPolicies/555 ;;
+  *"policies describe projects/p/alertPolicies/555"*) echo projects/p/notificationChannels/7 ;;
 esac
 exit 0
 """
@@ -355,8 +356,10 @@ def test_alerts_update_an_existing_policy_instead_of_duplicating_it(tmp_path):
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
     updates = [c for c in calls if "policies update" in c]
+    # The replacement keeps the channels the policy had (an update replaces the whole policy).
     assert updates == [f"alpha monitoring policies update projects/p/alertPolicies/555 "
-                       f"--policy-from-file=alerts/5xx-ratio.yaml --project={PROJECT} --quiet"]
+                       f"--policy-from-file=alerts/5xx-ratio.yaml "
+                       f"--set-notification-channels=projects/p/notificationChannels/7 --project={PROJECT} --quiet"]
     assert not any("create" in c and "5xx-ratio" in c for c in calls)
     assert sum("policies create" in c for c in calls) >= 4
 

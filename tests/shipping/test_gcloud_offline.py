@@ -36,7 +36,10 @@ BAD_VALUE = (f"gcloud run deploy clip-server --image=us-docker.pkg.dev/{PROJECT}
 BAD_BUILD_CONFIG = "machineType: E2_HIGHCPU_8"
 # Lines the script runs only outside a dry run (an existing alert policy is updated, not duplicated).
 REAL_ONLY = [f"gcloud alpha monitoring policies update projects/{PROJECT}/alertPolicies/123 "
-             f"--policy-from-file=alerts/5xx-ratio.yaml --project={PROJECT} --quiet"]
+             f"--policy-from-file=alerts/5xx-ratio.yaml "
+             f"--set-notification-channels=projects/{PROJECT}/notificationChannels/7 --project={PROJECT} --quiet",
+             f"gcloud alpha monitoring policies describe projects/{PROJECT}/alertPolicies/123 "
+             f"'--format=value(notificationChannels.join(\",\"))' --project={PROJECT}"]
 
 
 def isolated_env(config: str) -> dict[str, str]:
