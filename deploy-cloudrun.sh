@@ -307,11 +307,11 @@ ensure_service_account() {
     --project="$PROJECT" --quiet
 }
 
-# mask_uri URI: the URI with its password replaced by ****, for anything the script prints.
+# mask_uri URI: the URI with its password replaced by *** (as the services log it), for anything printed.
 mask_uri() {
   local uri=$1
   if [[ $uri =~ ^([A-Za-z0-9+.-]+://)([^:@/]*):([^@/]*)@(.*)$ ]]; then
-    printf '%s%s:****@%s' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[4]}"
+    printf '%s%s:***@%s' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[4]}"
   else
     printf '%s' "$uri"
   fi
@@ -700,20 +700,22 @@ bucket_of() {
   esac
 }
 
-# grant_buckets SA INPUT OUTPUT: read on the input's bucket, read/write on the output's, nothing else.
-# roles/storage.objectUser (not objectCreator) on the output: resumable jobs and retried events
-# overwrite their failures file and partial shards, which needs delete.
+# grant_buckets SA INPUT OUTPUT WRITE_ROLES: read on the input's bucket, WRITE_ROLES (space-separated)
+# on the output's, nothing else and nowhere else.
 grant_buckets() {
-  local sa=$1 input_bucket output_bucket
+  local sa=$1 input_bucket output_bucket role
   input_bucket=$(bucket_of "$2")
   output_bucket=$(bucket_of "$3")
-  if [[ -n $input_bucket && $input_bucket != "$output_bucket" ]]; then
+  if [[ -n $input_bucket ]]; then
     run gcloud storage buckets add-iam-policy-binding "gs://$input_bucket" --member="serviceAccount:$sa" \
       --role=roles/storage.objectViewer --project="$PROJECT" --quiet
   fi
   if [[ -n $output_bucket ]]; then
-    run gcloud storage buckets add-iam-policy-binding "gs://$output_bucket" --member="serviceAccount:$sa" \
-      --role=roles/storage.objectUser --project="$PROJECT" --quiet
+    for role in $4; do
+      [[ $role != roles/storage.objectViewer || -z $input_bucket || $input_bucket != "$output_bucket" ]] || continue
+      run gcloud storage buckets add-iam-policy-binding "gs://$output_bucket" --member="serviceAccount:$sa" \
+        --role="$role" --project="$PROJECT" --quiet
+    done
   fi
 }
 
@@ -745,7 +747,8 @@ job_deploy() {
     ensure_registry
   fi
   ensure_sa JOB_SERVICE_ACCOUNT "$JOB_SA_NAME" "Cloud Run GPU inference jobs"
-  grant_buckets "$JOB_SERVICE_ACCOUNT" "$input" "$output"
+  # objectUser on the output: a retried task rewrites its failures file, and overwriting needs delete.
+  grant_buckets "$JOB_SERVICE_ACCOUNT" "$input" "$output" roles/storage.objectUser
   [[ $SKIP_BUILD == true ]] || build_image "$svc"
   local pairs=("MODELS_DIR=/models" "HF_HUB_OFFLINE=1" "MAX_BATCH_SIZE=$(cfg "$svc" MAX_BATCH_SIZE)")
   case $svc in
@@ -935,8 +938,10 @@ cmd_triggers() {
   done
   run gcloud services enable "${unique[@]}" --project="$PROJECT" --quiet
   [[ -n $SERVICE_ACCOUNT ]] || SERVICE_ACCOUNT="$RUN_SA_NAME@$PROJECT.iam.gserviceaccount.com"
-  # The service reads the uploads and writes results: its runtime identity gets those two buckets.
-  grant_buckets "$SERVICE_ACCOUNT" "gs://$(cfg "$svc" EVENTS_BUCKET)" "$(cfg "$svc" EVENTS_OUTPUT)"
+  # The service reads the uploads and writes results create-only (a redelivered event finds its
+  # result and keeps it): viewer on the uploads, creator + viewer on the results, nothing more.
+  grant_buckets "$SERVICE_ACCOUNT" "gs://$(cfg "$svc" EVENTS_BUCKET)" "$(cfg "$svc" EVENTS_OUTPUT)" \
+    "roles/storage.objectCreator roles/storage.objectViewer"
   ensure_invoker "$name"
   local url
   capture_into url https://SERVICE-URL gcloud run services describe "$name" --project="$PROJECT" \

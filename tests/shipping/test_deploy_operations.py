@@ -84,7 +84,7 @@ def test_redis_uri_comes_from_secret_manager_with_vpc_egress_and_its_password_is
                         "--redis-uri-file", str(redis_file), extra_env=REDIS_ENV)
     assert result.returncode == 0, result.stderr
     assert PASSWORD not in result.stdout + result.stderr
-    assert "redis://:****@10.0.0.3:6379/0" in result.stderr  # what was stored, masked
+    assert "redis://:***@10.0.0.3:6379/0" in result.stderr  # what was stored, masked
     lines = result.stdout.splitlines()
     assert (f"gcloud secrets versions add gpu-inference-redis-uri --data-file={redis_file} "
             f"--project={PROJECT} --quiet") in lines
@@ -298,10 +298,12 @@ def test_trigger_roles_are_least_privilege(trigger_lines):
     # The invoker may call this one service; it is the only holder of run.invoker.
     assert [(r, m) for r, m, role in granted if role == "roles/run.invoker"] == [
         ("run services whisper-worker", invoker)]
-    # The service's identity reads the upload bucket and writes the results bucket, nothing wider.
+    # The service's identity reads the upload bucket and creates results (create-only writes, so
+    # no delete, no overwrite), nothing wider.
     assert {(r, role) for r, m, role in granted if m == runtime} == {
         ("storage buckets gs://audio-uploads", "roles/storage.objectViewer"),
-        ("storage buckets gs://inference-results", "roles/storage.objectUser")}
+        ("storage buckets gs://inference-results", "roles/storage.objectCreator"),
+        ("storage buckets gs://inference-results", "roles/storage.objectViewer")}
     # Project-wide grants only where Eventarc offers nothing narrower.
     project_wide = {(m, role) for r, m, role in granted if r.startswith("projects ")}
     assert project_wide == {(invoker, "roles/eventarc.eventReceiver"),
