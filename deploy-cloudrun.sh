@@ -95,9 +95,13 @@ quote() {
   fi
 }
 
+# Values never printed (the API key when a trigger must carry it): print_cmd shows *** instead.
+MASKED=()
+
 print_cmd() {
-  local out="" arg
+  local out="" arg secret
   for arg in "$@"; do out+="${out:+ }$(quote "$arg")"; done
+  for secret in ${MASKED[@]+"${MASKED[@]}"}; do out=${out//"$secret"/***}; done
   printf '%s\n' "$out"
 }
 
@@ -109,6 +113,24 @@ run() {
   else
     log "+ $(print_cmd "$@")"
     "$@"
+  fi
+}
+
+# describe_create_or_update DESCRIBE... -- CREATE... -- UPDATE...: converge an existing resource
+# to the settings (a rotated key, a changed rate). A dry run prints the describe and the create.
+describe_create_or_update() {
+  local describe=() create=()
+  while [[ $1 != "--" ]]; do describe+=("$1"); shift; done
+  shift
+  while [[ $1 != "--" ]]; do create+=("$1"); shift; done
+  shift
+  if [[ $DRY_RUN == true ]]; then
+    print_cmd "${describe[@]}"
+    print_cmd "${create[@]}"
+  elif "${describe[@]}" >/dev/null 2>&1; then
+    run "$@"
+  else
+    run "${create[@]}"
   fi
 }
 
@@ -850,12 +872,17 @@ triggers_pubsub() {
   describe_or_create gcloud pubsub subscriptions describe "$dead-sub" --project="$PROJECT" -- \
     gcloud pubsub subscriptions create "$dead-sub" --topic="$dead" --message-retention-duration=7d \
     --labels=app=gpu-inference --project="$PROJECT" --quiet
-  describe_or_create gcloud pubsub subscriptions describe "$sub" --project="$PROJECT" -- \
-    gcloud pubsub subscriptions create "$sub" --topic="$topic" \
-    --push-endpoint="$url/events/pubsub" --push-auth-service-account="$INVOKER_SERVICE_ACCOUNT" \
-    --ack-deadline="$PUBSUB_ACK_DEADLINE_S" --min-retry-delay=10s --max-retry-delay=600s \
-    --dead-letter-topic="$dead" --max-delivery-attempts="$PUBSUB_MAX_DELIVERY_ATTEMPTS" \
-    --labels=app=gpu-inference --project="$PROJECT" --quiet
+  # A push cannot add headers (its Authorization carries the OIDC token): with an API key, the
+  # service takes it as ?token= on /events/ routes.
+  local endpoint="$url/events/pubsub"
+  [[ -z $TRIGGER_KEY ]] || endpoint+="?token=$TRIGGER_KEY"
+  local settings=(--push-endpoint="$endpoint" --push-auth-service-account="$INVOKER_SERVICE_ACCOUNT"
+    --ack-deadline="$PUBSUB_ACK_DEADLINE_S" --min-retry-delay=10s --max-retry-delay=600s
+    --dead-letter-topic="$dead" --max-delivery-attempts="$PUBSUB_MAX_DELIVERY_ATTEMPTS")
+  describe_create_or_update gcloud pubsub subscriptions describe "$sub" --project="$PROJECT" -- \
+    gcloud pubsub subscriptions create "$sub" --topic="$topic" "${settings[@]}" \
+    --labels=app=gpu-inference --project="$PROJECT" --quiet -- \
+    gcloud pubsub subscriptions update "$sub" "${settings[@]}" --project="$PROJECT" --quiet
   # Pub/Sub's own agent signs the OIDC tokens and moves messages to the dead-letter topic.
   run gcloud iam service-accounts add-iam-policy-binding "$INVOKER_SERVICE_ACCOUNT" \
     --member="serviceAccount:$pubsub_agent" --role=roles/iam.serviceAccountTokenCreator \
@@ -904,16 +931,18 @@ triggers_eventarc() {
 
 triggers_tasks() {
   local name=$1 url=$2
-  # Tasks carry an OIDC token of the invoker identity (queue-wide override), so whoever enqueues
-  # needs only roles/cloudtasks.enqueuer, not access to the service.
-  describe_or_create \
+  # Tasks carry an OIDC token of the invoker identity and the API key (queue-wide overrides), so
+  # whoever enqueues needs only roles/cloudtasks.enqueuer, neither access to the service nor the key.
+  local settings=(--max-dispatches-per-second="$TASKS_MAX_DISPATCHES_PER_SECOND"
+    --max-concurrent-dispatches="$TASKS_MAX_CONCURRENT_DISPATCHES"
+    --max-attempts="$TASKS_MAX_ATTEMPTS" --min-backoff=10s --max-backoff=300s
+    --http-oidc-service-account-email-override="$INVOKER_SERVICE_ACCOUNT"
+    --http-oidc-token-audience-override="$url")
+  [[ -z $TRIGGER_KEY ]] || settings+=(--http-header-override="X-API-Key: $TRIGGER_KEY")
+  describe_create_or_update \
     gcloud tasks queues describe "$name-tasks" --location="$REGION" --project="$PROJECT" -- \
-    gcloud tasks queues create "$name-tasks" --location="$REGION" \
-    --max-dispatches-per-second="$TASKS_MAX_DISPATCHES_PER_SECOND" \
-    --max-concurrent-dispatches="$TASKS_MAX_CONCURRENT_DISPATCHES" \
-    --max-attempts="$TASKS_MAX_ATTEMPTS" --min-backoff=10s --max-backoff=300s \
-    --http-oidc-service-account-email-override="$INVOKER_SERVICE_ACCOUNT" \
-    --http-oidc-token-audience-override="$url" --project="$PROJECT" --quiet
+    gcloud tasks queues create "$name-tasks" --location="$REGION" "${settings[@]}" --project="$PROJECT" --quiet -- \
+    gcloud tasks queues update "$name-tasks" --location="$REGION" "${settings[@]}" --project="$PROJECT" --quiet
 }
 
 cmd_triggers() {
@@ -932,6 +961,11 @@ cmd_triggers() {
       *) die "triggers: unknown kind $kind (pubsub, eventarc, tasks)" ;;
     esac
   done
+  # Eventarc can send neither a header nor a query token: the service must not require the key.
+  if [[ " ${kinds[*]} " == *" eventarc "* ]]; then
+    [[ -z $API_KEY_SECRET ]] || die "eventarc cannot send the API key: use 'triggers $svc pubsub' (a storage notification), or deploy $name with API_KEY_SECRET= and ALLOW_UNAUTHENTICATED=false (IAM only)"
+    [[ -n $(cfg "$svc" EVENTS_BUCKET) ]] || die "eventarc needs $(printf '%s' "$svc" | tr '[:lower:]' '[:upper:]')_EVENTS_BUCKET (a bucket in $REGION)"
+  fi
   local api unique=()
   for api in "${apis[@]}"; do
     [[ " ${unique[*]-} " == *" $api "* ]] || unique+=("$api")
@@ -947,6 +981,14 @@ cmd_triggers() {
   capture_into url https://SERVICE-URL gcloud run services describe "$name" --project="$PROJECT" \
     --region="$REGION" --format=value\(status.url\)
   [[ -n $url ]] || die "service $name has no URL: deploy it first"
+  # With an API key the pushes must carry it; read from Secret Manager, never printed (***).
+  TRIGGER_KEY=""
+  if [[ -n $API_KEY_SECRET ]]; then
+    capture_into TRIGGER_KEY API_KEY gcloud secrets versions access latest --secret="$API_KEY_SECRET" \
+      --project="$PROJECT"
+    [[ -n $TRIGGER_KEY ]] || die "secret $API_KEY_SECRET has no enabled version"
+    [[ $DRY_RUN == true ]] || MASKED+=("$TRIGGER_KEY")
+  fi
   PROJECT_NUMBER=""
   for kind in "${kinds[@]}"; do
     case $kind in

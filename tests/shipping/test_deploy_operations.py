@@ -250,7 +250,9 @@ def test_job_refuses_bad_input(tmp_path):
 @pytest.fixture(scope="module")
 def trigger_lines(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("triggers")
-    return dry_run_lines(tmp, *TARGET, "triggers", "worker", "pubsub", "eventarc", "tasks", extra_env=EVENTS_ENV)
+    # Eventarc cannot send the API key, so this deployment is IAM-only (no key).
+    return dry_run_lines(tmp, *TARGET, "triggers", "worker", "pubsub", "eventarc", "tasks",
+                         extra_env={**EVENTS_ENV, "API_KEY_SECRET": ""})
 
 
 def test_pubsub_push_subscription_is_oidc_authenticated_with_a_dead_letter_topic(trigger_lines):
@@ -318,8 +320,9 @@ def test_default_triggers_without_a_bucket_skip_storage(tmp_path):
     assert commands(lines, "pubsub", "subscriptions", "create") and commands(lines, "tasks", "queues", "create")
     assert not commands(lines, "storage", "buckets", "notifications", "create")
     assert not commands(lines, "eventarc", "triggers", "create")
-    result = run_deploy(tmp_path, "--dry-run", *TARGET, "triggers", "clip", "eventarc")
-    assert result.returncode != 0 and "CLIP_EVENTS_BUCKET" in result.stderr
+    result = run_deploy(tmp_path, "--dry-run", *TARGET, "triggers", "clip", "eventarc",
+                        extra_env={"API_KEY_SECRET": ""})
+    assert result.returncode != 0 and "CLIP_EVENTS_BUCKET" in result.stderr and not result.stdout
     assert run_deploy(tmp_path, "--dry-run", *TARGET, "triggers", "clip", "kafka").returncode != 0
 
 
@@ -384,3 +387,45 @@ def test_deploy_env_example_documents_every_setting_with_its_default():
     wrong = {name: (value, example[name]) for name, value in defaults.items()
              if not (REPO / "deploy.env.example").read_text().count(f"#{name}=") and example[name] != value}
     assert not wrong, f"deploy.env.example shows another value than the script's default: {wrong}"
+
+
+def test_with_an_api_key_pushes_carry_it_and_eventarc_is_refused(tmp_path):
+    lines = dry_run_lines(tmp_path, *TARGET, "triggers", "clip")
+    (access,) = commands(lines, "secrets", "versions", "access")
+    assert access[4:6] == ["latest", "--secret=gpu-inference-api-key"]
+    (sub,) = [a for a in commands(lines, "pubsub", "subscriptions", "create") if flag_values(a, "--push-endpoint")]
+    assert flag_values(sub, "--push-endpoint") == ["https://SERVICE-URL/events/pubsub?token=API_KEY"]
+    (queue,) = commands(lines, "tasks", "queues", "create")
+    assert flag_values(queue, "--http-header-override") == ["X-API-Key: API_KEY"]
+    result = run_deploy(tmp_path, "--dry-run", *TARGET, "triggers", "clip", "pubsub", "eventarc",
+                        extra_env={"CLIP_EVENTS_BUCKET": "photos"})
+    assert result.returncode != 0 and "eventarc cannot send the API key" in result.stderr and not result.stdout
+
+
+FAKE_TRIGGERS = """#!/bin/bash
+printf '%s\\n' "$*" >> "$GCLOUD_LOG"
+case "$*" in
+  *"secrets versions access"*) printf '%s' "$THE_KEY" ;;
+  *"format=value(status.url)"*) echo https://clip-server-abc123-uc.a.run.app ;;
+  *"format=value(projectNumber)"*) echo 123456789012 ;;
+  *" describe "*) exit 1 ;;
+esac
+exit 0
+"""
+
+
+def test_real_triggers_pass_the_key_to_gcloud_but_never_print_it(tmp_path):
+    key = "f00dfeedc0ffee0123456789abcdef42"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(FAKE_TRIGGERS)
+    (bin_dir / "gcloud").chmod(0o755)
+    log = tmp_path / "gcloud.log"
+    result = run_deploy(tmp_path, *TARGET, "triggers", "clip", extra_env={
+        "PATH": f"{bin_dir}:/usr/bin:/bin", "GCLOUD_LOG": str(log), "THE_KEY": key})
+    assert result.returncode == 0, result.stderr
+    assert key not in result.stdout + result.stderr
+    assert "token=***" in result.stderr and "X-API-Key: ***" in result.stderr
+    calls = log.read_text()
+    assert f"--push-endpoint=https://clip-server-abc123-uc.a.run.app/events/pubsub?token={key}" in calls
+    assert "service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com" in calls
