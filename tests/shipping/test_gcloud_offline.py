@@ -39,7 +39,18 @@ REAL_ONLY = [f"gcloud alpha monitoring policies update projects/{PROJECT}/alertP
              f"--policy-from-file=alerts/5xx-ratio.yaml "
              f"--set-notification-channels=projects/{PROJECT}/notificationChannels/7 --project={PROJECT} --quiet",
              f"gcloud alpha monitoring policies describe projects/{PROJECT}/alertPolicies/123 "
-             f"'--format=value(notificationChannels.join(\",\"))' --project={PROJECT}"]
+             f"'--format=value(notificationChannels.join(\",\"))' --project={PROJECT}",
+             # A rerun of `triggers` updates the push subscription and the queue it finds.
+             f"gcloud pubsub subscriptions update clip-server-events-push "
+             f"'--push-endpoint=https://clip-server-abc-uc.a.run.app/events/pubsub?token=KEY' "
+             f"--push-auth-service-account=gpu-inference-invoker@{PROJECT}.iam.gserviceaccount.com --ack-deadline=600 "
+             f"--min-retry-delay=10s --max-retry-delay=600s --dead-letter-topic=clip-server-events-dead-letter "
+             f"--max-delivery-attempts=5 --project={PROJECT} --quiet",
+             f"gcloud tasks queues update clip-server-tasks --location=us-central1 --max-dispatches-per-second=5 "
+             f"--max-concurrent-dispatches=16 --max-attempts=5 --min-backoff=10s --max-backoff=300s "
+             f"--http-oidc-service-account-email-override=gpu-inference-invoker@{PROJECT}.iam.gserviceaccount.com "
+             f"--http-oidc-token-audience-override=https://clip-server-abc-uc.a.run.app "
+             f"'--http-header-override=X-API-Key: KEY' --project={PROJECT} --quiet"]
 
 
 def isolated_env(config: str) -> dict[str, str]:
