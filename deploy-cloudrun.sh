@@ -903,7 +903,7 @@ triggers_pubsub() {
   local existing
   capture_into existing "" gcloud storage buckets notifications list "gs://$bucket" \
     --format=value\(topic\) --project="$PROJECT"
-  if [[ $DRY_RUN != true && $existing == *"/topics/$topic"* ]]; then
+  if [[ $DRY_RUN != true && $'\n'$existing$'\n' == *"/topics/$topic"$'\n'* ]]; then
     log "exists: notification of gs://$bucket to $topic"
   else
     run "${notify[@]}"
