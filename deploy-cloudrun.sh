@@ -171,12 +171,13 @@ load_settings() {
   : "${STARTUP_PROBE_PERIOD_S:=10}"
   : "${STARTUP_PROBE_FAILURE_THRESHOLD:=24}"
   : "${STARTUP_PROBE_TIMEOUT_S:=5}"
-  # Liveness: /livez answers from the web server alone (no model, no batcher), so 4 misses x 15 s
-  # mean the process itself is wedged; Cloud Run then replaces the instance. Empty path = no probe.
+  # Liveness: /livez is answered by the gunicorn worker's main loop (never queued behind busy
+  # threads) and fails only when the instance is wedged (dead/hung batcher, or no answer at all);
+  # 3 misses x 10 s and Cloud Run replaces the instance. The service README's values. Empty = off.
   : "${LIVENESS_PROBE_PATH=/livez}"
-  : "${LIVENESS_PROBE_PERIOD_S:=15}"
-  : "${LIVENESS_PROBE_FAILURE_THRESHOLD:=4}"
-  : "${LIVENESS_PROBE_TIMEOUT_S:=5}"
+  : "${LIVENESS_PROBE_PERIOD_S:=10}"
+  : "${LIVENESS_PROBE_FAILURE_THRESHOLD:=3}"
+  : "${LIVENESS_PROBE_TIMEOUT_S:=2}"
   # Secrets beside the API key: each empty = not used. The Redis URI carries a password, so it
   # reaches the services only through --set-secrets (never --set-env-vars).
   : "${REDIS_URI_SECRET:=}"
