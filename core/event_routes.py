@@ -48,8 +48,13 @@ def is_permanent(err: ServiceError) -> bool:
     return 400 <= err.status < 500 and err.status not in (408, 429)
 
 
-def install_events(app: Flask, job: EventJob) -> None:
-    """Register the event routes with the app's job function."""
+def install_events(app: Flask, job: EventJob, namespace: str) -> None:
+    """Register the event routes with the app's job function; results go below <output>/<namespace>/.
+
+    The namespace ("clip", "whisper") keeps two services that share an EVENTS_OUTPUT (and get the
+    same bucket's notifications) apart: the worker's "not audio" record for a photo must not read
+    as the CLIP server's finished result for it, nor the other way round.
+    """
     bp = Blueprint("events", __name__)
 
     @bp.post("/events/pubsub")
@@ -63,7 +68,7 @@ def install_events(app: Flask, job: EventJob) -> None:
         body = request.get_json(force=True, silent=True)
         if body is None:
             raise InvalidInput("send a JSON body: a Pub/Sub push envelope or a job", code="invalid_event")
-        return _answer(lambda: event_from_request(body), job, _message_id(body))
+        return _answer(lambda: event_from_request(body), job, _message_id(body), namespace)
 
     @bp.post("/events/storage")
     @operation("An Eventarc CloudEvent google.cloud.storage.object.v1.finalized (binary or structured mode)",
@@ -73,7 +78,7 @@ def install_events(app: Flask, job: EventJob) -> None:
     def eventarc():
         """An Eventarc CloudEvent for a Cloud Storage object (binary or structured mode)."""
         return _answer(lambda: event_from_cloudevent(request.headers, request.get_data()), job,
-                       request.headers.get("ce-id", ""))
+                       request.headers.get("ce-id", ""), namespace)
 
     app.register_blueprint(bp)
 
@@ -83,7 +88,7 @@ def _message_id(body) -> str:
     return str(message.get("messageId") or "") if isinstance(message, dict) else ""
 
 
-def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str):
+def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str, namespace: str):
     settings: CoreSettings = current_app.extensions["settings"]
     if not settings.events_output:
         raise NotReady("events are off: set EVENTS_OUTPUT to a directory or gs:// prefix",
@@ -94,9 +99,10 @@ def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str):
     except Ignored as ignored:
         return _done({"status": "ignored", "reason": ignored.reason}, event_id, started)
     except PoisonEvent as err:
-        return _done(_fail(_failed_record(settings, event_id), err, {"event_id": event_id}), event_id, started)
+        return _done(_fail(_failed_record(settings, event_id, namespace), err, {"event_id": event_id}), event_id,
+                     started)
     try:
-        body = process(event, job, settings)
+        body = process(event, job, settings, namespace)
     except ServiceError as err:  # transient: the non-2xx answer makes Pub/Sub / Eventarc / Cloud Tasks retry
         log.warning("event %s retry: %s", event.event_id, err.message, extra={"event": {
             "event_id": event.event_id, "status": "retry", "source": event.source, "input": event.input,
@@ -115,14 +121,14 @@ def _done(body: dict, event_id: str, started: float, event: ObjectEvent | None =
     return jsonify(body), 200
 
 
-def _failed_record(settings: CoreSettings, event_id: str) -> str:
-    """Where a failure with no object generation to name it goes: _failed/<message id>.error.json."""
+def _failed_record(settings: CoreSettings, event_id: str, namespace: str) -> str:
+    """Where a failure with no object generation to name it goes: <namespace>/_failed/<message id>.error.json."""
     # A bare job (Cloud Tasks, curl) has no message id: a random one keeps records apart.
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in event_id)[:200] or f"job-{uuid.uuid4().hex}"
-    return storage.join(settings.events_output, "_failed", f"{name}.{FAILURE}")
+    return storage.join(settings.events_output, namespace, "_failed", f"{name}.{FAILURE}")
 
 
-def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
+def process(event: ObjectEvent, job: EventJob, settings: CoreSettings, namespace: str) -> dict:
     """Run one object event to a written result or failure record; transient errors propagate."""
     output = event.output or settings.events_output
     for prefix in {settings.events_output, output}:
@@ -133,7 +139,8 @@ def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
         _check_output(output, settings)
         _check_key(output, key)
     except ServiceError as err:
-        return _fail(_failed_record(settings, event.event_id), err, {"input": event.input, "event_id": event.event_id})
+        return _fail(_failed_record(settings, event.event_id, namespace), err,
+                     {"input": event.input, "event_id": event.event_id})
     if not storage.is_gcs(source) and storage.is_below(source, os.path.realpath(storage.local_path(output))):
         return {"status": "ignored", "reason": f"{event.input} resolves to a file under the output {output}"}
     generation = event.generation
@@ -142,7 +149,7 @@ def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
         if generation is None:
             generation = storage.stat(source).generation
             meta["generation"] = generation
-        base = storage.join(output, f"{key}@{generation}")
+        base = storage.join(output, namespace, f"{key}@{generation}")
         for suffix, status in ((RESULT, "exists"), (FAILURE, "failed_before")):
             if storage.exists(f"{base}.{suffix}"):
                 return {"status": "skipped", "reason": status, "generation": generation,
@@ -152,8 +159,8 @@ def process(event: ObjectEvent, job: EventJob, settings: CoreSettings) -> dict:
     except ServiceError as err:
         if not is_permanent(err):
             raise
-        record = (f"{storage.join(output, f'{key}@{generation}')}.{FAILURE}" if generation
-                  else _failed_record(settings, event.event_id))
+        record = (f"{storage.join(output, namespace, f'{key}@{generation}')}.{FAILURE}" if generation
+                  else _failed_record(settings, event.event_id, namespace))
         return {**_fail(record, err, {**meta, "event_id": event.event_id}), "generation": generation}
     written = []
     # Everything else first, the .json last: its presence means the whole result is there.

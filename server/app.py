@@ -36,7 +36,7 @@ def create_app(settings: ServerSettings | None = None, backend: ClipBackend | No
     app.register_blueprint(bp)
     app.register_blueprint(openai_bp)
     install_openapi(app, "CLIP embedding server", "Embeddings and zero-shot classification with a CLIP model.")
-    install_events(app, image_job(service))
+    install_events(app, image_job(service), namespace="clip")
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()
     return app

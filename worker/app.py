@@ -40,7 +40,7 @@ def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     app.register_blueprint(bp)
     app.register_blueprint(openai_bp)
     install_openapi(app, "Whisper transcription worker", "Speech to text with faster-whisper (CTranslate2).")
-    install_events(app, audio_job(service))
+    install_events(app, audio_job(service), namespace="whisper")
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()
     return app

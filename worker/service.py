@@ -28,7 +28,6 @@ class WhisperService:
 
     def options(self, raw: Mapping[str, list]) -> TranscribeOptions:
         """Validate raw option fields (form, query or JSON, each a list of values); raises 4xx."""
-        self.runner.batcher.ensure_accepting()  # 503 while loading: the checks read the loaded model
         backend = self.runner.backend
         return parse_options(raw, multilingual=backend.multilingual, model_name=backend.name,
                              default_beam_size=self.settings.default_beam_size)

@@ -145,9 +145,12 @@ class BlockingBackend(FakeClipBackend):
 def test_a_full_async_queue_answers_429_with_retry_after(receiver):
     BlockingBackend.gate.clear()
     client = make_client(receiver, backend=BlockingBackend, async_workers=1, async_queue=2)
-    statuses = [client.post("/embed", data={"text": f"t{n}", "callback_url": receiver.url()}).status_code
-                for n in range(3)]
-    wait_until(lambda: client.application.extensions["async_jobs"]._queue.qsize() == 2, 5)  # one runs, two wait
+    queue = client.application.extensions["async_jobs"]._queue
+    statuses = [client.post("/embed", data={"text": "t0", "callback_url": receiver.url()}).status_code]
+    wait_until(lambda: queue.qsize() == 0, 5)  # the one job thread has taken it (and waits at the gate)
+    statuses += [client.post("/embed", data={"text": f"t{n}", "callback_url": receiver.url()}).status_code
+                 for n in (1, 2)]
+    assert queue.qsize() == 2  # one runs, two wait: the queue is full
     full = client.post("/embed", data={"text": "t9", "callback_url": receiver.url()})
     BlockingBackend.gate.set()
     assert statuses == [202, 202, 202]

@@ -38,7 +38,8 @@ def total(samples: dict, name: str, **labels) -> float:
 
 
 def test_metrics_add_up_both_workers_and_move_with_traffic(tmp_path):
-    env = {"CLIP_MODEL": "fake", "WEB_WORKERS": "2", "WEB_THREADS": "4", "API_KEY": "k", "MAX_QUEUE": "4"}
+    env = {"CLIP_MODEL": "fake", "WEB_WORKERS": "2", "WEB_THREADS": "4", "API_KEY": "k", "MAX_QUEUE": "4",
+           "MAX_INPUTS": "4", "MAX_LABELS": "4"}
     with run_service("server", env, tmp_path) as service:
         wait_until(lambda: service.logs().count("clip-server ready") == 2, 30)  # both workers loaded
         assert requests.get(service.url + "/metrics", timeout=5).status_code == 401

@@ -74,8 +74,8 @@ def finalized(bucket: str, name: str, generation: str, event_type="google.cloud.
 
 
 def result_of(out, relative: str) -> tuple[str, dict]:
-    """The single .json result written for ``relative`` (any generation)."""
-    matches = [p for p in storage.list_prefix(str(out)) if p.startswith(os.path.join(str(out), relative + "@"))
+    """The single .json result the CLIP server wrote for ``relative`` (any generation)."""
+    matches = [p for p in storage.list_prefix(str(out)) if p.startswith(os.path.join(str(out), "clip", relative + "@"))
                and p.endswith(".json") and not p.endswith(".error.json")]
     assert len(matches) == 1, storage.list_prefix(str(out))
     return matches[0], json.loads(storage.read_bytes(matches[0]))
@@ -138,7 +138,7 @@ def test_file_inputs_outside_the_root_are_refused(client, dirs, make_input, code
     assert answer.status_code == 200  # acknowledged: redelivering it cannot help
     body = answer.get_json()
     assert body["status"] == "failed" and body["error"]["code"] == code, body
-    assert body["record"] == os.path.join(str(out), "_failed", "evil.error.json")
+    assert body["record"] == os.path.join(str(out), "clip", "_failed", "evil.error.json")
     record = json.loads(storage.read_bytes(body["record"]))
     assert record["error"]["code"] == code
     # Nothing but the failure record was written: the secret was never embedded.
@@ -213,7 +213,7 @@ def test_poison_messages_are_acknowledged_with_a_record(client, dirs, data):
     answer = client.post("/events/pubsub", json=push(data=data, message_id="poison-1"))
     assert answer.status_code == 200
     body = answer.get_json()
-    assert body["status"] == "failed" and body["record"] == str(out / "_failed" / "poison-1.error.json")
+    assert body["status"] == "failed" and body["record"] == str(out / "clip" / "_failed" / "poison-1.error.json")
     assert json.loads(storage.read_bytes(body["record"]))["event_id"] == "poison-1"
     first = storage.read_bytes(body["record"])
     os.utime(body["record"], ns=(1, 1))
@@ -269,7 +269,7 @@ def test_a_busy_model_answers_429_and_the_redelivery_succeeds(dirs):
     for flag in (BlockingBackend.hold, BlockingBackend.entered, BlockingBackend.release):
         flag.clear()
     app, client = make_app(BlockingBackend, events_output=str(out), events_input_root=str(root),
-                           max_batch_size=1, max_queue=1, max_wait_ms=0)
+                           max_batch_size=1, max_queue=1, max_wait_ms=0, max_inputs=1, max_labels=1)
     BlockingBackend.hold.set()
     job = push({"input": (root / "photos" / "red.jpg").as_uri()})
     first = threading.Thread(target=lambda: app.test_client().post("/events/pubsub", json=job))
@@ -336,7 +336,7 @@ def test_pubsub_push_with_an_oidc_header_passes_the_api_key_as_token(dirs):
 def test_bare_jobs_that_fail_get_records_of_their_own(client, dirs):
     _, out = dirs
     records = {client.post("/events/pubsub", json={"input": 5}).get_json()["record"] for _ in range(2)}
-    assert len(records) == 2 and all(r.startswith(str(out / "_failed" / "job-")) for r in records)
+    assert len(records) == 2 and all(r.startswith(str(out / "clip" / "_failed" / "job-")) for r in records)
 
 
 def test_events_output_needs_a_bucket():
@@ -355,7 +355,7 @@ def test_object_names_cannot_climb_out_of_a_local_output(client, dirs):
             "bucketId": "uploads", "objectId": name, "eventType": "OBJECT_FINALIZE", "objectGeneration": "3"},
             message_id=f"climb-{n}")).get_json()
         assert body["status"] == "failed" and body["error"]["code"] == "invalid_input", body
-        assert body["record"] == str(out / "_failed" / f"climb-{n}.error.json")
+        assert body["record"] == str(out / "clip" / "_failed" / f"climb-{n}.error.json")
     assert not [p for p in (out.parent, out.parent.parent, out.parent.parent.parent) if list(p.glob("escape*"))]
 
 

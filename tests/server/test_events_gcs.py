@@ -31,7 +31,7 @@ def test_eventarc_cloudevents_in_both_modes(gcs_client, bucket, mode):
         assert headers["content-type"] == "application/cloudevents+json"
     answer = gcs_client.post("/events/storage", headers=headers, data=body)
     assert answer.status_code == 200, answer.get_json()
-    expected = f"gs://{bucket}/results/{bucket}/uploads/red.jpg@{generation}.json"
+    expected = f"gs://{bucket}/results/clip/{bucket}/uploads/red.jpg@{generation}.json"
     assert answer.get_json()["results"] == [expected]
     result = json.loads(storage.read_bytes(expected))
     assert result["input"] == f"gs://{bucket}/uploads/red.jpg" and result["generation"] == generation
@@ -49,7 +49,7 @@ def test_storage_notification_for_a_missing_object_is_recorded(gcs_client, bucke
         "bucketId": bucket, "objectId": "uploads/gone.jpg", "eventType": "OBJECT_FINALIZE",
         "objectGeneration": "42", "payloadFormat": "JSON_API_V1"})).get_json()
     assert body["status"] == "failed" and body["error"]["code"] == "object_not_found"
-    assert body["record"] == f"gs://{bucket}/results/{bucket}/uploads/gone.jpg@42.error.json"
+    assert body["record"] == f"gs://{bucket}/results/clip/{bucket}/uploads/gone.jpg@42.error.json"
     assert storage.exists(body["record"])
 
 

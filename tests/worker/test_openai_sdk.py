@@ -119,11 +119,13 @@ def test_translation_on_a_multilingual_model_asks_the_service_for_task_translate
 
 
 def test_requests_while_the_model_loads_are_503_not_ready():
-    """Options are checked against the loaded model (multilingual or not), so before it loads the
-    answer is 503 with Retry-After, not a crash."""
+    """Before the model loads the answer is 503 with Retry-After, not a crash; what the model's declared
+    facts already rule out (translating with an English-only model) is a 400 at once."""
     settings = WorkerSettings.from_env({}, whisper_model="tiny.en", log_level="ERROR")
     client = create_app(settings, backend=NeverLoads(settings)).test_client()
-    for route in ("/v1/audio/translations", "/v1/audio/transcriptions", "/transcribe"):
+    for route in ("/v1/audio/transcriptions", "/transcribe"):
         response = client.post(route, data={"file": (io.BytesIO(b"audio"), "a.wav")})
         assert response.status_code == 503 and response.get_json()["error"]["code"] == "not_ready", route
         assert response.headers["Retry-After"] == "5"
+    response = client.post("/v1/audio/translations", data={"file": (io.BytesIO(b"audio"), "a.wav")})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_option"
