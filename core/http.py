@@ -12,7 +12,6 @@ from core.errors import register_error_handlers
 from core.limits import install_body_limits, install_rate_limits
 from core.liveness import install_liveness
 from core.logs import configure_logging, install_request_logging
-from core.memory import tune_malloc
 from core.metrics import install_metrics
 from core.settings import CoreSettings
 
@@ -20,7 +19,6 @@ from core.settings import CoreSettings
 def build_app(import_name: str, settings: CoreSettings) -> Flask:
     """A Flask app with the shared middleware installed; the service adds its routes."""
     configure_logging(settings.log_level)
-    tune_malloc()  # in each worker process, after fork: freed decode buffers go back to the OS
     app = Flask(import_name)
     app.json.sort_keys = False  # keep response keys in the documented order
     app.json.compact = True

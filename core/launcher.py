@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from core.memory import malloc_env
-
 
 def options_to_env(options: dict[str, object]) -> None:
     """Put the CLI options that were given into the environment the settings are read from."""
@@ -26,7 +24,5 @@ def exec_gunicorn(package: str, app_uri: str) -> None:
     """Exec gunicorn with ``<package>/gunicorn_conf.py`` serving ``app_uri``."""
     config = Path(__file__).resolve().parent.parent / package / "gunicorn_conf.py"
     argv = [sys.executable, "-m", "gunicorn", "--config", str(config), app_uri]
-    # glibc reads MALLOC_* once, at the first allocation: set them before gunicorn starts.
-    os.environ.update(malloc_env())
     sys.stdout.flush()
     os.execv(sys.executable, argv)

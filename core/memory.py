@@ -3,14 +3,17 @@
 - ``container_memory_limit`` reads the cgroup limit (v2 ``memory.max``, v1
   ``memory.limit_in_bytes``), falling back to physical RAM: Cloud Run enforces the cgroup limit
   and kills the whole instance when it is crossed.
-- ``tune_malloc`` caps glibc's malloc arenas and fixes the mmap threshold. With 16-32 request
-  threads glibc creates up to 8 x cores arenas, and its *dynamic* mmap threshold rises after the
-  first large free, so later image and audio buffers (Pillow allocates 16 MiB blocks) land in
-  arenas that are never returned: the issue measured 4.4 GiB still held after 16 large PNGs.
-  A fixed threshold keeps every buffer >= 1 MiB in its own mapping, unmapped on free.
-- ``release_freed_memory`` calls ``malloc_trim(0)`` after a large request for what remains
-  in the arenas. The bench (bench/abuse_bench.py) measures the retained RSS with and without
-  (``MALLOC_TUNING=off`` turns all three off, for that measurement only).
+- ``release_freed_memory`` calls ``malloc_trim(0)`` after a large request (a big decode or
+  body): glibc otherwise keeps freed blocks in its arenas, and the issue measured 4.4 GiB still
+  held after 16 large PNGs. The bench (bench/abuse_bench.py) measures the retained RSS with and
+  without it (``MALLOC_TUNING=off`` turns it off, for that measurement only).
+
+Measured and rejected: capping the arenas (``M_ARENA_MAX=2``) and fixing the mmap threshold at
+1 MiB. They kept retained memory near zero, but a fixed threshold (and setting any threshold
+turns glibc's dynamic one off) makes every tensor of 1 MiB or more in a model forward pass an
+mmap, munmap and fresh page faults: side by side, the Whisper worker fell from 1.03x to 0.85x
+the bare model on the long recording and the CLIP server from 0.80x to 0.70x at concurrency 32.
+``malloc_trim`` after large requests alone keeps the abuse targets (README, Performance).
 """
 
 from __future__ import annotations
@@ -22,25 +25,6 @@ import os
 from pathlib import Path
 
 log = logging.getLogger("core.memory")
-
-# mallopt() parameter numbers from glibc's malloc.h.
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
-
-# Allocations at or above this size get their own mmap and go back to the OS on free. 1 MiB
-# costs nothing measurable (a decoded 224 px image is 0.6 MiB) and covers every image/PCM buffer.
-MMAP_THRESHOLD_BYTES = 1024 * 1024
-ARENA_MAX = 2  # two arenas: request threads contend a little on malloc, memory stays bounded
-TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
-
-# The same choices as environment variables, for processes started by our launcher (they apply
-# from the first allocation; tune_malloc repeats them in each worker in case another launcher ran it).
-MALLOC_ENV = {
-    "MALLOC_ARENA_MAX": str(ARENA_MAX),
-    "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES),
-    "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES),
-}
 
 _CGROUP_V2 = Path("/sys/fs/cgroup/memory.max")
 _CGROUP_V1 = Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")
@@ -89,28 +73,8 @@ def _libc():
 _LIBC = _libc()
 
 
-def tune_malloc() -> bool:
-    """Apply the arena cap and fixed mmap/trim thresholds to this process; False off glibc."""
-    if _LIBC is None or os.environ.get("MALLOC_TUNING", "on") == "off":  # off: only to measure it
-        return False
-    ok = all(_LIBC.mallopt(param, value) == 1 for param, value in (
-        (M_ARENA_MAX, ARENA_MAX), (M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
-        (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)))
-    if not ok:
-        log.warning("mallopt refused a setting; freed memory may stay in malloc arenas")
-    return ok
-
-
 def release_freed_memory() -> bool:
     """Return free memory at the top of glibc's arenas to the OS (``malloc_trim(0)``)."""
     if _LIBC is None or os.environ.get("MALLOC_TUNING", "on") == "off":
         return False
     return bool(_LIBC.malloc_trim(0))
-
-
-def malloc_env(environ: dict | None = None) -> dict[str, str]:
-    """MALLOC_* variables to add to a child's environment (values already set win)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("MALLOC_TUNING", "on") == "off":
-        return {}
-    return {name: value for name, value in MALLOC_ENV.items() if name not in environ}
