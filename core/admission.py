@@ -33,7 +33,8 @@ log = logging.getLogger("core.admission")
 AUTO_BUDGET_FRACTION = 0.25
 # gunicorn's master exports the resolved worker count here (core.gunicorn_conf).
 WORKER_COUNT_ENV = "GUNICORN_WORKER_PROCESSES"
-# After a request that held this much, hand freed memory back to the OS (malloc_trim).
+# Once requests holding this much in all have finished, hand freed memory back to the OS
+# (malloc_trim): after one large request, or when a burst of smaller ones has drained.
 TRIM_AFTER_BYTES = 64 * 1024 * 1024
 MIB = 1024 * 1024
 
@@ -50,6 +51,7 @@ class MemoryBudget:
         self.in_use = 0
         self.peak = 0
         self.refused = 0
+        self._released_since_trim = 0
         self._cond = threading.Condition()
 
     @contextmanager
@@ -69,8 +71,16 @@ class MemoryBudget:
         finally:
             with self._cond:
                 self.in_use -= nbytes
+                if nbytes >= self.trim_after_bytes // 8:  # small decodes reuse what they freed: no trims
+                    self._released_since_trim += nbytes
+                # Trim after a large request, or when a burst has drained (16 concurrent 35 MiB
+                # decodes each stay under the threshold but leave 350 MiB in glibc's arenas).
+                trim = nbytes >= self.trim_after_bytes or (
+                    self.in_use == 0 and self._released_since_trim >= self.trim_after_bytes)
+                if trim:
+                    self._released_since_trim = 0
                 self._cond.notify_all()
-            if nbytes >= self.trim_after_bytes:
+            if trim:
                 release_freed_memory()
 
     def _acquire(self, nbytes: int) -> None:

@@ -118,3 +118,23 @@ def test_json_depth_is_bounded_and_never_a_recursion_error():
     with pytest.raises(InvalidInput) as refused:
         loads_bounded(b'{"a": ', 32)
     assert refused.value.code == "invalid_json"
+
+
+def test_memory_is_trimmed_after_a_large_request_or_once_a_burst_of_small_ones_drains(monkeypatch):
+    import core.admission
+
+    trims = []
+    monkeypatch.setattr(core.admission, "release_freed_memory", lambda: trims.append(1))
+    budget = MemoryBudget(100 * MIB, trim_after_bytes=64 * MIB)
+    for _ in range(20):
+        with budget.reserve(7 * MIB):
+            pass
+    assert trims == []  # small requests, however many: nothing worth a trim
+    with budget.reserve(40 * MIB):
+        with budget.reserve(40 * MIB):
+            pass
+        assert trims == []  # the burst is still running
+    assert trims == [1]  # 90 MiB released in all and nothing in use: trimmed once
+    with budget.reserve(70 * MIB):
+        pass
+    assert trims == [1, 1]
