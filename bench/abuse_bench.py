@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 from PIL import Image
 
-from bench.harness import ROOT, free_port, multipart, python
+from bench.harness import ROOT, RssSampler, free_port, multipart, python, tree_rss
 
 SAMPLE_S = 0.02
 SETTLE_S = 2.0
@@ -40,46 +39,6 @@ TARGETS = {
     "16-bit PNG": (400, None), "RGBA PNG": (400, None), "16 x 16-bit PNG at once": (2048, 300),
     "1 h silence FLAC": (300, None), "8 x 1 h FLAC at once": (1536, None),
 }
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants."""
-    total = 0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-class PeakSampler:
-    """Peak tree RSS every 20 ms while active."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
-            time.sleep(SAMPLE_S)
-
-    def __enter__(self):
-        self.peak = tree_rss(self.pid)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 @dataclass
@@ -98,7 +57,7 @@ def measure(name: str, pid: int, send: Callable[[], list[int]]) -> Case:
     time.sleep(SETTLE_S)
     before = tree_rss(pid)
     started = time.monotonic()
-    with PeakSampler(pid) as sampler:
+    with RssSampler(pid, interval_s=SAMPLE_S) as sampler:
         statuses = send()
         elapsed = time.monotonic() - started
         time.sleep(SETTLE_S)  # after the answer: trims and frees land here

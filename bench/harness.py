@@ -34,31 +34,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class RssSampler:
-    """Peak resident memory of a process and its children, sampled every 50 ms."""
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (0 once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
 
-    def __init__(self, pid: int | None = None):
-        self.process = psutil.Process(pid or os.getpid())
+
+class RssSampler:
+    """Peak resident memory of a process and its children, sampled every ``interval_s``."""
+
+    def __init__(self, pid: int | None = None, interval_s: float = 0.05):
+        self.pid = pid or os.getpid()
+        self.interval_s = interval_s
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _total(self) -> int:
-        total = 0
-        for proc in [self.process, *self.process.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
-            time.sleep(0.05)
+            self.peak = max(self.peak, tree_rss(self.pid))
+            time.sleep(self.interval_s)
 
     def __enter__(self):
-        self.peak = self._total()
+        self.peak = tree_rss(self.pid)
         self._thread.start()
         return self
 
