@@ -15,21 +15,19 @@ import base64
 import http.client
 import io
 import json
-import os
 import socket
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from bench.harness import ROOT, RssSampler, free_port, multipart, python, tree_rss
+from bench.harness import ROOT, RssSampler, multipart, python, serve, tree_rss
 
 SAMPLE_S = 0.02
 SETTLE_S = 2.0
@@ -162,39 +160,9 @@ def silence_flac(path: Path, seconds: int = 3600) -> bytes:
 
 # ---- services ---------------------------------------------------------------------------------
 
-@contextmanager
 def service(package: str, root: Path, env: dict[str, str], timeout_s: float = 600):
     """``python -m package`` from checkout ``root`` on a free port; yields (port, pid)."""
-    port = free_port()
-    log_dir = ROOT / "bench" / "results"
-    log_dir.mkdir(exist_ok=True)
-    log = open(log_dir / f"abuse-{package}.log", "wb")
-    full_env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "WARNING", **env}
-    process = subprocess.Popen([python(), "-m", package], cwd=root, env=full_env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{package} exited early; see bench/results/abuse-{package}.log")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{package} not ready in {timeout_s} s")
-            time.sleep(0.25)
-        yield port, process.pid
-    finally:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-        log.close()
+    return serve([python(), "-m", package], env, f"abuse-{package}", timeout_s=timeout_s, cwd=root)
 
 
 def clip_cases(root: Path, env: dict[str, str], concurrent: bool = True) -> list[Case]:

@@ -80,13 +80,14 @@ class RssSampler:
 
 
 @contextmanager
-def serve(argv: list[str], env: dict[str, str], name: str, ready_path: str = "/health", timeout_s: float = 300):
-    """Start a server process on a free port; yields (base URL host, port, pid)."""
+def serve(argv: list[str], env: dict[str, str], name: str, ready_path: str = "/health", timeout_s: float = 300,
+          cwd: Path = ROOT):
+    """Start a server process (in checkout ``cwd``) on a free port; yields (port, pid)."""
     port = free_port()
     argv = [part.replace("{port}", str(port)) for part in argv]
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     log = open(ROOT / "bench" / "results" / f"{name.replace(' ', '_')}.log", "wb")
-    process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PORT": str(port), "LOG_LEVEL": "WARNING", **env},
+    process = subprocess.Popen(argv, cwd=cwd, env={**os.environ, "PORT": str(port), "LOG_LEVEL": "WARNING", **env},
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout_s
