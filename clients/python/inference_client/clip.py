@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -34,14 +33,9 @@ class ClipClient:
     """
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0, **options):
-        url = url or os.environ.get("CLIP_SERVER_URL")
-        if not url:
-            from inference_client.errors import ConfigurationError
-
-            raise ConfigurationError("CLIP_SERVER_URL is not set: pass url= or set it to the CLIP server's URL "
-                                     "(http://localhost:5001 locally, the Cloud Run URL in production)")
-        api_key = api_key if api_key is not None else os.environ.get("CLIP_SERVER_API_KEY")
-        self.http = HttpClient(url, api_key, timeout=timeout, **options)
+        self.http = HttpClient.from_env(url, api_key, "CLIP_SERVER_URL", "CLIP_SERVER_API_KEY",
+                                        "the CLIP server's URL (http://localhost:5001 locally, the Cloud Run "
+                                        "URL in production)", timeout=timeout, **options)
 
     def embed(self, images: Sequence[Media] = (), texts: Sequence[str] = ()) -> Embeddings:
         """Embed images (paths, bytes or binary files) and texts in one request."""

@@ -61,6 +61,15 @@ class HttpClient:
     the service sends it (never longer than ``max_retry_wait_s``: a longer wait raises instead).
     """
 
+    @classmethod
+    def from_env(cls, url: str | None, api_key: str | None, url_env: str, key_env: str, missing_hint: str,
+                 **options) -> HttpClient:
+        """A client for ``url`` or ``$url_env`` (with ``api_key`` or ``$key_env``); a clear error when unset."""
+        url = url or os.environ.get(url_env)
+        if not url:
+            raise ConfigurationError(f"{url_env} is not set: pass url= or set it to {missing_hint}")
+        return cls(url, api_key if api_key is not None else os.environ.get(key_env), **options)
+
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 60.0,
                  connect_timeout: float = 5.0, max_retries: int = 2, max_retry_wait_s: float = 30.0,
                  backoff_s: float = 0.5):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from inference_client.errors import ConfigurationError
 from inference_client.http import HttpClient, Media, read_media
 
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
@@ -43,12 +41,9 @@ class WhisperClient:
     """
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 600.0, **options):
-        url = url or os.environ.get("WHISPER_WORKER_URL")
-        if not url:
-            raise ConfigurationError("WHISPER_WORKER_URL is not set: pass url= or set it to the worker's URL "
-                                     "(http://localhost:8080 locally)")
-        api_key = api_key if api_key is not None else os.environ.get("WHISPER_WORKER_API_KEY")
-        self.http = HttpClient(url, api_key, timeout=timeout, **options)
+        self.http = HttpClient.from_env(url, api_key, "WHISPER_WORKER_URL", "WHISPER_WORKER_API_KEY",
+                                        "the worker's URL (http://localhost:8080 locally)", timeout=timeout,
+                                        **options)
 
     def transcribe(self, audio: Media, response_format: str = "json", *, language: str | None = None,
                    task: str | None = None, word_timestamps: bool | None = None, vad_filter: bool | None = None,
