@@ -19,7 +19,7 @@ class ServerSettings(CoreSettings):
     clip_model: str = setting(
         "CLIP_MODEL", "demo",
         "open_clip architecture (ViT-B-32, ViT-L-14, ...), hf:ORG/NAME for transformers, demo "
-        "(the embedded shapes model) or fake (hash vectors, for tests).")
+        "(the embedded shapes model), fake (hash vectors, for tests) or sim:ARCH (a simulated GPU, benchmarks).")
     clip_pretrained: str | None = setting(
         "CLIP_PRETRAINED", None,
         "open_clip weights tag (openai, laion2b_s34b_b79k, ...), a local checkpoint path, or "
