@@ -77,7 +77,8 @@ def run_service(package: str, env: dict[str, str], tmp_path: Path, ready_timeout
                 response = requests.get(service.url + "/health", timeout=2)
                 if response.status_code == 200 or not expect_ready:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Refused or slow: still starting (three workers loading models share two cores).
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{package} not ready after {ready_timeout_s} s:\n{service.logs()}")

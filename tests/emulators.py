@@ -57,7 +57,7 @@ def _start(argv: list[str], probe: str, log_path: Path, env: dict | None = None,
         try:
             requests.get(probe, timeout=1)
             return process
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # refused or slow: still starting
             pass
         if time.monotonic() > deadline:
             _stop(process)
