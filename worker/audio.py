@@ -4,8 +4,8 @@
   duration: an hour is 115 MB, not the 230 MB of float32 plus a second copy to join the pieces.
   ``to_float`` converts a slice (a VAD block, one 30 s chunk) when the model needs it, exactly as
   faster-whisper's own ``decode_audio`` does (s16 / 32768).
-- ``estimate_decoded_bytes`` tells the memory an upload will need from its header alone, before
-  any decoding, so an admission budget can refuse it first.
+- ``AudioUpload`` opens the upload once and tells the memory it will need from its header alone,
+  before any decoding, so an admission budget can refuse it first; ``decode()`` then reads it.
 
 - The duration limit is checked from the container's metadata before decoding, so an hour-long
   upload over the limit is refused in milliseconds; when a container does not say how long it
@@ -53,31 +53,65 @@ def to_float(pcm: np.ndarray) -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0
 
 
-def estimate_decoded_bytes(data: bytes, max_seconds: float | None = None) -> int:
-    """Bytes the decoded PCM of an upload will take (duration x 16000 x 2), from its header only.
+class AudioUpload:
+    """An opened upload: its declared length (memory to reserve) now, its samples on ``decode()``.
 
-    Containers that do not declare a duration are charged ``max_seconds`` (what decoding would
-    stop at); bytes that are not media are charged nothing (decoding refuses them at once).
+    One FFmpeg open serves both: probing a container reads and decodes its first packets, which
+    costs about as much as decoding a short clip, so the estimate must not open it a second time.
+    Use as a context manager (the container is closed on exit).
     """
-    if not data or _looks_like_image(data):
-        return 0
-    try:
-        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                return 0
-            seconds = _declared_seconds(container, container.streams.audio[0])
-    except (av.error.FFmpegError, ValueError, IndexError, OSError):
-        return 0
-    if seconds is None:
-        seconds = max_seconds or 0.0
-    elif max_seconds is not None:
-        seconds = min(seconds, max_seconds)
-    return int(seconds * SAMPLE_RATE) * BYTES_PER_SAMPLE
+
+    def __init__(self, data: bytes, max_seconds: float):
+        if not data:
+            raise InvalidInput("the audio file is empty", code="empty_file")
+        if _looks_like_image(data):
+            raise UnsupportedMedia("this is an image, not audio; send wav, mp3, flac, ogg/opus, m4a, webm or mp4")
+        try:
+            self.container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+        except (av.error.FFmpegError, ValueError, IndexError, OSError) as err:
+            raise InvalidInput(f"not a decodable audio or video file ({type(err).__name__})",
+                               code="invalid_audio") from None
+        if not self.container.streams.audio:
+            found = ", ".join(sorted({s.type for s in self.container.streams})) or "nothing"
+            self.container.close()
+            raise InvalidInput(f"the file has no audio stream (found: {found})", code="no_audio_stream")
+        self.max_seconds = max_seconds
+        self.stream = self.container.streams.audio[0]
+        self.declared = _declared_seconds(self.container, self.stream)
+        if self.declared is not None and self.declared > max_seconds:
+            self.container.close()
+            raise PayloadTooLarge(f"audio is {self.declared:.0f} s long; the limit is {max_seconds:.0f} s "
+                                  "(MAX_AUDIO_SECONDS)", code="audio_too_long")
 
     @property
-    def duration(self) -> float:
-        """Seconds of audio."""
-        return len(self.samples) / SAMPLE_RATE
+    def decoded_bytes(self) -> int:
+        """Bytes the decoded PCM will take (duration x 16000 x 2), from the header alone.
+
+        A container that does not declare its duration is charged ``max_seconds``: what decoding
+        would stop at.
+        """
+        seconds = self.max_seconds if self.declared is None else self.declared
+        return int(seconds * SAMPLE_RATE) * BYTES_PER_SAMPLE
+
+    def decode(self) -> DecodedAudio:
+        """The whole stream as 16 kHz mono int16 (raises 4xx for undecodable or too long audio).
+
+        Closes the container: the request holds only the PCM from here on.
+        """
+        try:
+            decoded = _decode_stream(self.container, self.stream, self.max_seconds, self.declared)
+        finally:
+            self.container.close()
+        if self.declared is not None and decoded.duration < self.declared - 1.0:
+            decoded.warnings.append(f"decoded {decoded.duration:.1f} s of the {self.declared:.1f} s the file "
+                                    "declares; it may be truncated")
+        return decoded
+
+    def __enter__(self) -> AudioUpload:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
 
 
 def _looks_like_image(data: bytes) -> bool:
@@ -94,29 +128,8 @@ def _declared_seconds(container, stream) -> float | None:
 
 def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
     """Upload bytes -> DecodedAudio; raises InvalidInput / UnsupportedMedia / PayloadTooLarge."""
-    if not data:
-        raise InvalidInput("the audio file is empty", code="empty_file")
-    if _looks_like_image(data):
-        raise UnsupportedMedia("this is an image, not audio; send wav, mp3, flac, ogg/opus, m4a, webm or mp4")
-    try:
-        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
-    except (av.error.FFmpegError, ValueError, IndexError, OSError) as err:
-        raise InvalidInput(f"not a decodable audio or video file ({type(err).__name__})",
-                           code="invalid_audio") from None
-    with container:
-        if not container.streams.audio:
-            found = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
-            raise InvalidInput(f"the file has no audio stream (found: {found})", code="no_audio_stream")
-        stream = container.streams.audio[0]
-        declared = _declared_seconds(container, stream)
-        if declared is not None and declared > max_seconds:
-            raise PayloadTooLarge(f"audio is {declared:.0f} s long; the limit is {max_seconds:.0f} s "
-                                  "(MAX_AUDIO_SECONDS)", code="audio_too_long")
-        decoded = _decode_stream(container, stream, max_seconds, declared)
-    if declared is not None and decoded.duration < declared - 1.0:
-        decoded.warnings.append(f"decoded {decoded.duration:.1f} s of the {declared:.1f} s the file "
-                                "declares; it may be truncated")
-    return decoded
+    with AudioUpload(data, max_seconds) as upload:
+        return upload.decode()
 
 
 class _PcmBuffer:

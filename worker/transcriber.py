@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from core.backend import Job, ModelRunner
-from worker.audio import decode_audio, estimate_decoded_bytes
+from worker.audio import AudioUpload
 from worker.fallback import best_attempt, next_temperature
 from worker.formats import Transcript
 from worker.options import TranscribeOptions
@@ -54,9 +54,9 @@ class Transcriber:
         with self.runner.job(batch_sizes) as job:  # 503 while loading; one deadline from here on
             # MEMORY BUDGET: the one place a request's decoded-audio memory is reserved, from the
             # header alone and before decoding (core/admission.py's MemoryBudget.reserve).
-            with self.reserve(estimate_decoded_bytes(data, max_seconds)):
+            with AudioUpload(data, max_seconds) as upload, self.reserve(upload.decoded_bytes):
                 with job.preparing():  # batches being built wait for this request's first chunk
-                    decoded = decode_audio(data, max_seconds)
+                    decoded = upload.decode()
                     prepared: PreparedAudio = self.backend.prepare(decoded, options.vad_filter)
                     first = self.backend.preprocess(None, (prepared, prepared.plans[0])) if prepared.plans else None
                 return self._transcribe(job, decoded.warnings, prepared, first, options)

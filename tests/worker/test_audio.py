@@ -43,9 +43,23 @@ def test_decoded_size_is_estimated_from_the_header_before_decoding(speech, monke
 
     monkeypatch.setattr(audio, "_decode_stream", must_not_decode)
     eleven_minutes = speech.over_limit.read_bytes()  # 660 s of Opus in a few KB
-    assert audio.estimate_decoded_bytes(eleven_minutes) == pytest.approx(660 * 16000 * 2, rel=0.001)
-    assert audio.estimate_decoded_bytes(eleven_minutes, max_seconds=600) == 600 * 16000 * 2
-    assert audio.estimate_decoded_bytes(b"not audio at all" * 10) == 0
+    with audio.AudioUpload(eleven_minutes, max_seconds=700) as upload:
+        assert upload.decoded_bytes == pytest.approx(660 * 16000 * 2, rel=0.001)
+    monkeypatch.setattr(audio, "_declared_seconds", lambda *_args: None)
+    with audio.AudioUpload(eleven_minutes, max_seconds=600) as upload:  # no duration: charged the limit
+        assert upload.decoded_bytes == 600 * 16000 * 2
+
+
+def test_the_upload_is_opened_once_for_the_estimate_and_the_decode(speech, monkeypatch):
+    # Probing a container decodes its first packets: a second open per request cost the worker
+    # 6% of its throughput on short clips (issue 7's regression check).
+    opened = []
+    real_open = audio.av.open
+    monkeypatch.setattr(audio.av, "open", lambda *args, **kwargs: opened.append(1) or real_open(*args, **kwargs))
+    with audio.AudioUpload(speech.stereo_44k.read_bytes(), max_seconds=600) as upload:
+        assert upload.decoded_bytes > 0
+        assert upload.decode().duration > 3
+    assert len(opened) == 1
 
 
 def test_long_audio_decodes_into_one_compact_buffer(tmp_path):
