@@ -37,6 +37,34 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _logs_written_by_the_end_of_each_test():
+    """A test's queued log lines reach its own captured output, not the next test's or the terminal."""
+    yield
+    logs = sys.modules.get("core.logs")  # not imported by tests that never build an app
+    if logs is not None:
+        logs.flush_logs()
+
+
+@pytest.fixture
+def capsys(capsys):
+    """pytest's capsys, but ``readouterr`` first waits for queued log lines to reach stdout.
+
+    core/logs.py writes log lines on a thread of its own, so a line logged during a request can
+    still be queued when the response is back; tests that read the log wait for it here.
+    """
+    from core.logs import flush_logs
+
+    read = capsys.readouterr
+
+    def readouterr():
+        flush_logs()
+        return read()
+
+    capsys.readouterr = readouterr
+    return capsys
+
+
 def free_port() -> int:
     """An unused TCP port on loopback."""
     with socket.socket() as sock:
