@@ -37,13 +37,30 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True)
-def _logs_written_by_the_end_of_each_test():
-    """A test's queued log lines reach its own captured output, not the next test's or the terminal."""
-    yield
+def _write_queued_logs() -> None:
     logs = sys.modules.get("core.logs")  # not imported by tests that never build an app
     if logs is not None:
         logs.flush_logs()
+
+
+# A phase's queued log lines are written before pytest stops capturing it (trylast: innermost, so
+# inside the capture plugin's wrapper), not to the terminal or the next test's output.
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_setup(item):
+    yield
+    _write_queued_logs()
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_call(item):
+    yield
+    _write_queued_logs()
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    _write_queued_logs()
 
 
 @pytest.fixture
