@@ -64,6 +64,9 @@ class Backend(Protocol):
         """Model name, device, dim and the like, for /health and logs."""
 
 
+# Preprocesses all raws of one kind at once (e.g. on a pool) -> one item per raw, in order.
+PreprocessAll = Callable[[Sequence[Any]], Sequence[Any]]
+
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("model_job", default=None)
 
 
@@ -244,21 +247,36 @@ class ModelRunner:
             _current_job.reset(token)
             job.close()
 
-    def run(self, kind: Hashable, raws: Sequence[Any], batch_sizes: list[int] | None = None) -> list[Any]:
+    def run(self, kind: Hashable, raws: Sequence[Any], batch_sizes: list[int] | None = None,
+            preprocess_all: PreprocessAll | None = None) -> list[Any]:
         """preprocess (this thread) -> batched forward (model thread) -> postprocess (this thread)."""
-        return self.run_many({kind: raws}, batch_sizes)[kind]
+        return self.run_many({kind: raws}, batch_sizes, {kind: preprocess_all} if preprocess_all else None)[kind]
 
-    def run_many(self, raws_by_kind: dict[Hashable, Sequence[Any]],
-                 batch_sizes: list[int] | None = None) -> dict[Hashable, list[Any]]:
-        """Like ``run`` for several kinds at once: all are queued before waiting on any."""
+    def run_many(self, raws_by_kind: dict[Hashable, Sequence[Any]], batch_sizes: list[int] | None = None,
+                 preprocessors: dict[Hashable, PreprocessAll] | None = None) -> dict[Hashable, list[Any]]:
+        """Like ``run`` for several kinds at once: all are queued before waiting on any.
+
+        ``preprocessors`` maps a kind to a function that preprocesses all of its raws at once (one
+        item per raw, in order), e.g. on a thread pool; other kinds go through
+        ``backend.preprocess`` one by one on this thread.
+        """
+        preprocessors = preprocessors or {}
         with self.job(batch_sizes) as job:
             with job.preparing():
-                items = {kind: [self.backend.preprocess(kind, raw) for raw in raws]
+                items = {kind: self._preprocess(kind, raws, preprocessors.get(kind))
                          for kind, raws in raws_by_kind.items() if raws}
             futures = {kind: job.submit(kind, batch) for kind, batch in items.items()}
             results = {kind: [self.backend.postprocess(kind, out) for out in job.gather(queued)]
                        for kind, queued in futures.items()}
         return {kind: results.get(kind, []) for kind in raws_by_kind}
+
+    def _preprocess(self, kind: Hashable, raws: Sequence[Any], preprocess_all: PreprocessAll | None) -> list[Any]:
+        if preprocess_all is None:
+            return [self.backend.preprocess(kind, raw) for raw in raws]
+        items = list(preprocess_all(raws))
+        if len(items) != len(raws):
+            raise RuntimeError(f"preprocessing returned {len(items)} items for {len(raws)} inputs")
+        return items
 
     def health(self) -> tuple[bool, str | None, dict]:
         """(ready, reason, details) for /health."""

@@ -61,8 +61,14 @@ def _post_worker_init(worker) -> None:
 
 def _worker_exit(server, worker) -> None:
     from core.async_jobs import gunicorn_worker_exit
+    from core.logs import stop_logging
 
-    gunicorn_worker_exit(server, worker)
+    try:
+        gunicorn_worker_exit(server, worker)
+    finally:
+        # Last: the drain above logs too. Queued lines are written before the worker process ends.
+        stop_logging()
+
 def prepare_metrics_dir(environ=os.environ) -> str:
     """Point PROMETHEUS_MULTIPROC_DIR at an empty directory (a new one when unset); returns it.
 

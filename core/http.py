@@ -14,12 +14,14 @@ from core.liveness import install_liveness
 from core.logs import configure_logging, install_request_logging
 from core.metrics import install_metrics
 from core.settings import CoreSettings
+from core.uploads import InMemoryUploadsRequest
 
 
 def build_app(import_name: str, settings: CoreSettings) -> Flask:
     """A Flask app with the shared middleware installed; the service adds its routes."""
     configure_logging(settings.log_level)
     app = Flask(import_name)
+    app.request_class = InMemoryUploadsRequest  # uploads up to MAX_REQUEST_MB stay in memory
     app.json.sort_keys = False  # keep response keys in the documented order
     app.json.compact = True
     if settings.trusted_proxies:

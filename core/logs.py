@@ -4,16 +4,26 @@ Cloud Logging reads ``severity``, ``message``, ``httpRequest`` and
 ``logging.googleapis.com/trace`` from each JSON line written to stdout, so request logs group
 under their trace in the console. Request bodies, headers and keys are never logged: the request
 line carries method, path, status, latency and batch sizes only.
+
+Request threads never write to stdout themselves: they format their line (JSON, extras,
+traceback, trace id, all while the request and its exception are still at hand) and queue it; one
+writer thread (a ``QueueListener``) does the writing. A slow or full stdout pipe (the log agent
+falling behind) then delays log lines, not responses. ``stop_logging`` writes out what is queued;
+it runs at exit and in gunicorn's worker_exit, so no line is lost at SIGTERM.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import queue
 import re
 import sys
+import threading
 import time
+from logging.handlers import QueueHandler, QueueListener
 
 from flask import Flask, g, has_request_context, request
 
@@ -76,20 +86,106 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
+class _Preformatted(logging.Formatter):
+    """The writer's formatter: the line was already formatted (as JSON) by the thread that logged it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.msg
+
+
+class _QueuedJsonHandler(QueueHandler):
+    """The root handler: formats each record as a JSON line and queues it for the writer thread.
+
+    The queue is unbounded on purpose: a bounded one would make request threads wait (or drop
+    lines) exactly when stdout is slow. Before ``start`` and after ``stop`` (and in a forked child,
+    where the writer thread does not exist) lines are written directly, so none is ever lost.
+    """
+
+    def __init__(self):
+        super().__init__(queue.Queue())
+        self.setFormatter(JsonFormatter())
+        self.addFilter(_TraceFilter())  # here, on the logging thread: the request context is there
+        self.writer = _StdoutHandler()
+        self.writer.setFormatter(_Preformatted())
+        self.listener = QueueListener(self.queue, self.writer)
+        self.queued = False
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # handle() holds self.lock around emit(), and stop() flips ``queued`` under the same lock:
+        # no line can be queued behind the listener's stop sentinel.
+        if self.queued:
+            super().emit(record)  # prepare() formats: the queued record's msg is the JSON line
+        else:
+            self.writer.handle(self.prepare(record))
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        with self.lock:
+            if not self.queued:
+                self.listener.start()
+                self.queued = True
+
+    def stop(self) -> None:
+        """Write out every queued line, stop the writer thread, and write directly from now on."""
+        with self.lock:  # loggers wait here while the backlog drains: their lines come after it
+            if self.queued:
+                self.queued = False
+                self.listener.stop()
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait (up to ``timeout_s``) until the writer has written every line queued so far."""
+        with self.queue.all_tasks_done:
+            self.queue.all_tasks_done.wait_for(lambda: not self.queue.unfinished_tasks, timeout_s)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.stop()  # logging.shutdown() at exit closes handlers: the backlog is written first
+        super().close()
+
+    def _after_fork_in_child(self) -> None:
+        # The writer thread is not copied by fork, and the queue's lock may have been held by it.
+        self.queue = queue.Queue()
+        self.listener = QueueListener(self.queue, self.writer)
+        self.queued = False
+
+
+_configure_lock = threading.Lock()
+
+
+def _root_handler() -> _QueuedJsonHandler | None:
+    return next((h for h in logging.getLogger().handlers if isinstance(h, _QueuedJsonHandler)), None)
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Route the root logger to stdout as JSON lines (idempotent)."""
+    """Route the root logger to stdout as JSON lines through the writer thread (idempotent)."""
     root = logging.getLogger()
-    handler = next((h for h in root.handlers if isinstance(h, _StdoutHandler)), None)
-    if handler is None:
-        handler = _StdoutHandler()
-        handler.setFormatter(JsonFormatter())
-        handler.addFilter(_TraceFilter())
-        root.handlers = [h for h in root.handlers if not isinstance(h, logging.StreamHandler)]
-        root.addHandler(handler)
+    with _configure_lock:
+        handler = _root_handler()
+        if handler is None:
+            handler = _QueuedJsonHandler()
+            root.handlers = [h for h in root.handlers if not isinstance(h, logging.StreamHandler)]
+            root.addHandler(handler)
+            atexit.register(stop_logging)
+        handler.start()  # also after a stop_logging(): a test, or an app built again
     root.setLevel(level)
     # Third-party chatter that would otherwise drown the request lines.
     for noisy in ("faster_whisper", "urllib3", "PIL", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def flush_logs(timeout_s: float = 5.0) -> None:
+    """Wait until every line logged so far is on stdout (tests read it right after a request)."""
+    handler = _root_handler()
+    if handler is not None:
+        handler.flush(timeout_s)
+
+
+def stop_logging() -> None:
+    """Write out every queued line and stop the writer thread (at exit, gunicorn worker_exit)."""
+    handler = _root_handler()
+    if handler is not None:
+        handler.stop()
 
 
 def trace_from_header(header: str | None, project: str | None) -> str | None:

@@ -15,6 +15,7 @@ from flask import current_app, request
 
 from core.body_limits import loads_bounded
 from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+from core.uploads import upload_bytes
 
 IMAGE_FIELDS = ("image", "images")
 TEXT_FIELDS = ("text", "texts")
@@ -64,10 +65,10 @@ def _from_form(option_fields: tuple[str, ...]) -> Inputs:
             for upload in files:
                 if upload.mimetype == "image/svg+xml":
                     raise UnsupportedMedia("SVG is not supported; send JPEG, PNG, WebP, GIF, BMP or TIFF")
-                inputs.images.append(upload.read())
+                inputs.images.append(upload_bytes(upload))
         elif name in TEXT_FIELDS:  # -F text=@caption.txt
             for upload in files:
-                inputs.texts.append(_utf8(upload.read(), name))
+                inputs.texts.append(_utf8(upload_bytes(upload), name))
         else:
             raise InvalidInput(f"unexpected file field '{name}': send images as 'image' "
                                "(repeat the field for several)", code="unknown_field")

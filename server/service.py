@@ -8,13 +8,16 @@ and the response shape live in one place.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 
 from core.admission import MemoryBudget
-from core.backend import ModelRunner
+from core.backend import ModelRunner, PreprocessAll
 from core.errors import InvalidInput, NotReady, PayloadTooLarge
 from server.backends import IMAGE, TEXT
+from server.decode_pool import decode_all, pool_threads
 from server.encoding import check_encoding_format, encode_vector
 from server.images import estimate_decoded_bytes
 from server.label_cache import LabelCache
@@ -35,14 +38,37 @@ class ClipService:
         self.label_cache = LabelCache(settings.label_cache_size, int(settings.label_cache_mb * 1024 * 1024))
         self.memory_budget = memory_budget
 
-    def decode_memory(self, images: list[bytes]):
-        """Reserve, from the headers alone, the decode memory of ``images`` (413/429 when it cannot)."""
+    @contextlib.contextmanager
+    def decoding(self, images: list[bytes]) -> Iterator[PreprocessAll]:
+        """Reserve, from the headers alone, the decode memory of ``images`` (413/429 when it cannot);
+        yields the function that decodes them, several at once where the budget has room.
+        """
+        preprocess = partial(self.runner.backend.preprocess, IMAGE)
         if self.memory_budget is None or not images:
-            return contextlib.nullcontext()
-        spec = self.runner.backend.image_spec  # None while loading: no JPEG draft, a larger estimate
-        # Images decode one after another on the request's thread: the peak is the largest one.
-        peak = max(estimate_decoded_bytes(data, spec, self.settings.max_image_pixels) for data in images)
-        return self.memory_budget.reserve(peak, what="decoding these images")
+            parallel, held = min(len(images), pool_threads()), contextlib.nullcontext()
+        else:
+            spec = self.runner.backend.image_spec  # None while loading: no JPEG draft, a larger estimate
+            # In input order: the first bad image's header gives the request its 4xx, as before.
+            estimates = [estimate_decoded_bytes(data, spec, self.settings.max_image_pixels) for data in images]
+            parallel = self._parallel_decodes(estimates)
+            # At most ``parallel`` images decode at any moment: the peak is the largest that many.
+            peak = sum(sorted(estimates, reverse=True)[:parallel])
+            held = self.memory_budget.reserve(peak, what="decoding these images")
+        with held:
+            yield lambda raws: decode_all(preprocess, raws, parallel)
+
+    def _parallel_decodes(self, estimates: list[int]) -> int:
+        """How many images to decode at once: up to the pool's size, while the budget's free room
+        holds that many of the largest. One at a time reserves the largest image, as before: a
+        multi-image request is never refused, nor kept waiting, for memory only parallel decoding needs.
+        """
+        most = min(len(estimates), pool_threads())
+        free = self.memory_budget.limit_bytes - self.memory_budget.in_use  # a hint: reserve() decides
+        largest_first = sorted(estimates, reverse=True)
+        parallel = 1
+        while parallel < most and sum(largest_first[:parallel + 1]) <= free:
+            parallel += 1
+        return parallel
 
     def embed(self, images: list[bytes], texts: list[str], batch_sizes: list[int] | None = None,
               encoding_format: str | None = None) -> dict:
@@ -52,8 +78,8 @@ class ClipService:
         """
         encoding_format = check_encoding_format(encoding_format)
         runner = self.runner
-        with self.decode_memory(images):
-            out = runner.run_many({IMAGE: images, TEXT: texts}, batch_sizes)
+        with self.decoding(images) as decode:
+            out = runner.run_many({IMAGE: images, TEXT: texts}, batch_sizes, {IMAGE: decode})
         body = {"model": runner.backend.spec.label, "dim": runner.backend.dim}
         if images:
             body["image_embeddings"] = [encode_vector(v, encoding_format) for v in out[IMAGE]]
@@ -103,8 +129,8 @@ class ClipService:
         label_vectors = self.label_cache.get_many(
             prompts, lambda missing: runner.run(TEXT, missing, batch_sizes),
             key=lambda prompt: runner.backend.preprocess(TEXT, prompt).tobytes())
-        with self.decode_memory(images):
-            image_vectors = np.stack(runner.run(IMAGE, images, batch_sizes))
+        with self.decoding(images) as decode:
+            image_vectors = np.stack(runner.run(IMAGE, images, batch_sizes, decode))
         logits = runner.backend.logit_scale * image_vectors @ label_vectors.T
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)

@@ -37,6 +37,51 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _write_queued_logs() -> None:
+    logs = sys.modules.get("core.logs")  # not imported by tests that never build an app
+    if logs is not None:
+        logs.flush_logs()
+
+
+# A phase's queued log lines are written before pytest stops capturing it (trylast: innermost, so
+# inside the capture plugin's wrapper), not to the terminal or the next test's output.
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_setup(item):
+    yield
+    _write_queued_logs()
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_call(item):
+    yield
+    _write_queued_logs()
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    _write_queued_logs()
+
+
+@pytest.fixture
+def capsys(capsys):
+    """pytest's capsys, but ``readouterr`` first waits for queued log lines to reach stdout.
+
+    core/logs.py writes log lines on a thread of its own, so a line logged during a request can
+    still be queued when the response is back; tests that read the log wait for it here.
+    """
+    from core.logs import flush_logs
+
+    read = capsys.readouterr
+
+    def readouterr():
+        flush_logs()
+        return read()
+
+    capsys.readouterr = readouterr
+    return capsys
+
+
 def free_port() -> int:
     """An unused TCP port on loopback."""
     with socket.socket() as sock:

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, g, request
 from core.async_jobs import JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
 from core.openapi import operation
+from core.uploads import upload_bytes
 from worker.formats import Transcript
 from worker.schemas import OPTION_FIELDS, TRANSCRIPT_CONTENT, query_options, upload_form
 from worker.service import WhisperService
@@ -33,7 +34,7 @@ def _upload() -> bytes:
         raise InvalidInput("no audio: send the file as -F audio=@meeting.m4a", code="no_input")
     if len(uploads) > 1:
         raise InvalidInput("send one audio file per request", code="too_many_inputs")
-    return uploads[0].read()
+    return upload_bytes(uploads[0])
 
 
 @bp.post("/transcribe")

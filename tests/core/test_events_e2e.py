@@ -129,6 +129,8 @@ def test_uploads_flow_through_pubsub_to_results_once(world):
     assert "lazy dog" in words["text"].lower() and words["segments"], words
     assert b"-->" in storage.read_bytes(transcript["srt"])
     assert storage.read_bytes(transcript["vtt"]).startswith(b"WEBVTT")
+    # The log line comes from the log thread, maybe just after the result was stored.
+    wait_until(lambda: answered(world["clip"], image_message) and answered(world["worker"], audio_message), 10)
     assert answered(world["clip"], image_message) == ["succeeded"]
     assert answered(world["worker"], audio_message) == ["succeeded"]
 

@@ -109,3 +109,4 @@ def test_sigterm_stops_the_server_within_cloud_runs_ten_seconds(tmp_path):
         running.process.wait(timeout=10)
         assert running.process.returncode == 0
         assert "Shutting down" in running.logs() or "Handling signal" in running.logs()
+        assert '"requestUrl": "/embed"' in running.logs()  # the log thread's lines were written out
