@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 
 from core.admission import WORKER_COUNT_ENV
+from core.cpus import available_cpus
 from core.settings import CoreSettings
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -48,9 +49,37 @@ def gpu_ids(environ=os.environ) -> list[str]:
     return [str(i) for i in range(visible_gpu_count(environ))]
 
 
-def pick_gpu(taken: set[str], available: list[str]) -> str | None:
-    """The first GPU no live worker holds (a restarted worker reuses its predecessor's)."""
-    return next((gpu for gpu in available if gpu not in taken), None)
+def pick_gpu(taken: list[str | None], available: list[str]) -> str | None:
+    """The GPU the fewest live workers hold (a restarted worker takes its predecessor's place).
+
+    ``taken`` has one entry per live worker (its GPU, or None). With one worker per GPU this is
+    the first free GPU; with several per GPU they spread evenly.
+    """
+    if not available:
+        return None
+    return min(available, key=lambda gpu: (taken.count(gpu), available.index(gpu)))
+
+
+# Request-handling processes per GPU, at most: each holds its own CUDA context and model replica
+# (about 0.5-1 GB of GPU memory for ViT-B-32 in fp16), and past one per vCPU they only take turns.
+MAX_PROCESSES_PER_GPU = 8
+
+
+def default_worker_count(gpus: int, cpus: int, processes_per_gpu: int | None = 1) -> int:
+    """gunicorn workers when WEB_WORKERS is unset.
+
+    No GPU: one process (model replicas on the CPU would fight over the same cores). With GPUs:
+    ``processes_per_gpu`` on each; None means one per vCPU of the GPU's share, up to
+    MAX_PROCESSES_PER_GPU. A process's Python (HTTP parsing, decoding glue, JSON) runs on about one
+    core at a time because of its GIL, so one process cannot feed a fast GPU from an 8-vCPU
+    instance; several processes, each with its own replica, time-share the GPU (the README's
+    "Feeding the GPU" has the figures that chose this over one shared model process).
+    """
+    if gpus <= 0:
+        return 1
+    if processes_per_gpu is None:
+        processes_per_gpu = max(1, min(MAX_PROCESSES_PER_GPU, cpus // gpus))
+    return gpus * processes_per_gpu
 
 
 def _post_worker_init(worker) -> None:
@@ -86,10 +115,14 @@ def prepare_metrics_dir(environ=os.environ) -> str:
     return path
 
 
-def apply(namespace: dict, settings: CoreSettings) -> None:
-    """Fill a gunicorn config module's globals from the service settings."""
+def apply(namespace: dict, settings: CoreSettings, processes_per_gpu: int | None = 1) -> None:
+    """Fill a gunicorn config module's globals from the service settings.
+
+    ``processes_per_gpu``: the service's default when WEB_WORKERS is unset (see
+    ``default_worker_count``): the CLIP server sizes it from the vCPUs, the Whisper worker keeps 1.
+    """
     available = gpu_ids()
-    workers = settings.web_workers or max(1, len(available))
+    workers = settings.web_workers or default_worker_count(len(available), available_cpus(), processes_per_gpu)
 
     created = {}
 
@@ -104,7 +137,7 @@ def apply(namespace: dict, settings: CoreSettings) -> None:
             shutil.rmtree(created["path"], ignore_errors=True)
 
     def pre_fork(server, worker):
-        taken = {getattr(w, "gpu_id", None) for w in server.WORKERS.values()}
+        taken = [getattr(w, "gpu_id", None) for w in server.WORKERS.values() if w is not worker]
         worker.gpu_id = pick_gpu(taken, available)
 
     def post_fork(server, worker):

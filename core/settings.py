@@ -68,7 +68,8 @@ class CoreSettings:
         "--concurrency, and keep it above MAX_BATCH_SIZE so batches can fill.", minimum=1)
     web_workers: int | None = setting(
         "WEB_WORKERS", None,
-        "gunicorn worker processes; auto = one per visible GPU (1 on CPU). Each loads its own model.",
+        "gunicorn worker processes; each loads its own model. auto: 1 on CPU; with GPUs, one per GPU "
+        "for the Whisper worker and one per vCPU (at most 8 per GPU) for the CLIP server.",
         minimum=1)
     graceful_timeout_s: float = setting(
         "GRACEFUL_TIMEOUT_S", 8.0,

@@ -3,4 +3,6 @@
 from core.gunicorn_conf import apply
 from server.settings import ServerSettings
 
-apply(globals(), ServerSettings.from_env())
+# On a GPU instance, one request-handling process per vCPU, each with its own replica
+# (core.gunicorn_conf.default_worker_count); WEB_WORKERS overrides.
+apply(globals(), ServerSettings.from_env(), processes_per_gpu=None)

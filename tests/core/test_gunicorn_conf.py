@@ -4,7 +4,14 @@ import os
 
 import pytest
 
-from core.gunicorn_conf import apply, gpu_ids, pick_gpu, prepare_metrics_dir
+from core.gunicorn_conf import (
+    MAX_PROCESSES_PER_GPU,
+    apply,
+    default_worker_count,
+    gpu_ids,
+    pick_gpu,
+    prepare_metrics_dir,
+)
 from server.settings import ServerSettings
 
 pytestmark = pytest.mark.unit
@@ -17,10 +24,45 @@ def test_gpu_ids_come_from_cuda_visible_devices_without_touching_cuda():
 
 
 def test_a_restarted_worker_takes_the_gpu_its_predecessor_freed():
-    assert pick_gpu(set(), ["0", "1"]) == "0"
-    assert pick_gpu({"0"}, ["0", "1"]) == "1"
-    assert pick_gpu({"1"}, ["0", "1"]) == "0"  # worker on GPU 0 died and is replaced
-    assert pick_gpu({"0", "1"}, ["0", "1"]) is None
+    assert pick_gpu([], ["0", "1"]) == "0"
+    assert pick_gpu(["0"], ["0", "1"]) == "1"
+    assert pick_gpu(["1"], ["0", "1"]) == "0"  # worker on GPU 0 died and is replaced
+    assert pick_gpu([], []) is None  # no GPU: nothing to pin
+
+
+def test_several_processes_per_gpu_spread_evenly():
+    taken: list[str | None] = []
+    for _ in range(8):
+        taken.append(pick_gpu(taken, ["0", "1"]))
+    assert taken.count("0") == taken.count("1") == 4
+    taken.remove("1")  # a worker on GPU 1 died: its replacement goes there
+    assert pick_gpu(taken, ["0", "1"]) == "1"
+
+
+def test_worker_count_follows_gpus_and_vcpus():
+    assert default_worker_count(gpus=0, cpus=8, processes_per_gpu=None) == 1  # CPU: one replica
+    assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=1) == 1  # Whisper: one per GPU
+    assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=None) == 8  # CLIP on an 8-vCPU L4
+    assert default_worker_count(gpus=1, cpus=4, processes_per_gpu=None) == 4
+    assert default_worker_count(gpus=2, cpus=8, processes_per_gpu=None) == 8  # 4 on each GPU
+    assert default_worker_count(gpus=1, cpus=64, processes_per_gpu=None) == MAX_PROCESSES_PER_GPU
+    assert default_worker_count(gpus=4, cpus=2, processes_per_gpu=None) == 4  # at least one per GPU
+
+
+def test_the_clip_server_config_sizes_workers_from_the_vcpus(monkeypatch):
+    import importlib
+
+    import core.gunicorn_conf as conf
+    import server.gunicorn_conf
+    import worker.gunicorn_conf
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.delenv("WEB_WORKERS", raising=False)
+    monkeypatch.setattr(conf, "available_cpus", lambda: 6)
+    assert importlib.reload(server.gunicorn_conf).workers == 6
+    assert importlib.reload(worker.gunicorn_conf).workers == 1
+    monkeypatch.setenv("WEB_WORKERS", "2")
+    assert importlib.reload(server.gunicorn_conf).workers == 2
 
 
 def test_config_honours_port_threads_and_cloud_runs_shutdown_window(monkeypatch):
