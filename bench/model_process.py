@@ -12,18 +12,23 @@ per GPU with its own batcher), and nothing outside ``bench/`` imports this modul
   up to MAX_BATCH_SIZE, and the reply is the float32 vectors.
 - The request processes are the normal gunicorn app (``request_app()``, WEB_WORKERS=N) with
   ``RemoteClipBackend``: the sim backend's real preprocessing, and ``forward(batch)`` sends the
-  batch to the model process and waits. So each request process still batches its own
-  concurrent requests, and the model process batches across processes.
+  batch to the model process; the request threads wait for the vectors in ``postprocess``. So each
+  request process still batches its own concurrent requests, and the model process batches across
+  processes. (A first version waited inside ``forward``: each request process then had one batch
+  in flight, and with two processes the model process never had two batches to merge.)
 
 Deliberately missing (what (b) would need in production, see README "Performance"): /health that
-reflects the model process, 429/504/503 carried across the socket with their codes, a restart or
-failure of the model process without hanging request threads, and a SIGTERM drain ordered
-request processes first, then the model process.
+reflects the model process, 429/504/503 carried across the socket with their codes and one
+deadline per request (here the wait in ``postprocess`` has its own REQUEST_TIMEOUT_S), request
+threads that fail at once, not hang, when the model process dies or restarts, and a SIGTERM drain
+ordered request processes first, then the model process.
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -31,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Hashable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from multiprocessing.connection import Client, Connection, Listener
 
@@ -66,18 +72,39 @@ def serve_model(socket_path: str) -> None:
 
 
 def _serve_connection(runner: ModelRunner, conn: Connection, facts: dict) -> None:
-    """One request process: batch in, vectors out, until it disconnects."""
+    """One request process: batches in, vectors out in the same order, until it disconnects.
+
+    Receiving and replying are separate threads, so a request process may have several batches
+    in flight and the batcher here can merge them with other processes' batches.
+    """
     conn.send(facts)
+    replies: queue.SimpleQueue = queue.SimpleQueue()  # per message: its futures, or the error
+    threading.Thread(target=_reply, args=(runner, conn, replies), daemon=True).start()
+    while True:
+        try:
+            kind, dtype, shape = conn.recv()
+            batch = np.frombuffer(conn.recv_bytes(), dtype=dtype).reshape(shape)
+        except (EOFError, OSError):
+            replies.put(None)
+            return
+        # One group per item, not per message: the batcher's round-robin over groups would take a
+        # few items of every waiting message into each batch, so no message would finish (and be
+        # answered) until several batches had run. Per item, batches take items in arrival order.
+        # (Production would send each item's request with it and group by that.)
+        try:
+            replies.put([runner.batcher.submit(item, key=kind, timeout_s=runner.settings.request_timeout_s)
+                         for item in batch])
+        except Exception as err:  # noqa: BLE001 - the prototype reports any failure as text
+            replies.put(err)
+
+
+def _reply(runner: ModelRunner, conn: Connection, replies: queue.SimpleQueue) -> None:
+    """Send each message's vectors (or its error) back, in the order the messages came."""
     with conn:
-        while True:
+        while (futures := replies.get()) is not None:
             try:
-                kind, dtype, shape = conn.recv()
-                batch = np.frombuffer(conn.recv_bytes(), dtype=dtype).reshape(shape)
-            except EOFError:
-                return
-            try:
-                futures = runner.batcher.submit_many(list(batch), key=kind,
-                                                     timeout_s=runner.settings.request_timeout_s)
+                if isinstance(futures, Exception):
+                    raise futures
                 vectors = np.stack(Batcher.gather(futures, timeout_s=runner.settings.request_timeout_s))
             except Exception as err:  # noqa: BLE001 - the prototype reports any failure as text
                 conn.send(f"{type(err).__name__}: {err}")
@@ -89,7 +116,12 @@ def _serve_connection(runner: ModelRunner, conn: Connection, facts: dict) -> Non
 # ---- the request processes -------------------------------------------------------------------
 
 class RemoteClipBackend(SimClipBackend):
-    """Real sim preprocessing here; forward = one round trip to the model process."""
+    """Real sim preprocessing here; forward = send the batch to the model process, without waiting.
+
+    ``forward`` returns one Future per item and ``postprocess`` (on the request thread) waits for
+    it, so this process's batcher thread sends its next batch while earlier ones are still at the
+    model process: batches from every request process can meet in the model process's batcher.
+    """
 
     def load(self) -> None:
         path = os.environ[MODEL_SOCKET_ENV]
@@ -105,19 +137,36 @@ class RemoteClipBackend(SimClipBackend):
         facts = self._conn.recv()
         self.image_spec, self.dim, self.context_length = facts["image_spec"], facts["dim"], facts["context_length"]
         self.device, self.dtype = "remote", "float16"
+        self._in_flight: collections.deque[list[Future]] = collections.deque()
+        threading.Thread(target=self._read_replies, name="model-process-replies", daemon=True).start()
 
-    def forward(self, kind: Hashable, batch: list[np.ndarray]) -> list[np.ndarray]:
+    def forward(self, kind: Hashable, batch: list[np.ndarray]) -> list[Future]:
         # Images travel as float16 (half the bytes; what an fp16 model takes); tokens as they are.
         dtype = np.float16 if batch[0].dtype == np.float32 else batch[0].dtype
         stacked = np.empty((len(batch), *batch[0].shape), dtype=dtype)
         for row, item in zip(stacked, batch):
             row[...] = item
+        futures = [Future() for _ in batch]
+        self._in_flight.append(futures)  # before sending: the reply may come back at once
         self._conn.send((kind, stacked.dtype.str, stacked.shape))
         self._conn.send_bytes(stacked)
-        error = self._conn.recv()
-        if error is not None:
-            raise RuntimeError(f"model process: {error}")
-        return list(np.frombuffer(self._conn.recv_bytes(), dtype=np.float32).reshape(len(batch), self.dim))
+        return futures
+
+    def _read_replies(self) -> None:
+        """Resolve the futures of each batch sent, in order, as the model process answers."""
+        while True:
+            error = self._conn.recv()
+            futures = self._in_flight.popleft()
+            if error is not None:
+                for future in futures:
+                    future.set_exception(RuntimeError(f"model process: {error}"))
+                continue
+            vectors = np.frombuffer(self._conn.recv_bytes(), dtype=np.float32).reshape(len(futures), self.dim)
+            for future, vector in zip(futures, vectors):
+                future.set_result(vector)
+
+    def postprocess(self, kind: Hashable, output: Future) -> np.ndarray:
+        return output.result(timeout=self.settings.request_timeout_s)
 
     def describe(self) -> dict:
         return {**super().describe(), "model_process": os.environ.get(MODEL_SOCKET_ENV)}
