@@ -24,10 +24,10 @@ slot ~0.06 ms (measured on this project's 2-core machine; a request costs ~4.5 m
 
 Deliberately missing (what (b) would need in production, see README "Performance"): /health that
 reflects the model process, 429/504/503 carried across the socket with their codes and one
-deadline per request (here the wait in ``postprocess`` has its own REQUEST_TIMEOUT_S), request
-threads that fail at once, not hang, when the model process dies or restarts, a slot kept until a
-batch that outlived its deadline has finished reading it, and a SIGTERM drain
-ordered request processes first, then the model process.
+deadline per request (here the wait in ``postprocess`` has its own REQUEST_TIMEOUT_S), a model
+process that is restarted and reconnected to (here its death only fails the batches in flight and
+every later one), a slot kept until a batch that outlived its deadline has finished reading it,
+and a SIGTERM drain ordered request processes first, then the model process.
 """
 
 from __future__ import annotations
@@ -178,7 +178,15 @@ class RemoteClipBackend(SimClipBackend):
     def _read_replies(self) -> None:
         """Resolve the futures of each batch sent, in order, as the model process answers."""
         while True:
-            error = self._conn.recv()
+            try:
+                error = self._conn.recv()
+            except (EOFError, OSError):  # the model process is gone: fail what waits, not hang
+                while self._in_flight:
+                    slot, futures = self._in_flight.popleft()
+                    for future in futures:
+                        future.set_exception(RuntimeError("model process: connection lost"))
+                    self._free_slots.put(slot)  # so a later forward() fails on the socket, not waits here
+                return
             slot, futures = self._in_flight.popleft()
             if error is not None:
                 for future in futures:
