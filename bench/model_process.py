@@ -58,7 +58,7 @@ from server.settings import ServerSettings
 
 MODEL_SOCKET_ENV = "MODEL_SOCKET"  # read by the request processes only; bench-only, not a setting
 SLOTS = 4  # batches one request process may have in flight; a 5th waits for a slot (back-pressure)
-SHARED_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+SHARED_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None  # memory-backed; else the default temp dir
 CONNECT_TIMEOUT_S = 60.0
 
 
@@ -79,16 +79,18 @@ def serve_model(socket_path: str) -> None:
     with Listener(socket_path, family="AF_UNIX") as listener:
         while True:
             conn = listener.accept()
-            threading.Thread(target=_serve_connection, args=(runner, conn, facts), daemon=True).start()
+            threading.Thread(target=_serve_connection, args=(runner, conn, facts, os.path.dirname(socket_path)),
+                             daemon=True).start()
 
 
-def _serve_connection(runner: ModelRunner, conn: Connection, facts: dict) -> None:
+def _serve_connection(runner: ModelRunner, conn: Connection, facts: dict, folder: str) -> None:
     """One request process: batches in, vectors out in the same order, until it disconnects.
 
     Receiving and replying are separate threads, so a request process may have several batches
     in flight and the batcher here can merge them with other processes' batches.
     """
-    fd, slots_path = tempfile.mkstemp(prefix="model-process-slots-", dir=SHARED_DIR)
+    # Next to the socket, so the bench removes both even when this process is killed first.
+    fd, slots_path = tempfile.mkstemp(prefix="slots-", dir=folder)
     os.ftruncate(fd, facts["slots"] * facts["slot_bytes"])
     slots = mmap.mmap(fd, facts["slots"] * facts["slot_bytes"])
     os.close(fd)
@@ -225,7 +227,7 @@ def request_argv() -> list[str]:
 @contextmanager
 def model_process(env: dict[str, str], name: str, timeout_s: float = 60.0) -> Iterator[tuple[str, int]]:
     """Start the model process with ``env``; yields (socket path, pid) once it is warm."""
-    folder = tempfile.mkdtemp(prefix="model-process-")
+    folder = tempfile.mkdtemp(prefix="model-process-", dir=SHARED_DIR)
     socket_path = os.path.join(folder, "model.sock")
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     log = open(ROOT / "bench" / "results" / f"{name}.log", "wb")
