@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import model_process
 from bench.harness import Row, drive, interleave, multipart, python, serve
 from tests.media import encode, photo_like
 
@@ -149,54 +150,80 @@ def warm_up(port: int, bodies: list, timeout_s: float = 60.0) -> None:
             time.sleep(0.5)
 
 
-def server_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a gunicorn master and its workers so far."""
+def server_cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds so far of the server's process trees (gunicorn's, a model process)."""
     total = 0.0
-    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-        times = process.cpu_times()
-        total += times.user + times.system
+    for pid in pids:
+        for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            times = process.cpu_times()
+            total += times.user + times.system
     return total
 
 
-def busy_fraction_run(port: int, pid: int, bodies: list, lock_path: str, busy: list[tuple], cpu: list[tuple]):
+def busy_fraction_run(port: int, pids: list[int], bodies: list, lock_path: str, busy: list[tuple],
+                      cpu: list[tuple]):
     """One load run that also notes the simulated GPU's busy fraction and the server's CPU per request."""
     from server.backends.sim import read_busy
 
     def run():
-        before, cpu_before, client_before = read_busy(lock_path), server_cpu_s(pid), time.process_time()
+        before, cpu_before, client_before = read_busy(lock_path), server_cpu_s(pids), time.process_time()
         result = drive(port, "/embed", bodies, CONCURRENCY)
         after, served = read_busy(lock_path), len(result.latencies_s)
         busy.append(((after[1] - before[1]) / result.wall_s, (after[0] - before[0]) / result.wall_s))
-        cpu.append(((server_cpu_s(pid) - cpu_before) / served, (time.process_time() - client_before) / served,
+        cpu.append(((server_cpu_s(pids) - cpu_before) / served, (time.process_time() - client_before) / served,
                     (after[3] - before[3]) / max(1, after[2] - before[2])))
         return result
     return run
 
 
+def _design_a(stack: ExitStack, timing: dict, workers: int) -> tuple[str, int, list[int], str]:
+    """Design (a): ``workers`` gunicorn processes, a replica each; (label, port, pids, lock path)."""
+    lock = str(Path(tempfile.mkdtemp()) / "sim.lock")
+    env = {"CLIP_MODEL": "sim:ViT-B-32", "SIM_LOCK_PATH": lock, "WEB_WORKERS": str(workers),
+           "WEB_THREADS": str(CONCURRENCY), "MAX_QUEUE": "1024", **timing}
+    name = f"feed-sim-{timing['SIM_PER_ITEM_MS']}ms-{workers}w"
+    port, pid = stack.enter_context(serve([python(), "-m", "server"], env, name))
+    label = f"(a) {workers} gunicorn process{'es, a replica each' if workers > 1 else ''}"
+    return label, port, [pid], lock
+
+
+def _design_b(stack: ExitStack, timing: dict, workers: int) -> tuple[str, int, list[int], str]:
+    """Design (b): ``workers`` request processes feeding one model process (bench/model_process.py)."""
+    lock = str(Path(tempfile.mkdtemp()) / "sim.lock")
+    env = {"CLIP_MODEL": "sim:ViT-B-32", "SIM_LOCK_PATH": lock, "MAX_QUEUE": "1024", **timing}
+    name = f"feed-sim-{timing['SIM_PER_ITEM_MS']}ms-{workers}w-b"
+    socket_path, model_pid = stack.enter_context(model_process.model_process(env, f"{name}-model"))
+    port, pid = stack.enter_context(serve(model_process.request_argv(), {
+        **env, "WEB_WORKERS": str(workers), "WEB_THREADS": str(CONCURRENCY),
+        model_process.MODEL_SOCKET_ENV: socket_path}, name))
+    return f"(b) {workers} request processes + 1 model process", port, [pid, model_pid], lock
+
+
 def simulated_gpu(repeats: int, requests: int = 640) -> str:
-    """Throughput and simulated GPU busy fraction: one gunicorn process vs several per GPU."""
+    """Throughput and simulated GPU busy fraction: one gunicorn process vs several per GPU, (a) vs (b)."""
     pngs = make_pngs(64)
     bodies = [multipart("image", "photo.png", pngs[n % len(pngs)]) for n in range(requests)]
     out = []
-    scenarios = (("L4 timing (3 ms + 0.25 ms/image: ~2,900 images/s at batch 32)", L4_TIMING, WORKER_COUNTS),
-                 ("slow simulated GPU (3 ms + 10 ms/image: ~100 images/s)", SLOW_GPU, (1, 2)))
-    for title, timing, worker_counts in scenarios:
+    scenarios = (("L4 timing (3 ms + 0.25 ms/image: ~2,900 images/s at batch 32)", L4_TIMING,
+                  [(_design_a, n) for n in WORKER_COUNTS] + [(_design_b, n) for n in (2, 4)]),
+                 ("slow simulated GPU (3 ms + 10 ms/image: ~100 images/s)", SLOW_GPU,
+                  [(_design_a, 1), (_design_a, 2), (_design_b, 2)]))
+    for title, timing, configurations in scenarios:
         rows: list[tuple[Row, list[tuple], list[tuple]]] = []
         runs = []
         with ExitStack() as stack:
-            for workers in worker_counts:
-                lock = str(Path(tempfile.mkdtemp()) / "sim.lock")
-                env = {"CLIP_MODEL": "sim:ViT-B-32", "SIM_LOCK_PATH": lock, "WEB_WORKERS": str(workers),
-                       "WEB_THREADS": str(CONCURRENCY), "MAX_QUEUE": "1024", **timing}
-                name = f"feed-sim-{timing['SIM_PER_ITEM_MS']}ms-{workers}w"
-                port, pid = stack.enter_context(serve([python(), "-m", "server"], env, name))
+            for design, workers in configurations:
+                label, port, pids, lock = design(stack, timing, workers)
                 warm_up(port, bodies[:128])
-                row, busy, cpu = Row(f"{workers} gunicorn process{'es' if workers > 1 else ''}"), [], []
+                row, busy, cpu = Row(label), [], []
                 rows.append((row, busy, cpu))
-                runs.append((row, busy_fraction_run(port, pid, bodies, lock, busy, cpu)))
+                runs.append((row, busy_fraction_run(port, pids, bodies, lock, busy, cpu)))
             interleave(repeats, runs)
         baseline = rows[0][0]
         lines = [f"#### Simulated accelerator, {title}, concurrency {CONCURRENCY}, 224-px PNGs", "",
+                 "(a): each gunicorn process has its own replica and batcher. (b): request processes send their "
+                 "batches to one model process, whose batcher merges them (`bench/model_process.py`). Server CPU "
+                 "counts every server process: gunicorn's master and workers, and (b)'s model process.", "",
                  "| configuration | images/s (median) | vs 1 process | GPU busy: modelled | lock held | mean batch "
                  "| server CPU ms/request | client CPU ms/request | p50 ms | p99 ms |",
                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
