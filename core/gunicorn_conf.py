@@ -61,8 +61,9 @@ def pick_gpu(taken: list[str | None], available: list[str]) -> str | None:
 
 
 # Request-handling processes per GPU, at most: each holds its own CUDA context and model replica
-# (about 0.5-1 GB of GPU memory for ViT-B-32 in fp16), and past one per vCPU they only take turns.
-MAX_PROCESSES_PER_GPU = 8
+# (about 0.5-1 GB of GPU memory for ViT-B-32 in fp16) and splits the traffic, so batches shrink;
+# past one per vCPU they only take turns. 4 is a guess no GPU here could check (README).
+MAX_PROCESSES_PER_GPU = 4
 
 
 def default_worker_count(gpus: int, cpus: int, processes_per_gpu: int | None = 1) -> int:

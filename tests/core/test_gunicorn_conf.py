@@ -42,9 +42,9 @@ def test_several_processes_per_gpu_spread_evenly():
 def test_worker_count_follows_gpus_and_vcpus():
     assert default_worker_count(gpus=0, cpus=8, processes_per_gpu=None) == 1  # CPU: one replica
     assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=1) == 1  # Whisper: one per GPU
-    assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=None) == 8  # CLIP on an 8-vCPU L4
-    assert default_worker_count(gpus=1, cpus=4, processes_per_gpu=None) == 4
-    assert default_worker_count(gpus=2, cpus=8, processes_per_gpu=None) == 8  # 4 on each GPU
+    assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=None) == 4  # CLIP on an 8-vCPU L4: capped
+    assert default_worker_count(gpus=1, cpus=3, processes_per_gpu=None) == 3  # one per vCPU below the cap
+    assert default_worker_count(gpus=2, cpus=6, processes_per_gpu=None) == 6  # 3 on each GPU
     assert default_worker_count(gpus=1, cpus=64, processes_per_gpu=None) == MAX_PROCESSES_PER_GPU
     assert default_worker_count(gpus=4, cpus=2, processes_per_gpu=None) == 4  # at least one per GPU
 
@@ -58,8 +58,8 @@ def test_the_clip_server_config_sizes_workers_from_the_vcpus(monkeypatch):
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     monkeypatch.delenv("WEB_WORKERS", raising=False)
-    monkeypatch.setattr(conf, "available_cpus", lambda: 6)
-    assert importlib.reload(server.gunicorn_conf).workers == 6
+    monkeypatch.setattr(conf, "available_cpus", lambda: 3)
+    assert importlib.reload(server.gunicorn_conf).workers == 3
     assert importlib.reload(worker.gunicorn_conf).workers == 1
     monkeypatch.setenv("WEB_WORKERS", "2")
     assert importlib.reload(server.gunicorn_conf).workers == 2
