@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
@@ -298,9 +299,23 @@ def to_model_array(image: Image.Image, spec: ImageSpec, full_size: tuple[int, in
     if factor > 1:
         box = tuple(value / factor for value in box)
     image = image.resize((spec.size, spec.size), _RESAMPLE[spec.resample], box=box)
-    pixels = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
-    pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    # (x / 255 - mean) / std as x * scale - offset, written straight into the (3, H, W) layout:
+    # two passes instead of five (convert, scale, subtract, divide, transposing copy), 0.1 ms
+    # instead of 0.85 ms at 224 px, equal to within 3e-7. Both are ufuncs, which release the GIL
+    # (np.take or fancy-indexing a lookup table would hold it: 3x slower beside another thread).
+    channels = np.asarray(image).transpose(2, 0, 1)
+    scale, offset = _normalisation(spec.mean, spec.std)
+    pixels = np.empty(channels.shape, np.float32)
+    np.multiply(channels, scale, out=pixels)
+    pixels -= offset
+    return pixels
+
+
+@functools.lru_cache(maxsize=8)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (scale, offset), shaped (3, 1, 1): x * scale - offset = (x / 255 - mean) / std."""
+    mean_array, std_array = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return (np.float32(1.0 / 255.0) / std_array)[:, None, None], (mean_array / std_array)[:, None, None]
 
 
 def decode_image(data: bytes, spec: ImageSpec, max_pixels: int) -> np.ndarray:

@@ -218,3 +218,19 @@ def test_decoding_a_16_megapixel_png_holds_little_more_than_its_pixels(kind, byt
     assert out.returncode == 0, out.stderr
     growth = int(out.stdout.split()[-1])
     assert growth <= 4000 * 4000 * bytes_per_pixel, f"peak grew {growth / 2**20:.0f} MiB"
+
+
+def test_normalisation_matches_the_reference_formula_for_every_level():
+    # to_model_array computes (x / 255 - mean) / std as x * scale - offset in the (3, H, W)
+    # layout; every 8-bit level of every channel must come out as the formula gives it.
+    from server.images import to_model_array
+
+    spec = ImageSpec(size=16, mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    image = Image.fromarray(np.stack([levels, levels[::-1], levels.T], axis=-1), "RGB")
+    pixels = np.asarray(image, np.float64) / 255.0
+    expected = ((pixels - np.asarray(spec.mean)) / np.asarray(spec.std)).transpose(2, 0, 1)
+    got = to_model_array(image, spec)
+    assert got.shape == (3, 16, 16) and got.dtype == np.float32 and got.flags.c_contiguous
+    assert np.abs(got - expected).max() < 1e-6
+    assert not np.array_equal(got[0], got[1])  # each channel has its own mean and std
