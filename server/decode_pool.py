@@ -10,6 +10,7 @@ first bad one (in input order) is raised, as when they decoded one after another
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -23,8 +24,13 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
+@functools.cache
 def pool_threads() -> int:
-    """Threads of the shared pool: the CPUs this container may use, at least 2."""
+    """Threads of the shared pool: the CPUs this container may use, at least 2.
+
+    Read once per process: every request asks, and reading the cgroup files each time cost
+    0.19 ms of a 224-px request's 2.4 ms (a container's CPU quota does not change while it runs).
+    """
     return max(2, available_cpus())
 
 
