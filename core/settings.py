@@ -69,7 +69,7 @@ class CoreSettings:
     web_workers: int | None = setting(
         "WEB_WORKERS", None,
         "gunicorn worker processes; each loads its own model. auto: 1 on CPU; with GPUs, one per GPU "
-        "for the Whisper worker and one per vCPU (at most 4 per GPU) for the CLIP server.",
+        "for the Whisper worker and one per vCPU (at most 8 per GPU) for the CLIP server.",
         minimum=1)
     graceful_timeout_s: float = setting(
         "GRACEFUL_TIMEOUT_S", 8.0,

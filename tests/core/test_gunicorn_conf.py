@@ -42,8 +42,8 @@ def test_several_processes_per_gpu_spread_evenly():
 def test_worker_count_follows_gpus_and_vcpus():
     assert default_worker_count(gpus=0, cpus=8, processes_per_gpu=None) == 1  # CPU: one replica
     assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=1) == 1  # Whisper: one per GPU
-    assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=None) == 4  # CLIP on an 8-vCPU L4: capped
-    assert default_worker_count(gpus=1, cpus=3, processes_per_gpu=None) == 3  # one per vCPU below the cap
+    assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=None) == 8  # CLIP on an 8-vCPU L4
+    assert default_worker_count(gpus=1, cpus=3, processes_per_gpu=None) == 3  # one per vCPU
     assert default_worker_count(gpus=2, cpus=6, processes_per_gpu=None) == 6  # 3 on each GPU
     assert default_worker_count(gpus=1, cpus=64, processes_per_gpu=None) == MAX_PROCESSES_PER_GPU
     assert default_worker_count(gpus=4, cpus=2, processes_per_gpu=None) == 4  # at least one per GPU
