@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from core import storage
+from core.admission import MemoryBudget, budget_from_settings
 from core.errors import ServiceError
 from core.settings import SettingsError
 
@@ -29,6 +30,8 @@ log = logging.getLogger("core.batch_job")
 T = TypeVar("T")
 
 MANIFEST_SUFFIXES = (".txt", ".lst", ".manifest")
+# A job has no client to answer 429: an input waits this long for decode memory to free up.
+MEMORY_WAIT_S = 3600.0
 PROGRESS_EVERY_S = 10.0  # JSON progress lines when not on a terminal: often enough to see it move
 
 
@@ -182,6 +185,19 @@ def write_failures(output: str, shard: Shard, failures: list[dict]) -> None:
         storage.write_bytes(location, body.encode(), content_type="application/x-ndjson")
     elif storage.exists(location):
         storage.write_bytes(location, b"", content_type="application/x-ndjson")
+
+
+def memory_budget(settings) -> MemoryBudget:
+    """The job's decode-memory budget: the service's (DECODE_MEMORY_BUDGET_MB, auto from the
+    container's limit), but an input waits for room instead of failing with 429.
+
+    A job decodes many inputs at once (``--workers`` threads), so without it a folder of large
+    PNGs or long recordings would run the task out of memory. An input larger than the whole
+    budget still fails at once (413 ``input_too_large_to_decode``) and is listed with the failures.
+    """
+    budget = budget_from_settings(settings)
+    budget.wait_s = MEMORY_WAIT_S
+    return budget
 
 
 def exit_with(main: Callable[[], int]) -> None:

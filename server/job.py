@@ -33,7 +33,7 @@ def start_service(settings: ServerSettings) -> ClipService:
     backend.check_weights()
     runner = ModelRunner(backend, settings, name="clip").start()
     batch_job.wait_until_ready(runner)
-    return ClipService(runner, settings)
+    return ClipService(runner, settings, memory_budget=batch_job.memory_budget(settings))
 
 
 def read_shard(location: str) -> dict[str, str]:

@@ -28,7 +28,7 @@ def start_service(settings: WorkerSettings) -> WhisperService:
     backend.check_weights()
     runner = ModelRunner(backend, settings, name="whisper").start()
     batch_job.wait_until_ready(runner)
-    return WhisperService(runner, settings)
+    return WhisperService(runner, settings, reserve=batch_job.memory_budget(settings).reserve)
 
 
 def output_stem(name: str) -> str:

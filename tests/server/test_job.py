@@ -113,6 +113,23 @@ def test_failures_are_listed_and_the_task_exits_non_zero_for_a_retry(tmp_path):
         assert captions[int(np.argmax(text @ np.asarray(vector)))] == f"a photo of a {color} {shape}"
 
 
+def test_the_job_decodes_within_a_memory_budget(tmp_path):
+    # 1 MiB of decode memory: the small pictures wait their turn (none fails with 429), the large
+    # PNG could never fit and is listed as a failure with the 413 code, as a request would get.
+    from PIL import Image
+
+    source, output = tmp_path / "in", tmp_path / "out"
+    names = write_images(source, 6)
+    Image.new("RGB", (2000, 2000), "white").save(source / "large.png")
+    env = {**os.environ, "DECODE_MEMORY_BUDGET_MB": "1", "LOG_LEVEL": "WARNING"}
+    task = subprocess.run([sys.executable, "-m", "server.job", "--input", str(source), "--output", str(output)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert task.returncode == 1, task.stderr
+    (failure,) = jsonl(output / "failures" / "part-00000-of-00001.jsonl")
+    assert failure["path"] == "large.png" and failure["error"]["code"] == "input_too_large_to_decode"
+    assert sorted(shard_paths(output)) == names
+
+
 def test_three_tasks_on_cloud_storage_one_killed_midway_and_rerun(tmp_path, bucket):
     """The same on gs:// (the storage emulator): a manifest in the bucket, shards written back there."""
     from core import storage

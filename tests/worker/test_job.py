@@ -16,9 +16,9 @@ from tests.worker.conftest import KEY_WORDS, assert_heard
 pytestmark = pytest.mark.integration
 
 
-def run_job(source, output, *extra: str) -> subprocess.CompletedProcess:
+def run_job(source, output, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """One task of the job (task 0 of 1), run to the end."""
-    env = {**os.environ, "LOG_LEVEL": "WARNING", "WHISPER_MODEL": "tiny.en"}
+    env = {**os.environ, "LOG_LEVEL": "WARNING", "WHISPER_MODEL": "tiny.en", **(env or {})}
     return subprocess.run([sys.executable, "-m", "worker.job", "--input", str(source), "--output", str(output), *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -57,3 +57,18 @@ def test_a_bad_option_stops_the_task_before_any_work(tmp_path, speech):
     result = run_job(source, tmp_path / "out", "--option", "beam_size=zero")
     assert result.returncode != 0 and "beam_size" in result.stderr
     assert not (tmp_path / "out" / "a.json").exists()
+
+
+def test_the_job_decodes_within_a_memory_budget(tmp_path, speech):
+    # 1 MiB of decode memory holds a 4 s sentence (128 KB of PCM), never the minute-long recording
+    # (about 2 MB): that one is listed with the 413 code a request would get, the rest transcribed.
+    source, output = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    shutil.copy(speech.sentences[1], source / "report.wav")
+    shutil.copy(speech.long, source / "long.wav")
+    result = run_job(source, output, "--option", "language=en", env={"DECODE_MEMORY_BUDGET_MB": "1"})
+    assert result.returncode == 1, result.stderr
+    assert_heard(json.loads((output / "report.json").read_text())["text"], KEY_WORDS[1])
+    failures = (output / "failures" / "part-00000-of-00001.jsonl").read_text().splitlines()
+    (failure,) = [json.loads(line) for line in failures]
+    assert failure["path"] == "long.wav" and failure["error"]["code"] == "input_too_large_to_decode"
