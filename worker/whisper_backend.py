@@ -24,12 +24,12 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 from math import ceil
 from pathlib import Path
 
 import numpy as np
 
+from core.cpus import available_cpus
 from core.errors import ModelNotBaked
 from worker import faster_whisper_adapter as fw
 from worker.audio import SAMPLE_RATE, DecodedAudio, to_float
@@ -49,12 +49,14 @@ MULTILINGUAL_VOCABULARY = 51865  # CTranslate2's rule: English-only models have 
 
 
 def cpu_threads(setting: int) -> int:
-    """WHISPER_CPU_THREADS, where 0 means one per core this process may use.
+    """WHISPER_CPU_THREADS, where 0 means one per CPU this process may use (its affinity,
+    capped by the container's CPU quota: Cloud Run limits a 4-vCPU instance by quota, not by
+    affinity, on a host with many more cores).
 
     CTranslate2's own default is 4 threads whatever the machine, which oversubscribes small
     instances (measured on 2 cores: 4 threads ran 15% slower than 2).
     """
-    return setting or len(os.sched_getaffinity(0))
+    return setting or available_cpus()
 
 
 def is_multilingual(model_dir: Path | None, name: str) -> bool:
