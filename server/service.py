@@ -90,9 +90,10 @@ class ClipService:
         return body
 
     def check_images(self, images: list[bytes]) -> None:
-        """Decode each image as a request would (raises its 4xx); for callback_url jobs before their 202."""
-        for data in images:
-            self.runner.backend.preprocess(IMAGE, data)
+        """Decode the images as a request would (raises its 4xx: bad image, or 413/429 from the
+        memory budget); for callback_url jobs, before their 202."""
+        with self.decoding(images) as decode:
+            decode(images)
 
     def classify_options(self, labels: list, template, top_k) -> tuple[list[str], str, int]:
         """Validate /classify's options -> (labels, template, top_k); raises 4xx ServiceErrors."""

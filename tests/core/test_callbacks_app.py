@@ -118,6 +118,18 @@ def test_bad_input_is_still_refused_at_once_and_nothing_is_delivered(receiver):
     assert receiver.received == []
 
 
+def test_an_image_too_large_for_the_memory_budget_is_refused_before_the_202(receiver):
+    # The check before the 202 decodes within the same budget as a request: an image that can
+    # never fit is a 413 at once, not an accepted job that fails later.
+    client = make_client(receiver, decode_memory_budget_mb=1.0)
+    large = encode(photo_like(1500, 1500), "PNG")
+    response = client.post("/embed", data={"image": (io.BytesIO(large), "large.png"), "callback_url": receiver.url()})
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "input_too_large_to_decode"
+    small = encode(photo_like(64, 64), "PNG")
+    response = client.post("/embed", data={"image": (io.BytesIO(small), "small.png"), "callback_url": receiver.url()})
+    assert response.status_code == 202, response.get_json()  # a small one is accepted as before
+
+
 def test_without_a_secret_callbacks_are_refused_clearly(receiver):
     client = make_client(receiver, callback_secret=None)
     response = client.post("/embed", data={"text": "x", "callback_url": receiver.url()})
