@@ -15,7 +15,7 @@ import numpy as np
 
 from core.admission import MemoryBudget
 from core.backend import ModelRunner, PreprocessAll
-from core.errors import InvalidInput, NotReady, PayloadTooLarge
+from core.errors import InvalidInput, NotReady, PayloadTooLarge, ServiceError
 from server.backends import IMAGE, TEXT
 from server.decode_pool import decode_all, pool_threads
 from server.encoding import check_encoding_format, encode_vector
@@ -44,18 +44,27 @@ class ClipService:
         yields the function that decodes them, several at once where the budget has room.
         """
         preprocess = partial(self.runner.backend.preprocess, IMAGE)
+        total = len(images)
+
+        def decode_one(item: tuple[int, bytes]) -> np.ndarray:
+            with _naming_the_image(item[0], total):
+                return preprocess(item[1])
+
         if self.memory_budget is None or not images:
             parallel, held = min(len(images), pool_threads()), contextlib.nullcontext()
         else:
             spec = self.runner.backend.image_spec  # None while loading: no JPEG draft, a larger estimate
             # In input order: the first bad image's header gives the request its 4xx, as before.
-            estimates = [estimate_decoded_bytes(data, spec, self.settings.max_image_pixels) for data in images]
+            estimates = []
+            for index, data in enumerate(images):
+                with _naming_the_image(index, total):
+                    estimates.append(estimate_decoded_bytes(data, spec, self.settings.max_image_pixels))
             parallel = self._parallel_decodes(estimates)
             # At most ``parallel`` images decode at any moment: the peak is the largest that many.
             peak = sum(sorted(estimates, reverse=True)[:parallel])
             held = self.memory_budget.reserve(peak, what="decoding these images")
         with held:
-            yield lambda raws: decode_all(preprocess, raws, parallel)
+            yield lambda raws: decode_all(decode_one, list(enumerate(raws)), parallel)
 
     def _parallel_decodes(self, estimates: list[int]) -> int:
         """How many images to decode at once: up to the pool's size, while the budget's free room
@@ -156,3 +165,15 @@ def _top_k(raw, n_labels: int) -> int:
     if top_k < 1:
         raise InvalidInput("top_k must be a positive integer", code="invalid_option")
     return min(top_k, n_labels)
+
+
+@contextlib.contextmanager
+def _naming_the_image(index: int, total: int) -> Iterator[None]:
+    """In a request with several images, a 4xx names the image: "image 3 of 5: the image file
+    is truncated" (the index counts from 1, in the order the images were sent)."""
+    try:
+        yield
+    except ServiceError as err:
+        if total > 1:
+            err.message = f"image {index + 1} of {total}: {err.message}"
+        raise

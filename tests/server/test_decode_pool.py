@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import threading
 import time
 
@@ -140,3 +141,13 @@ def test_a_busy_pool_does_not_stall_a_request():
         release.set()
         for blocker in blockers:
             blocker.result(10)
+
+
+def test_a_bad_image_in_a_multi_image_request_is_named_by_its_position():
+    client = make_app().test_client()
+    images = [PHOTOS[0], PHOTOS[1], TRUNCATED_JPEG, PHOTOS[2]]
+    response = client.post("/embed", data={"image": [(io.BytesIO(data), f"{n}.jpg") for n, data in enumerate(images)]})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "truncated_image"
+    assert response.get_json()["error"]["message"].startswith("image 3 of 4: ")
+    alone = client.post("/embed", data={"image": (io.BytesIO(TRUNCATED_JPEG), "x.jpg")})
+    assert alone.status_code == 400 and not alone.get_json()["error"]["message"].startswith("image ")
