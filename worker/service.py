@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from core.backend import ModelRunner
-from worker.audio import decode_audio
 from worker.formats import Transcript, render
 from worker.options import TranscribeOptions, parse_options
 from worker.settings import WorkerSettings
@@ -38,8 +37,9 @@ class WhisperService:
         return self.transcriber.transcribe(data, options, batch_sizes if batch_sizes is not None else [])
 
     def check_audio(self, data: bytes) -> None:
-        """Decode the upload as a request would (raises its 4xx); for callback_url jobs before their 202."""
-        decode_audio(data, self.settings.max_audio_seconds)
+        """Decode the upload as a request would, within the memory budget (raises its 4xx, or
+        429); for callback_url jobs before their 202."""
+        self.transcriber.check(data)
 
     @staticmethod
     def render(transcript: Transcript, response_format: str) -> tuple[str, str]:

@@ -52,14 +52,21 @@ class Transcriber:
         """Upload bytes -> Transcript (raises ServiceErrors for bad input, overload or timeout)."""
         max_seconds = self.runner.settings.max_audio_seconds
         with self.runner.job(batch_sizes) as job:  # 503 while loading; one deadline from here on
-            # MEMORY BUDGET: the one place a request's decoded-audio memory is reserved, from the
-            # header alone and before decoding (core/admission.py's MemoryBudget.reserve).
+            # MEMORY BUDGET: where a request's decoded-audio memory is reserved (and in check()),
+            # from the header alone and before decoding (core/admission.py's MemoryBudget.reserve).
             with AudioUpload(data, max_seconds) as upload, self.reserve(upload.decoded_bytes):
                 with job.preparing():  # batches being built wait for this request's first chunk
                     decoded = upload.decode()
                     prepared: PreparedAudio = self.backend.prepare(decoded, options.vad_filter)
                     first = self.backend.preprocess(None, (prepared, prepared.plans[0])) if prepared.plans else None
                 return self._transcribe(job, decoded.warnings, prepared, first, options)
+
+    def check(self, data: bytes) -> None:
+        """Decode the upload as ``transcribe`` would, within the same budget: raises the same 4xx
+        (bad audio, too long, 413 ``input_too_large_to_decode``) or 429. For callback_url jobs,
+        before their 202."""
+        with AudioUpload(data, self.runner.settings.max_audio_seconds) as upload, self.reserve(upload.decoded_bytes):
+            upload.decode()
 
     def _transcribe(self, job: Job, warnings: list[str], prepared: PreparedAudio, first: Chunk | None,
                     options: TranscribeOptions) -> Transcript:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import requests
 
+from core.errors import PayloadTooLarge
 from tests.conftest import wait_until
 from worker.app import create_app
 from worker.fake_backend import FakeWhisperBackend
@@ -167,3 +168,8 @@ def test_decoded_audio_is_charged_to_the_memory_budget_before_decoding():
     assert too_long.status_code == 413 and too_long.get_json()["error"]["code"] == "input_too_large_to_decode"
     short = client.post("/transcribe", data={"audio": (io.BytesIO(wav_bytes(2)), "short.wav")})
     assert short.status_code == 200 and app.extensions["memory_budget"].snapshot()["in_use_mb"] == 0
+    # The check before a callback_url job's 202 decodes within the same budget.
+    service = app.extensions["whisper_service"]
+    with pytest.raises(PayloadTooLarge):
+        service.check_audio(wav_bytes(60))
+    service.check_audio(wav_bytes(2))
