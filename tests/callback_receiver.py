@@ -7,7 +7,11 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 from core.callbacks import verify
+
+SECRET = "test-secret"  # what the receiver fixture verifies signatures with
 
 
 @dataclass
@@ -86,3 +90,11 @@ class Receiver:
         """Stop serving."""
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    """A running Receiver that checks signatures made with SECRET; closed after the test."""
+    running = Receiver(SECRET)
+    yield running
+    running.close()

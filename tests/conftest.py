@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.callback_receiver import receiver  # noqa: F401  (shared fixture)
 from tests.emulators import bucket, pubsub_emulator, storage_emulator  # noqa: F401  (shared fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -73,3 +73,17 @@ def concat_wavs(sources: list[Path], target: Path, gap_s: float = 0.6) -> Path:
         out.setparams(params)
         out.writeframes(silence.join(frames))
     return target
+
+
+def wav_bytes(seconds: float, pitch: float = 0.05) -> bytes:
+    """A 16 kHz mono 16-bit WAV of a pure tone, ``seconds`` long, made in memory."""
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        tone = (np.sin(np.arange(int(16000 * seconds)) * pitch) * 8000).astype(np.int16)
+        out.writeframes(tone.tobytes())
+    return buffer.getvalue()

@@ -13,17 +13,9 @@ import pytest
 
 from core.address_guard import AddressGuard
 from core.callbacks import CallbackSender, Deliverer, RetryPolicy, parse_retry_after, sign, verify
-from tests.callback_receiver import Receiver
+from tests.callback_receiver import SECRET, Receiver
 
 pytestmark = pytest.mark.unit
-SECRET = "test-secret"
-
-
-@pytest.fixture
-def receiver():
-    running = Receiver(SECRET)
-    yield running
-    running.close()
 
 
 def deliverer_for(*receivers: Receiver, **policy) -> Deliverer:

@@ -14,19 +14,11 @@ from server.app import create_app
 from server.backends.fake import FakeClipBackend
 from server.models import resolve_spec
 from server.settings import ServerSettings
-from tests.callback_receiver import Receiver
+from tests.callback_receiver import SECRET, Receiver
 from tests.conftest import wait_until
 from tests.media import encode, photo_like
 
 pytestmark = pytest.mark.unit
-SECRET = "app-secret"
-
-
-@pytest.fixture
-def receiver():
-    running = Receiver(SECRET)
-    yield running
-    running.close()
 
 
 def make_client(receiver: Receiver | None = None, backend=None, **overrides):

@@ -7,18 +7,16 @@ English-only and rarely needs a fallback. The real model runs in test_worker_int
 
 from __future__ import annotations
 
-import io
 import threading
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 from core.backend import ModelRunner
 from core.errors import DeadlineExceeded
 from tests.conftest import wait_until
+from tests.media import wav_bytes
 from worker.fake_backend import FakeWhisperBackend
 from worker.fallback import best_attempt, is_silence, needs_fallback, next_temperature
 from worker.options import TranscribeOptions
@@ -28,17 +26,6 @@ from worker.whisper_types import DETECT, ChunkResult
 
 pytestmark = pytest.mark.unit
 ALL_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
-
-def wav_bytes(seconds: float, pitch: float = 0.05) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        tone = (np.sin(np.arange(int(16000 * seconds)) * pitch) * 8000).astype(np.int16)
-        out.writeframes(tone.tobytes())
-    return buffer.getvalue()
 
 
 def result(temperature: float, compression_ratio: float = 1.2, avg_logprob: float = -0.3, text: str = "x"):

@@ -6,30 +6,19 @@ import io
 import json
 import re
 import threading
-import wave
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 import requests
 
 from core.errors import PayloadTooLarge
 from tests.conftest import wait_until
+from tests.media import wav_bytes
 from worker.app import create_app
 from worker.fake_backend import FakeWhisperBackend
 from worker.options import parse_options
 from worker.settings import WorkerSettings
 from worker.whisper_backend import WhisperBackend
-
-
-def wav_bytes(seconds: float, pitch: float = 0.05) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes((np.sin(np.arange(int(16000 * seconds)) * pitch) * 8000).astype(np.int16).tobytes())
-    return buffer.getvalue()
 
 
 def transcribe(service, path, **options):
