@@ -123,11 +123,12 @@ def auto_budget_bytes(workers: int, container_bytes: int | None = None) -> int:
     return max(MIB, int(container_bytes * AUTO_BUDGET_FRACTION / max(1, workers)))
 
 
-def budget_from_settings(settings) -> MemoryBudget:
-    """The MemoryBudget DECODE_MEMORY_BUDGET_MB / DECODE_MEMORY_WAIT_S ask for."""
+def budget_from_settings(settings, wait_s: float | None = None) -> MemoryBudget:
+    """The MemoryBudget DECODE_MEMORY_BUDGET_MB / DECODE_MEMORY_WAIT_S ask for (``wait_s`` overrides
+    the wait: a batch job has no client to answer 429 and waits longer)."""
     if settings.decode_memory_budget_mb is not None:
         limit = int(settings.decode_memory_budget_mb * MIB)
     else:
         limit = auto_budget_bytes(worker_processes(settings.web_workers))
     log.info("decode memory budget %d MiB", _mib(limit))
-    return MemoryBudget(limit, wait_s=settings.decode_memory_wait_s)
+    return MemoryBudget(limit, wait_s=settings.decode_memory_wait_s if wait_s is None else wait_s)

@@ -195,9 +195,7 @@ def memory_budget(settings) -> MemoryBudget:
     PNGs or long recordings would run the task out of memory. An input larger than the whole
     budget still fails at once (413 ``input_too_large_to_decode``) and is listed with the failures.
     """
-    budget = budget_from_settings(settings)
-    budget.wait_s = MEMORY_WAIT_S
-    return budget
+    return budget_from_settings(settings, wait_s=MEMORY_WAIT_S)
 
 
 def exit_with(main: Callable[[], int]) -> None:

@@ -12,7 +12,7 @@ request ends is dropped.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -50,11 +50,8 @@ class Transcriber:
 
     def transcribe(self, data: bytes, options: TranscribeOptions, batch_sizes: list[int]) -> Transcript:
         """Upload bytes -> Transcript (raises ServiceErrors for bad input, overload or timeout)."""
-        max_seconds = self.runner.settings.max_audio_seconds
         with self.runner.job(batch_sizes) as job:  # 503 while loading; one deadline from here on
-            # MEMORY BUDGET: where a request's decoded-audio memory is reserved (and in check()),
-            # from the header alone and before decoding (core/admission.py's MemoryBudget.reserve).
-            with AudioUpload(data, max_seconds) as upload, self.reserve(upload.decoded_bytes):
+            with self._admitted(data) as upload:
                 with job.preparing():  # batches being built wait for this request's first chunk
                     decoded = upload.decode()
                     prepared: PreparedAudio = self.backend.prepare(decoded, options.vad_filter)
@@ -65,8 +62,18 @@ class Transcriber:
         """Decode the upload as ``transcribe`` would, within the same budget: raises the same 4xx
         (bad audio, too long, 413 ``input_too_large_to_decode``) or 429. For callback_url jobs,
         before their 202."""
-        with AudioUpload(data, self.runner.settings.max_audio_seconds) as upload, self.reserve(upload.decoded_bytes):
+        with self._admitted(data) as upload:
             upload.decode()
+
+    @contextlib.contextmanager
+    def _admitted(self, data: bytes) -> Iterator[AudioUpload]:
+        """The opened upload, its decoded size held in the memory budget for the block.
+
+        MEMORY BUDGET: the one place a request's decoded-audio memory is reserved, from the header
+        alone and before decoding (core/admission.py's MemoryBudget.reserve); 413/429 from there.
+        """
+        with AudioUpload(data, self.runner.settings.max_audio_seconds) as upload, self.reserve(upload.decoded_bytes):
+            yield upload
 
     def _transcribe(self, job: Job, warnings: list[str], prepared: PreparedAudio, first: Chunk | None,
                     options: TranscribeOptions) -> Transcript:
