@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,38 +80,51 @@ class RssSampler:
 
 
 @contextmanager
-def serve(argv: list[str], env: dict[str, str], name: str, ready_path: str = "/health", timeout_s: float = 300,
-          cwd: Path = ROOT):
-    """Start a server process (in checkout ``cwd``) on a free port; yields (port, pid)."""
-    port = free_port()
-    argv = [part.replace("{port}", str(port)) for part in argv]
+def started(argv: list[str], env: dict[str, str], name: str, ready: Callable[[], bool], timeout_s: float = 300,
+            cwd: Path = ROOT) -> Iterator[subprocess.Popen]:
+    """Start a process (its own process group, output in bench/results/NAME.log), wait until
+    ``ready()``, yield it; SIGTERM to the group at the end (SIGKILL after 20 s)."""
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     log = open(ROOT / "bench" / "results" / f"{name.replace(' ', '_')}.log", "wb")
-    process = subprocess.Popen(argv, cwd=cwd, env={**os.environ, "PORT": str(port), "LOG_LEVEL": "WARNING", **env},
+    process = subprocess.Popen(argv, cwd=cwd, env={**os.environ, "LOG_LEVEL": "WARNING", **env},
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout_s
-        while True:
+        while not ready():
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited early; see bench/results/{name}.log")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", ready_path)
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} not ready in {timeout_s} s")
             time.sleep(0.25)
-        yield port, process.pid
+        yield process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         log.close()
+
+
+@contextmanager
+def serve(argv: list[str], env: dict[str, str], name: str, ready_path: str = "/health", timeout_s: float = 300,
+          cwd: Path = ROOT):
+    """Start a server process (in checkout ``cwd``) on a free port; yields (port, pid) once
+    ``ready_path`` answers 200."""
+    port = free_port()
+    argv = [part.replace("{port}", str(port)) for part in argv]
+
+    def ready() -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", ready_path)
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+
+    with started(argv, {"PORT": str(port), **env}, name, ready, timeout_s, cwd) as process:
+        yield port, process.pid
 
 
 def run_bare(which: str, arguments: dict) -> tuple[dict, float]:

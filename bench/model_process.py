@@ -37,7 +37,6 @@ import mmap
 import os
 import queue
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,7 +48,7 @@ from multiprocessing.connection import Client, Connection, Listener
 
 import numpy as np
 
-from bench.harness import ROOT, python
+from bench.harness import ROOT, python, started
 from core.backend import ModelRunner
 from core.batcher import Batcher
 from server.backends.sim import SimClipBackend
@@ -229,28 +228,11 @@ def model_process(env: dict[str, str], name: str, timeout_s: float = 60.0) -> It
     """Start the model process with ``env``; yields (socket path, pid) once it is warm."""
     folder = tempfile.mkdtemp(prefix="model-process-", dir=SHARED_DIR)
     socket_path = os.path.join(folder, "model.sock")
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    log = open(ROOT / "bench" / "results" / f"{name}.log", "wb")
-    process = subprocess.Popen([python(), "-m", "bench.model_process", socket_path], cwd=ROOT,
-                               env={**os.environ, "LOG_LEVEL": "WARNING", **env}, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout_s
-        while not os.path.exists(socket_path):
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited early; see bench/results/{name}.log")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not ready in {timeout_s} s")
-            time.sleep(0.1)
-        yield socket_path, process.pid
+        with started([python(), "-m", "bench.model_process", socket_path], env, name,
+                     lambda: os.path.exists(socket_path), timeout_s) as process:
+            yield socket_path, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
