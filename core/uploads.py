@@ -1,28 +1,41 @@
-"""The request class both apps use: multipart file parts are parsed into memory, never temp files.
+"""The request class both apps use: multipart bodies parsed by ``core.multipart``, in memory.
 
-Werkzeug spools a file part over 500 KB to a temporary file: a create, write, seek and read of
-the whole upload on disk (on Cloud Run a tmpfs, so memory anyway) before the route reads it all
-back into bytes. Every body is already capped by MAX_REQUEST_MB before it is parsed
-(``core.limits.install_body_limits``; chunked bodies by ``core.body_limits``), so keeping the
-parts in memory holds no more than the cap allows. ``upload_bytes`` then hands a part's bytes to
-the route without copying them again.
+werkzeug's own parser holds the GIL for a regular expression and a Python event loop per 64 KB
+and spools a file part over 500 KB to a temporary file (a create, write, seek and read of the
+whole upload) before the route reads it back into bytes. ``core.multipart`` splits the body with
+``bytes.find`` into ``io.BytesIO`` parts. Every body is already capped by MAX_REQUEST_MB before it
+is parsed (``core.limits.install_body_limits``; chunked bodies by ``core.body_limits``), so keeping
+the parts in memory holds no more than the cap allows. ``upload_bytes`` then hands a part's bytes
+to the route without copying them again.
 """
 
 from __future__ import annotations
 
 import io
-from typing import IO
 
 from flask import Request
 from werkzeug.datastructures import FileStorage
+from werkzeug.formparser import FormDataParser
+
+from core.multipart import malformed, parse_multipart
+
+
+class MultipartFormParser(FormDataParser):
+    """werkzeug's form parser with ``core.multipart`` for multipart bodies (URL-encoded ones as before)."""
+
+    def _parse_multipart(self, stream, mimetype, content_length, options):
+        boundary = options.get("boundary", "")
+        if not boundary or not boundary.isascii():
+            raise malformed("Content-Type has no boundary parameter (or a non-ASCII one)")
+        form, files = parse_multipart(stream, boundary.encode("ascii"), max_field_bytes=self.max_form_memory_size,
+                                      max_parts=self.max_form_parts, cls=self.cls)
+        return stream, form, files
 
 
 class InMemoryUploadsRequest(Request):
-    """Flask's Request with multipart file parts in ``io.BytesIO``."""
+    """Flask's Request with multipart bodies parsed by ``core.multipart``."""
 
-    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
-                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
-        return io.BytesIO()
+    form_data_parser_class = MultipartFormParser
 
 
 def upload_bytes(upload: FileStorage) -> bytes:

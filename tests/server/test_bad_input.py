@@ -51,6 +51,15 @@ BAD_INPUTS = [
     ("plain text body", "post", {"data": b"hello", "headers": {"Content-Type": "text/plain"}},
      415, "unsupported_media_type"),
     ("wrong method", "get", {}, 405, "method_not_allowed"),
+    ("multipart cut off before its closing boundary", "post",
+     {"data": b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n" + GOOD_JPEG,
+      "headers": {"Content-Type": "multipart/form-data; boundary=b"}}, 400, "invalid_multipart"),
+    ("multipart whose boundary never appears", "post",
+     {"data": b"--other\r\n\r\nx\r\n--other--\r\n", "headers": {"Content-Type": "multipart/form-data; boundary=b"}},
+     400, "invalid_multipart"),
+    ("multipart without a boundary parameter", "post",
+     {"data": b"--b\r\n\r\nx\r\n--b--\r\n", "headers": {"Content-Type": "multipart/form-data"}},
+     400, "invalid_multipart"),
 ]
 
 
