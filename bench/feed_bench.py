@@ -132,7 +132,41 @@ def cpu_per_request(requests: int = 200) -> str:
         medians = [statistics.median(parts.get(name, [0.0])) for name in names]
         lines.append(f"| {label} | {total * 1000:.2f} | {total / before:.2f}x | "
                      + " | ".join(f"{m * 1000:.2f}" for m in medians) + f" | {(total - sum(medians)) * 1000:.2f} |")
+    decode, empty = floor(pngs, requests)
+    lines += ["", f"Floor, measured the same way: Pillow's PNG open + load alone {decode * 1000:.2f} ms, and an empty "
+              f"Flask route (no hooks, body unread) {empty * 1000:.2f} ms: {(decode + empty) * 1000:.2f} ms, "
+              f"{(decode + empty) / before:.0%} of the before row, before parsing, normalising, batching, "
+              "logging or answering."]
     return "\n".join(lines)
+
+
+def floor(pngs: list[bytes], requests: int) -> tuple[float, float]:
+    """Median thread CPU of what no server of these images can skip: (PNG decode, an empty Flask request)."""
+    from flask import Flask
+    from PIL import Image
+
+    decodes = []
+    for n in range(requests + 20):
+        started = time.thread_time()
+        Image.open(io.BytesIO(pngs[n % len(pngs)])).load()
+        decodes.append(time.thread_time() - started)
+    app = Flask("floor")
+    app.add_url_rule("/embed", "embed", lambda: ("{}", 200, {"Content-Type": "application/json"}), methods=["POST"])
+    inner, requests_s = app.wsgi_app, []
+
+    def measured(environ, start_response):
+        started = time.thread_time()
+        body = b"".join(inner(environ, start_response))
+        requests_s.append(time.thread_time() - started)
+        return [body]
+
+    app.wsgi_app = measured
+    client = app.test_client()
+    bodies = [multipart("image", "photo.png", data) for data in pngs]
+    for n in range(requests + 20):
+        body, content_type = bodies[n % len(bodies)]
+        client.post("/embed", data=body, content_type=content_type)
+    return statistics.median(decodes[20:]), statistics.median(requests_s[20:])
 
 
 def warm_up(port: int, bodies: list, timeout_s: float = 60.0) -> None:
