@@ -25,7 +25,8 @@ SAMPLES_PER_S = 250
 # (part, substrings of a frame's "function (file:line)" text), innermost match wins.
 PARTS = [
     ("image decode + preprocess", ("server/images.py", "PIL/", "backends/")),
-    ("werkzeug multipart parse", ("formparser", "sansio/multipart", "_load_form_data")),
+    ("multipart parse (core/multipart.py)", ("core/multipart.py", "core/uploads.py", "formparser",
+                                              "_load_form_data")),
     ("batcher and runner", ("core/batcher.py", "core/backend.py", "concurrent/futures", "queue.py")),
     ("JSON / base64 encoding", ("server/encoding.py", "orjson", "json/")),
     ("metrics, logging, auth and limits", ("core/metrics.py", "prometheus_client", "logging/", "core/logs.py",
