@@ -33,6 +33,8 @@ from core.errors import InvalidInput
 CHUNK_BYTES = 1 << 20
 # A part's header block (Content-Disposition, Content-Type) is a few hundred bytes.
 MAX_HEADER_BYTES = 16 * 1024
+# Blanks a client may put after a boundary before its line break (RFC 2046's transport padding).
+MAX_PADDING_BYTES = 1024
 _SAFE_CHARSETS = {"ascii", "us-ascii", "utf-8", "iso-8859-1"}
 _LINE_BREAKS = (b"\r\n", b"\n", b"\r")
 _BLANKS = b" \t"
@@ -155,13 +157,15 @@ def _next_delimiter(body: _Body, delimiter: bytes, sink: IO[bytes] | None = None
 def _line_end(body: _Body, after: int) -> tuple[bytes, int] | None:
     """A boundary ends at ``after``: (``_CLOSE`` or the line break, the index past it); None if the
     boundary is followed by anything but ``--``, blanks (transport padding) and a line break."""
-    body.has(after + 2)
+    body.has(after + 2)  # fewer only at the very end of the body
     if body.buffer.startswith(_CLOSE, after):
         return _CLOSE, after + 2
     end = after
     while body.has(end + 2) or body.has(end + 1):
         if body.buffer[end] in _BLANKS:
             end += 1
+            if end - after > MAX_PADDING_BYTES:  # a byte at a time in Python: keep it short
+                raise malformed(f"a boundary line is padded with more than {MAX_PADDING_BYTES} blanks")
             continue
         for newline in _LINE_BREAKS:
             if body.buffer.startswith(newline, end):

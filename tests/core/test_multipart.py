@@ -151,6 +151,7 @@ MALFORMED = {
     "the boundary never appears": b"--other\r\n\r\nx\r\n--other--\r\n",
     "an empty body": b"",
     "a part without Content-Disposition": body_of([part([], b"anonymous")]),
+    "endless padding after a boundary": b"--" + BOUNDARY + b" " * (multipart.MAX_PADDING_BYTES + 10) + b"\r\n",
     "endless headers": b"--" + BOUNDARY + b"\r\nX-Padding: " + b"a" * (multipart.MAX_HEADER_BYTES + 10),
 }
 
