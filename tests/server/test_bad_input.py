@@ -137,6 +137,19 @@ def test_an_oversized_chunked_body_is_413(tight_service):
     assert small.status_code == 200, small.text
 
 
+def test_a_chunked_multipart_upload_is_parsed_like_one_with_a_length(tight_service):
+    from urllib3 import encode_multipart_formdata
+
+    body, content_type = encode_multipart_formdata([("image", ("tiny.png", TINY_PNG)), ("text", "a red square")])
+    pieces = [body[n:n + 7] for n in range(0, len(body), 7)]  # chunk edges inside delimiters and headers
+    chunked = requests.post(tight_service.url + "/embed", data=iter(pieces), timeout=30,
+                            headers={"Content-Type": content_type})
+    whole = requests.post(tight_service.url + "/embed", data=body, timeout=30, headers={"Content-Type": content_type})
+    assert chunked.status_code == whole.status_code == 200, chunked.text
+    assert chunked.json()["image_embeddings"] == whole.json()["image_embeddings"]
+    assert chunked.json()["text_embeddings"] == whole.json()["text_embeddings"]
+
+
 def test_an_image_larger_than_the_whole_decode_budget_is_413(tight_service):
     rgba = encode(Image.new("RGBA", (3000, 2000), (10, 20, 30, 128)), "PNG")  # 24 MiB decoded > 16 MiB
     assert len(rgba) < 1024 * 1024
