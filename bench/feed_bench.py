@@ -60,6 +60,17 @@ def _timed(timers: _Timers, part: str, function):
     return wrapper
 
 
+def thread_cpu_per_call(wsgi_app, samples: list[float], before_each=lambda: None):
+    """``wsgi_app`` wrapped to append each call's thread CPU seconds (response body included) to ``samples``."""
+    def measured(environ, start_response):
+        before_each()
+        started = time.thread_time()
+        body = b"".join(wsgi_app(environ, start_response))
+        samples.append(time.thread_time() - started)
+        return [body]
+    return measured
+
+
 def cpu_per_request(requests: int = 200) -> str:
     """Median thread CPU per 224-px PNG /embed request, in-process, by rendering mode and part."""
     from flask import jsonify
@@ -79,15 +90,7 @@ def cpu_per_request(requests: int = 200) -> str:
     timers = _Timers()
     totals: list[float] = []
     inner = app.wsgi_app
-
-    def measured(environ, start_response):
-        timers.parts = {}
-        started = time.thread_time()
-        body = b"".join(inner(environ, start_response))
-        totals.append(time.thread_time() - started)
-        return [body]
-
-    app.wsgi_app = measured
+    app.wsgi_app = thread_cpu_per_call(inner, totals, before_each=lambda: setattr(timers, "parts", {}))
     originals = (routes.read_inputs, backend.preprocess, service.encode_vector, routes.json_response)
     routes.read_inputs = _timed(timers, "multipart parse", routes.read_inputs)
     backend.preprocess = _timed(timers, "decode + preprocess", backend.preprocess)
@@ -152,15 +155,8 @@ def floor(pngs: list[bytes], requests: int) -> tuple[float, float]:
         decodes.append(time.thread_time() - started)
     app = Flask("floor")
     app.add_url_rule("/embed", "embed", lambda: ("{}", 200, {"Content-Type": "application/json"}), methods=["POST"])
-    inner, requests_s = app.wsgi_app, []
-
-    def measured(environ, start_response):
-        started = time.thread_time()
-        body = b"".join(inner(environ, start_response))
-        requests_s.append(time.thread_time() - started)
-        return [body]
-
-    app.wsgi_app = measured
+    requests_s: list[float] = []
+    app.wsgi_app = thread_cpu_per_call(app.wsgi_app, requests_s)
     client = app.test_client()
     bodies = [multipart("image", "photo.png", data) for data in pngs]
     for n in range(requests + 20):
