@@ -59,6 +59,21 @@ class ImageSpec:
         if self.resample not in _RESAMPLE:
             raise ValueError(f"unsupported interpolation {self.resample!r}")
 
+    def published(self) -> dict:
+        """What the server does to every image, published so that a client can do the costly part
+        (decoding a large photo and shrinking it) before upload, and send a fraction of the bytes.
+
+        ``max_useful_size`` is the upload size above which downscaling before upload (same filter)
+        loses nothing that this preprocessing keeps: the server would shrink the image to it anyway.
+        An upload already at that size takes the fast path (a crop, no resampling).
+        """
+        if self.resize_mode == "squash":
+            return {"input_size": self.size, "resize": "squash", "resize_size": self.size, "filter": self.resample,
+                    "crop": "none", "max_useful_size": {"width": self.size, "height": self.size}}
+        short = _target_short(self)
+        return {"input_size": self.size, "resize": "shortest_side", "resize_size": short, "filter": self.resample,
+                "crop": "center", "max_useful_size": {"short_side": short}}
+
 
 def _sniff_unsupported(data: bytes) -> str | None:
     head = data[:512]
@@ -298,7 +313,12 @@ def to_model_array(image: Image.Image, spec: ImageSpec, full_size: tuple[int, in
     box = _crop_box(*(full_size or image.size), spec)
     if factor > 1:
         box = tuple(value / factor for value in box)
-    image = image.resize((spec.size, spec.size), _RESAMPLE[spec.resample], box=box)
+    if _is_plain_crop(box, spec.size):
+        # The fast path: an upload already at the published size (a client that downscaled before
+        # upload) needs no resampling; at scale 1 the filter's weights are (0, 1, 0) and a crop is exact.
+        image = image.crop(tuple(int(value) for value in box))
+    else:
+        image = image.resize((spec.size, spec.size), _RESAMPLE[spec.resample], box=box)
     # (x / 255 - mean) / std as x * scale - offset, written straight into the (3, H, W) layout:
     # two passes instead of five (convert, scale, subtract, divide, transposing copy), 0.1 ms
     # instead of 0.85 ms at 224 px, equal to within 3e-7. Both are ufuncs, which release the GIL
@@ -309,6 +329,13 @@ def to_model_array(image: Image.Image, spec: ImageSpec, full_size: tuple[int, in
     np.multiply(channels, scale, out=pixels)
     pixels -= offset
     return pixels
+
+
+def _is_plain_crop(box: tuple[float, ...], size: int) -> bool:
+    """Whether the source box is whole pixels and exactly ``size`` x ``size`` (scale 1)."""
+    left, top, right, bottom = box
+    return (right - left == size and bottom - top == size
+            and all(float(value).is_integer() for value in box))
 
 
 @functools.lru_cache(maxsize=8)

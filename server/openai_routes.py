@@ -1,5 +1,8 @@
 """OpenAI-compatible routes of the CLIP server: POST /v1/embeddings and GET /v1/models.
 
+/v1/models also publishes the image preprocessing (``ImageSpec.published``), so that clients can
+downscale large photos before upload.
+
 The official ``openai`` SDKs work unchanged with ``base_url=<server>/v1``. Images travel in
 ``input`` as ``data:image/...;base64,`` URIs, or as base64 with ``modality: "image"`` (infinity's
 convention). The work is ``server.service.ClipService.embed``, as for /embed.
@@ -8,13 +11,13 @@ convention). The work is ``server.service.ClipService.embed``, as for /embed.
 from __future__ import annotations
 
 import json
-import time
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, request
 
 from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
-from core.openapi import MODEL_LIST_SCHEMA, json_content, operation
+from core.model_list import add_model_list
+from core.openapi import json_content, operation
 from server.encoding import json_response
 from server.inputs import Inputs, check_count, check_texts, decode_base64_image
 from server.schemas import OPENAI_EMBEDDINGS_REQUEST, OPENAI_EMBEDDINGS_RESPONSE
@@ -24,7 +27,6 @@ bp = Blueprint("clip_openai", __name__)
 ENCODINGS = ("float", "base64")
 MODALITIES = ("text", "image")
 KNOWN_KEYS = ("input", "model", "encoding_format", "dimensions", "modality", "user", CALLBACK_FIELD)
-STARTED = int(time.time())  # /v1/models' "created": when this process started serving the model
 
 
 def _service() -> ClipService:
@@ -114,11 +116,11 @@ def embeddings():
                   validate=lambda: service.check_images(inputs.images))
 
 
-@bp.get("/v1/models")
-@operation("The model this service serves (OpenAI's models API)",
-           responses={200: ("A list with the one loaded model.", json_content(MODEL_LIST_SCHEMA))}, tags=["openai"])
-def models():
-    """OpenAI's GET /v1/models: the one CLIP model, named as responses name it."""
-    model_id = _service().runner.backend.spec.label
-    return jsonify({"object": "list", "data": [{"id": model_id, "object": "model", "created": STARTED,
-                                                "owned_by": "clip-server"}]})
+def _model() -> tuple[str, dict]:
+    """The model's id and, once it is loaded, its image preprocessing (for clients that downscale)."""
+    backend = _service().runner.backend
+    spec = backend.image_spec
+    return backend.spec.label, ({"preprocessing": spec.published()} if spec else {})
+
+
+add_model_list(bp, "clip-server", _model)

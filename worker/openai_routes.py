@@ -6,12 +6,11 @@
 
 from __future__ import annotations
 
-import time
-
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, request
 
 from core.async_jobs import JOB_ACCEPTED, answer, callback_url_from
-from core.openapi import MODEL_LIST_SCHEMA, json_content, operation
+from core.model_list import add_model_list
+from core.openapi import operation
 from worker.routes import _upload as read_upload  # one reading of uploads for both routes
 from worker.routes import transcript_response, transcript_result
 from worker.schemas import TRANSCRIPT_CONTENT, upload_form
@@ -19,7 +18,6 @@ from worker.service import WhisperService
 
 bp = Blueprint("whisper_openai", __name__)
 TRANSLATION_FIELDS = ("model", "prompt", "response_format", "temperature", "language", "callback_url")
-STARTED = int(time.time())  # /v1/models' "created": when this process started serving the model
 
 
 def _service() -> WhisperService:
@@ -45,11 +43,4 @@ def translations():
                   validate=lambda: service.check_audio(data))
 
 
-@bp.get("/v1/models")
-@operation("The model this service serves (OpenAI's models API)",
-           responses={200: ("A list with the one loaded model.", json_content(MODEL_LIST_SCHEMA))}, tags=["openai"])
-def models():
-    """OpenAI's GET /v1/models: the one Whisper model (any model name is accepted on requests)."""
-    model_id = _service().runner.backend.name
-    return jsonify({"object": "list", "data": [{"id": model_id, "object": "model", "created": STARTED,
-                                                "owned_by": "whisper-worker"}]})
+add_model_list(bp, "whisper-worker", lambda: (_service().runner.backend.name, {}))

@@ -88,6 +88,7 @@ class ClipBackend:
             "image_size": self.image_spec.size if self.image_spec else None,
             "context_length": self.context_length,
             "weights": self.weights,
+            "preprocessing": self.image_spec.published() if self.image_spec else None,
         }
 
 

@@ -234,3 +234,29 @@ def test_normalisation_matches_the_reference_formula_for_every_level():
     assert got.shape == (3, 16, 16) and got.dtype == np.float32 and got.flags.c_contiguous
     assert np.abs(got - expected).max() < 1e-6
     assert not np.array_equal(got[0], got[1])  # each channel has its own mean and std
+
+
+@pytest.mark.parametrize("size", [(224, 298), (389, 224), (224, 224)])
+def test_an_upload_at_the_published_size_is_cropped_not_resampled(size, monkeypatch):
+    """The fast path for clients that downscale before upload: a crop, equal to what resampling gives."""
+    import server.images as images
+
+    data = encode(photo_like(*size, seed=9), "PNG")
+    calls = []
+    real_resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda self, *a, **k: calls.append(a) or real_resize(self, *a, **k))
+    fast = decode_image(data, SPEC, LIMIT)
+    assert not calls  # no resampling at all
+    monkeypatch.setattr(images, "_is_plain_crop", lambda box, size: False)
+    resampled = decode_image(data, SPEC, LIMIT)
+    assert calls  # the same image without the fast path is resampled (at scale 1) ...
+    assert np.allclose(fast, resampled, atol=1e-6)  # ... to the same pixels
+
+
+def test_a_published_preprocessing_says_what_the_decoder_does():
+    assert SPEC.published() == {"input_size": 224, "resize": "shortest_side", "resize_size": 224,
+                                "filter": "bicubic", "crop": "center", "max_useful_size": {"short_side": 224}}
+    wide = ImageSpec(size=224, resize_short=256, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert wide.published()["max_useful_size"] == {"short_side": 256}
+    squash = ImageSpec(size=336, mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode="squash", resample="bilinear")
+    assert squash.published()["max_useful_size"] == {"width": 336, "height": 336}
