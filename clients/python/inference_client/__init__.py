@@ -2,6 +2,7 @@
 
 from inference_client.batch import transcribe_directory
 from inference_client.clip import ClipClient, Embeddings, Label
+from inference_client.embed_folder import embed_directory
 from inference_client.errors import (
     BadRequest,
     ConfigurationError,
@@ -26,5 +27,5 @@ __all__ = [
     "RESPONSE_FORMATS", "BadRequest", "ClipClient", "ConfigurationError", "ConnectionFailed", "Embeddings",
     "GatewayTimeout", "InferenceClientError", "Label", "NoWorkerAvailable", "NotFound", "PayloadTooLarge",
     "RateLimited", "RequestTimedOut", "ServerError", "ServiceError", "Unauthorized", "Unavailable",
-    "UnsupportedMedia", "WhisperClient", "WorkerPool", "transcribe_directory",
+    "UnsupportedMedia", "WhisperClient", "WorkerPool", "embed_directory", "transcribe_directory",
 ]

@@ -105,7 +105,7 @@ def transcribe_directory(pool: WorkerPool, source_dir: Path, out_dir: Path, *, r
                         summary.transcribed.append(job.name)
                         bar.advance(job.name, "done")
                     else:
-                        summary.failed[job.name] = _reason(error)
+                        summary.failed[job.name] = reason(error)
                         bar.advance(job.name, summary.failed[job.name])
             except KeyboardInterrupt:
                 executor.shutdown(wait=False, cancel_futures=True)
@@ -123,7 +123,7 @@ def transcribe_directory(pool: WorkerPool, source_dir: Path, out_dir: Path, *, r
     return summary
 
 
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
     """'code: message' on one line (the failures file is tab-separated)."""
     if isinstance(error, InferenceClientError):
         code = getattr(error, "code", type(error).__name__)
