@@ -1,4 +1,5 @@
-"""`make bench` = `python -m bench [clip|whisper|fanout|all] [--repeats N]`: prints the tables (markdown).
+"""`make bench` = `python -m bench [WHICH] [--repeats N]`: prints the tables (markdown); WHICH is one of
+clip, whisper, job, fanout, feed, abuse, photos or all (the default).
 
 The tables are also written to bench/results/latest.md (not committed); the README records a run.
 """
@@ -11,14 +12,14 @@ import platform
 import time
 from pathlib import Path
 
-from bench import abuse_bench, clip_bench, fanout_bench, feed_bench, job_bench, whisper_bench
+from bench import abuse_bench, clip_bench, fanout_bench, feed_bench, job_bench, photo_bench, whisper_bench
 
 
 def main() -> None:
     """Run the chosen benchmarks side by side and print their tables."""
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="?", default="all",
-                        choices=("all", "clip", "whisper", "job", "fanout", "feed", "abuse"))
+                        choices=("all", "clip", "whisper", "job", "fanout", "feed", "abuse", "photos"))
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are quoted)")
     args = parser.parse_args()
     started = time.time()
@@ -34,6 +35,8 @@ def main() -> None:
         sections.append(fanout_bench.run(args.repeats))
     if args.which in ("all", "feed"):
         sections.append(feed_bench.run(args.repeats))
+    if args.which in ("all", "photos"):
+        sections.append(photo_bench.run(args.repeats))
     if args.which in ("all", "abuse"):
         sections.append(abuse_bench.run(args.repeats))
     report = "\n\n".join(sections) + f"\n\n(total {time.time() - started:.0f} s)\n"
