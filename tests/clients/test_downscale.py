@@ -44,14 +44,20 @@ def test_each_image_reaches_the_model_as_the_full_upload_would(images):
 
 @pytest.mark.unit
 def test_the_prepared_upload_is_upright_and_cut_where_the_server_cuts():
-    """A 1000x600 photo stored on its side (EXIF 6) goes as 224 px high, 373 px wide: the server's int()."""
+    """A 1000x600 photo stored on its side (EXIF 6): upright, the long side by the server's int()."""
     stored = Image.new("RGB", (600, 1000), (10, 200, 30))
     exif = Image.Exif()
     exif[0x0112] = 6
     buffer = io.BytesIO()
     stored.save(buffer, "JPEG", exif=exif.tobytes())
-    prepared = Image.open(io.BytesIO(image_prep.downscale(buffer.getvalue(), SPEC.published())))
-    assert prepared.size == (373, 224) and not prepared.getexif().get(0x0112)
+    # Resize 256 then crop 224 (HF's CLIPImageProcessor style): the client must not crop, or the
+    # server would resize its crop again; it sends the whole resized image.
+    resize_then_crop = ImageSpec(size=224, resize_short=256, mean=(0.5,) * 3, std=(0.5,) * 3).published()
+    prepared = Image.open(io.BytesIO(image_prep.downscale(buffer.getvalue(), resize_then_crop)))
+    assert prepared.size == (426, 256) and not prepared.getexif().get(0x0112)
+    # CLIP's own (resize 224, crop 224): the server's centre crop is exact here, so 224x224 goes.
+    assert Image.open(io.BytesIO(image_prep.downscale(buffer.getvalue(), SPEC.published()))).size == (224, 224)
+    assert image_prep.centre_crop_box(373, 224, SPEC.published()) == (74, 0, 298, 224)  # round(74.5): the server's
 
 
 @pytest.mark.unit

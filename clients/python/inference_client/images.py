@@ -9,7 +9,8 @@ cosine >= 0.99 against the full upload on every test image (tests/clients/test_d
 
 What it reproduces of ``server/images.py``: JPEG draft (DCT-scaled) decoding, EXIF orientation,
 the colour conversions (CMYK, palette, alpha over white, 16-bit to its high byte, 1-bit and
-greyscale), then a resize with the server's filter to ``max_useful_size`` (never upscaled).
+greyscale), a resize with the server's filter to ``max_useful_size`` (never upscaled), and its
+centre crop where that is exact (``centre_crop_box``): a 224x224 upload for ViT-B-32.
 Anything it cannot reproduce exactly (32-bit integer or float images, unreadable files, an
 unknown preprocessing) goes as the original bytes, so the server's answer is the same as without
 this module, errors included. Needs Pillow (``pip install 'gpu-inference-client[images]'``);
@@ -68,6 +69,21 @@ def target_size(width: int, height: int, preprocessing: dict) -> tuple[int, int]
     return None  # a preprocessing this client does not know
 
 
+def centre_crop_box(width: int, height: int, preprocessing: dict) -> tuple[int, int, int, int] | None:
+    """The server's centre crop of an image already at its resize size, when cropping here is exact.
+
+    Only when the resize size is the input size (CLIP's own preprocessing): the server then takes
+    the uploaded crop as it is. With a larger resize size (resize 256, crop 224) it would resize
+    the crop again, so the whole resized image goes instead.
+    """
+    size = preprocessing.get("input_size")
+    if preprocessing.get("crop") != "center" or preprocessing.get("resize") != "shortest_side" \
+            or size != preprocessing.get("resize_size") or min(width, height) != size:
+        return None
+    left, top = int(round((width - size) / 2.0)), int(round((height - size) / 2.0))  # the server's rounding
+    return (left, top, left + size, top + size) if (width, height) != (size, size) else None
+
+
 def downscale(data: bytes, preprocessing: dict | None) -> bytes:
     """``data`` prepared for upload (smaller JPEG bytes), or ``data`` itself when nothing is gained."""
     if not preprocessing or Image is None:
@@ -99,6 +115,9 @@ def _downscale(data: bytes, preprocessing: dict) -> bytes:
                                   reducing_gap=REDUCING_GAP)
     if orientation in _TRANSPOSE:  # after the resize, on the small image
         image = image.transpose(getattr(Image.Transpose, _TRANSPOSE[orientation]))
+    box = centre_crop_box(*image.size, preprocessing)
+    if box:
+        image = image.crop(box)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=0)
     prepared = out.getvalue()
