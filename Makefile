@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
+# sharp for the TypeScript client's downscaling tests, at package-lock.json's pinned version.
+NODE_STAMP := clients/typescript/node_modules/.installed
 
 .PHONY: setup system-deps run run-server run-server-vitb32 run-worker test test-fast bench lint samples demo-model clean
 
-setup: system-deps $(STAMP)  ## create .venv and install everything (idempotent)
+setup: system-deps $(STAMP) $(NODE_STAMP)  ## create .venv and install everything (idempotent)
 
 $(STAMP):
 	@echo "==> creating $(VENV) (needs python3-venv on Debian)"
@@ -18,7 +20,11 @@ $(STAMP):
 	rm -f $(VENV)/.installed-* && touch $@
 	@echo "==> $(VENV) is ready"
 
-system-deps:  ## espeak-ng, ffmpeg, shellcheck, redis-server (apt)
+$(NODE_STAMP): clients/typescript/package-lock.json
+	npm ci --prefix clients/typescript --no-audit --no-fund
+	touch $@
+
+system-deps:  ## espeak-ng, ffmpeg, shellcheck, redis-server, jq, nodejs, imagemagick (apt)
 	bash scripts/install-system-deps.sh
 
 run: setup  ## CLIP server on :5001 and Whisper worker on :8080, embedded default models
@@ -54,7 +60,7 @@ demo-model: setup  ## retrain the embedded demo CLIP model (about 2 minutes on 2
 	$(PY) -m server.demo.train
 
 clean:
-	rm -rf $(VENV) .pytest_cache models photo.jpg meeting.m4a
+	rm -rf $(VENV) .pytest_cache models photo.jpg meeting.m4a clients/typescript/node_modules
 
 .PHONY: lock pin-images
 lock:  ## regenerate the hash-locked requirements/{server,worker}.lock after editing requirements/*.txt

@@ -16,6 +16,30 @@ export interface ClipClientOptions {
   maxRetryWaitMs?: number;
   /** A fetch implementation (default globalThis.fetch). */
   fetch?: typeof fetch;
+  /**
+   * Downscale images larger than the model needs before upload, to the size the server publishes at
+   * GET /v1/models (default true; needs the optional peer dependency sharp, without it originals go).
+   */
+  resize?: boolean;
+}
+
+/** How the server shrinks images for its model (GET /v1/models, `data[0].preprocessing`). */
+export interface Preprocessing {
+  input_size: number;
+  /** "shortest_side" or "squash"; another value makes the client send originals. */
+  resize: string;
+  resize_size: number;
+  /** "bicubic", "bilinear", "nearest" or "lanczos". */
+  filter: string;
+  crop: string;
+  /** The largest image that still adds information: { short_side } or { width, height }. */
+  max_useful_size: { short_side?: number; width?: number; height?: number };
+  [key: string]: unknown;
+}
+
+export interface ResizeOption {
+  /** false: send this call's images as they are (default: the client's `resize`). */
+  resize?: boolean;
 }
 
 export interface Embeddings {
@@ -33,7 +57,7 @@ export interface LabelScore {
   score: number;
 }
 
-export interface ClassifyOptions {
+export interface ClassifyOptions extends ResizeOption {
   /** Prompt with {} where the label goes; default "a photo of a {}". */
   template?: string;
   /** Keep only the best k labels. */
@@ -43,9 +67,12 @@ export interface ClassifyOptions {
 export class ClipClient {
   constructor(options?: ClipClientOptions);
   readonly url: string;
+  resize: boolean;
   request(method: string, path: string, body?: FormData): Promise<any>;
-  embed(inputs: { images?: ImageInput[]; texts?: string[] }): Promise<Embeddings>;
-  embedImage(image: ImageInput): Promise<number[]>;
+  /** The server's published preprocessing, read once and cached (null: unknown, originals are sent). */
+  preprocessing(): Promise<Preprocessing | null>;
+  embed(inputs: { images?: ImageInput[]; texts?: string[]; resize?: boolean }): Promise<Embeddings>;
+  embedImage(image: ImageInput, options?: ResizeOption): Promise<number[]>;
   embedText(text: string): Promise<number[]>;
   classify(images: ImageInput[], labels: string[], options?: ClassifyOptions): Promise<LabelScore[][]>;
   classifyImage(image: ImageInput, labels: string[], options?: ClassifyOptions): Promise<LabelScore[]>;
@@ -80,3 +107,17 @@ export class ClipConfigError extends Error {
 
 export function parseRetryAfter(value: string | null | undefined, now?: number): number | null;
 export function errorFromResponse(res: Response, url?: string | null): Promise<ClipServerError>;
+
+/** [width, height] to downscale an upright image to under `preprocessing`, or null to send it as it is. */
+export function targetSize(width: number, height: number, preprocessing: Preprocessing | null): [number, number] | null;
+/** The server's centre crop of an upright image at its resize size, where cropping before upload is exact; else null. */
+export function centreCropBox(
+  width: number,
+  height: number,
+  preprocessing: Preprocessing | null,
+): { left: number; top: number; width: number; height: number } | null;
+/**
+ * The image to upload: a smaller JPEG of the size the server would shrink it to, or `image` itself
+ * (the same object) when nothing is gained, the preprocessing is unknown, sharp is missing or cannot read it.
+ */
+export function prepareImage(image: ImageInput, preprocessing: Preprocessing | null): Promise<ImageInput>;

@@ -8,12 +8,14 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import {
+  centreCropBox,
   ClipClient,
   ClipConfigError,
   ClipConnectionError,
   ClipServerError,
   createClipClient,
   parseRetryAfter,
+  targetSize,
 } from "../index.js";
 
 const live = process.env.CLIP_SERVER_URL ? {} : { skip: "CLIP_SERVER_URL is not set (no server to test against)" };
@@ -116,6 +118,66 @@ test("times out on a server that never answers, and says so", async () => {
     silent.close();
     for (const socket of sockets) socket.destroy();
   }
+});
+
+test("downscales to the published size as the server rounds it, never up", () => {
+  const shortest = { resize: "shortest_side", filter: "bicubic", max_useful_size: { short_side: 224 } };
+  assert.deepEqual(targetSize(1000, 600, shortest), [373, 224]); // 373.33: the server's int(), not round()
+  assert.deepEqual(targetSize(640, 900, shortest), [224, 315]);
+  assert.equal(targetSize(1000, 224, shortest), null); // short side already there: the original goes
+  const squash = { resize: "squash", filter: "bicubic", max_useful_size: { width: 224, height: 224 } };
+  assert.deepEqual(targetSize(1000, 200, squash), [224, 200]);
+  assert.equal(targetSize(200, 100, squash), null);
+  assert.equal(targetSize(4000, 3000, { resize: "letterbox", max_useful_size: { short_side: 224 } }), null);
+  assert.equal(targetSize(4000, 3000, null), null);
+});
+
+test("crops the centre as the server does, only where that is exact", () => {
+  const clip = { input_size: 224, resize: "shortest_side", resize_size: 224, crop: "center" };
+  assert.deepEqual(centreCropBox(373, 224, clip), { left: 74, top: 0, width: 224, height: 224 }); // 74.5: to even
+  assert.deepEqual(centreCropBox(224, 315, clip), { left: 0, top: 46, width: 224, height: 224 }); // 45.5: to even
+  assert.deepEqual(centreCropBox(224, 317, clip), { left: 0, top: 46, width: 224, height: 224 });
+  assert.equal(centreCropBox(224, 224, clip), null);
+  // resize 256 then crop 224: the server would resize an uploaded crop again, so the whole image goes
+  assert.equal(centreCropBox(426, 256, { ...clip, resize_size: 256 }), null);
+  assert.equal(centreCropBox(400, 224, { ...clip, resize: "squash", crop: "none" }), null);
+});
+
+test("asks for the preprocessing once; again after 30 s only if there was none; never after a 404", async (t) => {
+  let now = 1_000_000;
+  t.mock.method(Date, "now", () => now);
+  const serving = (answer) => {
+    const asked = [];
+    const fetch = async (url) => {
+      asked.push(new URL(url).pathname);
+      if (answer === 404) return Response.json({ error: { code: "not_found", message: "no" } }, { status: 404 });
+      return Response.json(url.endsWith("/v1/models") ? answer : { model: "m", dim: 1, text_embeddings: [[1]] });
+    };
+    return { client: new ClipClient({ url: "http://clip.test", fetch }), asked };
+  };
+  const published = { resize: "shortest_side", filter: "bicubic", max_useful_size: { short_side: 224 } };
+
+  const ready = serving({ data: [{ id: "m", preprocessing: published }] });
+  const answers = await Promise.all([ready.client.preprocessing(), ready.client.preprocessing()]);
+  now += 3_600_000;
+  assert.deepEqual([...answers, await ready.client.preprocessing()], [published, published, published]);
+  await ready.client.embedText("texts alone need no preprocessing");
+  assert.deepEqual(ready.asked, ["/v1/models", "/embed"]);
+
+  const loading = serving({ data: [{ id: "m" }] }); // the model not loaded yet
+  assert.equal(await loading.client.preprocessing(), null);
+  now += 29_000;
+  assert.equal(await loading.client.preprocessing(), null);
+  assert.equal(loading.asked.length, 1);
+  now += 2_000;
+  await loading.client.preprocessing();
+  assert.equal(loading.asked.length, 2);
+
+  const older = serving(404); // a server from before /v1/models
+  assert.equal(await older.client.preprocessing(), null);
+  now += 3_600_000;
+  assert.equal(await older.client.preprocessing(), null);
+  assert.equal(older.asked.length, 1);
 });
 
 test("index.d.ts declares every export of index.js", async () => {
