@@ -10,6 +10,7 @@ import numpy as np
 
 from server.backends.base import IMAGE, ClipBackend
 from server.backends.torch_util import dtype_for, resolve_device, stack_to_device, to_unit_rows
+from server.backends.word_cache import bound_word_cache
 from server.images import ImageSpec
 from server.models import ModelNotBaked, is_local_path, read_manifest
 
@@ -75,6 +76,7 @@ class OpenClipBackend(ClipBackend):
         model.eval()
         self.model = model
         self._tokenizer = open_clip.get_tokenizer(self.spec.name)
+        bound_word_cache(self._tokenizer)  # its own word cache never forgets (server/backends/word_cache.py)
         cfg = model.visual.preprocess_cfg
         size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
         self.image_spec = ImageSpec(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
