@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-1
 # sharp for the TypeScript client's downscaling tests, at package-lock.json's pinned version.
 NODE_STAMP := clients/typescript/node_modules/.installed
 
-.PHONY: setup system-deps run run-server run-server-vitb32 run-worker test test-fast bench lint samples demo-model clean
+.PHONY: setup system-deps run run-server run-server-vitb32 run-worker test test-fast bench soak lint samples demo-model clean
 
 setup: system-deps $(STAMP) $(NODE_STAMP)  ## create .venv and install everything (idempotent)
 
@@ -47,6 +47,9 @@ test-fast: setup  ## only the fast in-process tests
 
 bench: setup  ## side-by-side throughput/latency/RSS tables for both services
 	$(PY) -m bench
+
+soak: setup  ## 30 minutes of mixed CLIP traffic (locust): the RSS slope of the server's process tree (on demand, not CI)
+	$(PY) -m bench.soak
 
 lint: setup
 	$(PY) -m ruff check .
