@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,20 @@ class Job:
 
 @dataclass
 class Summary:
-    """How a run ended."""
+    """How a folder run (``transcribe`` or ``embed``) ended."""
 
-    transcribed: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # name -> "code: message"
     failures_file: Path | None = None
+
+    @property
+    def transcribed(self) -> list[str]:
+        return self.done
+
+    @property
+    def embedded(self) -> list[str]:
+        return self.done
 
 
 def find_jobs(source_dir: Path, out_dir: Path, response_format: str) -> list[Job]:
@@ -84,43 +93,57 @@ def transcribe_directory(pool: WorkerPool, source_dir: Path, out_dir: Path, *, r
             summary.skipped.append(job.name)
         else:
             todo.append(job)
-    bar = Progress(len(todo), enabled=progress)
-    previous_hook = pool.on_event
-    pool.on_event = lambda kind, url, detail: bar.note(f"{kind}: {url}: {detail}")
-    concurrency = concurrency or 4 * len(pool.workers)
+    jobs_by_name = {job.name: job for job in todo}
 
-    def run(job: Job) -> None:
+    def run(name: str) -> None:
+        job = jobs_by_name[name]
         result = pool.transcribe(job.source, response_format, **(options or {}))
         text = json.dumps(result, ensure_ascii=False, indent=2) + "\n" if isinstance(result, dict) else result
         write_atomically(job.output, text)
 
+    summary.done, summary.failed = run_folder(pool, list(jobs_by_name), run, concurrency or 4 * len(pool.workers),
+                                              progress)
+    summary.failures_file = write_failures(out_dir / FAILURES_FILE, summary.failed)
+    return summary
+
+
+def run_folder(pool: WorkerPool, names: list[str], work: Callable[[str], None], concurrency: int,
+               progress: bool) -> tuple[list[str], dict[str, str]]:
+    """``work(name)`` for every name on ``concurrency`` threads, with progress; (done, failed name -> reason)."""
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    bar = Progress(len(names), enabled=progress)
+    previous_hook = pool.on_event
+    pool.on_event = lambda kind, url, detail: bar.note(f"{kind}: {url}: {detail}")
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as executor:
-            futures = {executor.submit(run, job): job for job in todo}
+            futures = {executor.submit(work, name): name for name in names}
             try:
                 for future in as_completed(futures):
-                    job = futures[future]
-                    error = future.exception()
+                    name, error = futures[future], future.exception()
                     if error is None:
-                        summary.transcribed.append(job.name)
-                        bar.advance(job.name, "done")
+                        done.append(name)
+                        bar.advance(name, "done")
                     else:
-                        summary.failed[job.name] = reason(error)
-                        bar.advance(job.name, summary.failed[job.name])
+                        failed[name] = reason(error)
+                        bar.advance(name, failed[name])
             except KeyboardInterrupt:
                 executor.shutdown(wait=False, cancel_futures=True)
                 raise
     finally:
         bar.close()
         pool.on_event = previous_hook
-    failures = out_dir / FAILURES_FILE
-    if summary.failed:
-        lines = [f"{name}\t{reason}" for name, reason in sorted(summary.failed.items())]
-        write_atomically(failures, "file\terror\n" + "\n".join(lines) + "\n")
-        summary.failures_file = failures
-    else:
-        failures.unlink(missing_ok=True)  # a rerun that fixed everything leaves no stale list
-    return summary
+    return done, failed
+
+
+def write_failures(path: Path, failed: dict[str, str]) -> Path | None:
+    """The failures list (file, then 'code: message'), or none: a rerun that fixed everything leaves no stale list."""
+    if not failed:
+        path.unlink(missing_ok=True)
+        return None
+    lines = [f"{name}\t{why}" for name, why in sorted(failed.items())]
+    write_atomically(path, "file\terror\n" + "\n".join(lines) + "\n")
+    return path
 
 
 def reason(error: BaseException) -> str:

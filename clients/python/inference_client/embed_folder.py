@@ -13,31 +13,18 @@ from __future__ import annotations
 import json
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from inference_client import images as image_prep
-from inference_client.batch import FAILURES_FILE, reason, write_atomically
+from inference_client.batch import FAILURES_FILE, Summary, run_folder, write_failures
 from inference_client.errors import ConnectionFailed, ServiceError
 from inference_client.fanout import WorkerPool
-from inference_client.progress import Progress
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 VECTORS_FILE = "vectors.jsonl"
 # Requests in flight per server when its /health does not say its batch size (the CPU default).
 DEFAULT_BATCH_SIZE = 8
 MAX_CONCURRENCY = 64  # each request thread holds one prepared image; more only queues at the servers
-
-
-@dataclass
-class EmbedSummary:
-    """How a run ended."""
-
-    embedded: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # path -> "code: message"
-    failures_file: Path | None = None
 
 
 def find_images(source_dir: Path, out_file: Path) -> list[str]:
@@ -95,57 +82,32 @@ def published_preprocessing(pool: WorkerPool) -> dict | None:
 
 
 def embed_directory(pool: WorkerPool, source_dir: Path, out_file: Path | None = None, *,
-                    concurrency: int | None = None, resize: bool = True, progress: bool = True) -> EmbedSummary:
+                    concurrency: int | None = None, resize: bool = True, progress: bool = True) -> Summary:
     """Embed every image under ``source_dir`` that ``out_file`` has no line for; list the failures."""
     out_file = out_file or source_dir / VECTORS_FILE
     out_file.parent.mkdir(parents=True, exist_ok=True)
     done = read_done(out_file)
-    summary = EmbedSummary()
+    summary = Summary()
     todo = []
     for name in find_images(source_dir, out_file):
         (summary.skipped if name in done else todo).append(name)
     preprocessing = published_preprocessing(pool) if resize and todo else None
-    bar = Progress(len(todo), enabled=progress)
-    previous_hook = pool.on_event
-    pool.on_event = lambda kind, url, detail: bar.note(f"{kind}: {url}: {detail}")
     write_lock = threading.Lock()
+    with open(out_file, "a", encoding="utf-8") as out:
 
-    def run(name: str, out) -> None:
-        data = (source_dir / name).read_bytes()
-        if preprocessing:
-            data = image_prep.downscale(data, preprocessing)
-        body = pool.call(lambda http: http.send("POST", "/embed", files=[("image", (Path(name).name, data))]).json())
-        line = json.dumps({"path": name, "model": body["model"], "vector": body["image_embeddings"][0]})
-        with write_lock:
-            out.write(line + "\n")
-            out.flush()  # in the OS's hands: a killed client keeps it (a machine crash may not)
+        def run(name: str) -> None:
+            data = (source_dir / name).read_bytes()
+            if preprocessing:
+                data = image_prep.downscale(data, preprocessing)
+            files = [("image", (Path(name).name, data))]
+            body = pool.call(lambda http: http.send("POST", "/embed", files=files).json())
+            line = json.dumps({"path": name, "model": body["model"], "vector": body["image_embeddings"][0]})
+            with write_lock:
+                out.write(line + "\n")
+                out.flush()  # in the OS's hands: a killed client keeps it (a machine crash may not)
 
-    try:
-        with open(out_file, "a", encoding="utf-8") as out, \
-                ThreadPoolExecutor(max_workers=concurrency or concurrency_for(pool)) as executor:
-            futures = {executor.submit(run, name, out): name for name in todo}
-            try:
-                for future in as_completed(futures):
-                    name, error = futures[future], future.exception()
-                    if error is None:
-                        summary.embedded.append(name)
-                        bar.advance(name, "done")
-                    else:
-                        summary.failed[name] = reason(error)
-                        bar.advance(name, summary.failed[name])
-            except KeyboardInterrupt:
-                executor.shutdown(wait=False, cancel_futures=True)
-                raise
-    finally:
-        bar.close()
-        pool.on_event = previous_hook
-    failures = out_file.with_name(f"{out_file.stem}.{FAILURES_FILE}")
-    if summary.failed:
-        lines = [f"{name}\t{why}" for name, why in sorted(summary.failed.items())]
-        write_atomically(failures, "file\terror\n" + "\n".join(lines) + "\n")
-        summary.failures_file = failures
-    else:
-        failures.unlink(missing_ok=True)
+        summary.done, summary.failed = run_folder(pool, todo, run, concurrency or concurrency_for(pool), progress)
+    summary.failures_file = write_failures(out_file.with_name(f"{out_file.stem}.{FAILURES_FILE}"), summary.failed)
     return summary
 
 
