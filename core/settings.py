@@ -226,6 +226,11 @@ class CoreSettings:
         """MAX_REQUEST_MB in bytes (MiB)."""
         return int(self.max_request_mb * 1024 * 1024)
 
+    @property
+    def max_json_items(self) -> int:
+        """Values (commas) one JSON body may hold, counted before parsing; an event needs a few dozen."""
+        return 1024
+
     def public_dict(self) -> dict:
         """The settings with secrets masked, for logs."""
         out = {}
