@@ -27,7 +27,7 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from core import storage
-from core.errors import InvalidInput, NotReady, ServiceError
+from core.errors import InvalidInput, NotConfigured, ServiceError
 from core.events import Ignored, ObjectEvent, PoisonEvent, event_from_cloudevent, event_from_request
 from core.json_body import JsonBounds, read_json_body
 from core.openapi import json_content, operation
@@ -62,7 +62,7 @@ def install_events(app: Flask, job: EventJob, namespace: str) -> None:
     @operation("A Pub/Sub push (storage notification or JSON job), or a Cloud Tasks JSON job",
                request=json_content(EVENT_SCHEMA), responses={200: ("Done, skipped, ignored or failed for good "
                                                                     "(acknowledged).", json_content(EVENT_ANSWER))},
-               errors=(400, 503, 504), tags=["events"])
+               errors=(400, 413, 501, 503, 504), tags=["events"])
     def pubsub():
         """A Pub/Sub push (storage notification or JSON job), or a bare JSON job (Cloud Tasks)."""
         settings = _events_settings()
@@ -79,7 +79,7 @@ def install_events(app: Flask, job: EventJob, namespace: str) -> None:
     @operation("An Eventarc CloudEvent google.cloud.storage.object.v1.finalized (binary or structured mode)",
                request=json_content(EVENT_SCHEMA), responses={200: ("Done, skipped, ignored or failed for good "
                                                                     "(acknowledged).", json_content(EVENT_ANSWER))},
-               errors=(400, 503, 504), tags=["events"])
+               errors=(400, 413, 501, 503, 504), tags=["events"])
     def eventarc():
         """An Eventarc CloudEvent for a Cloud Storage object (binary or structured mode)."""
         bounds = JsonBounds.from_settings(_events_settings())
@@ -98,8 +98,9 @@ def _events_settings() -> CoreSettings:
     """The app's settings; refused when events are not configured (before the body is read)."""
     settings: CoreSettings = current_app.extensions["settings"]
     if not settings.events_output:
-        raise NotReady("events are off: set EVENTS_OUTPUT to a directory or gs:// prefix",
-                       code="events_not_configured")
+        # Not NotReady's 503 "retry later": nothing changes until the deployment sets EVENTS_OUTPUT.
+        raise NotConfigured("events are not configured on this service: set EVENTS_OUTPUT to a directory or "
+                            "gs:// prefix", code="events_not_configured")
     return settings
 
 
