@@ -181,6 +181,10 @@ load_settings() {
   # Secrets beside the API key: each empty = not used. The Redis URI carries a password, so it
   # reaches the services only through --set-secrets (never --set-env-vars).
   : "${REDIS_URI_SECRET:=}"
+  # Callback job records (GET /jobs/<id>) every instance can answer: one object per job under
+  # gs://JOB_STORE_BUCKET/jobs/<service>/. Empty: Redis when REDIS_URI_SECRET is set, else each
+  # instance's own /tmp (shared by its processes only).
+  : "${JOB_STORE_BUCKET:=}"
   : "${CALLBACK_SECRET_NAME:=}"
   # Direct VPC egress (or a Serverless VPC Access connector), added whenever REDIS_URI_SECRET is set
   # so a Memorystore address such as redis://10.0.0.3:6379 is reachable; private-ranges-only keeps
@@ -402,6 +406,7 @@ service_secrets() {
   local pairs=()
   [[ -z $API_KEY_SECRET ]] || pairs+=("API_KEY=$API_KEY_SECRET:latest")
   [[ -z $REDIS_URI_SECRET ]] || pairs+=("RATE_LIMIT_STORAGE_URI=$REDIS_URI_SECRET:latest")
+  [[ -z $REDIS_URI_SECRET || -n $JOB_STORE_BUCKET ]] || pairs+=("JOB_STORE_URI=$REDIS_URI_SECRET:latest")
   [[ -z $CALLBACK_SECRET_NAME ]] || pairs+=("CALLBACK_SECRET=$CALLBACK_SECRET_NAME:latest")
   local joined="" pair
   for pair in ${pairs[@]+"${pairs[@]}"}; do joined+="${joined:+,}$pair"; done
@@ -472,6 +477,7 @@ service_env() {
   local events_output
   events_output=$(cfg "$svc" EVENTS_OUTPUT)
   [[ -z $events_output ]] || pairs+=("EVENTS_OUTPUT=$events_output")
+  [[ -z $JOB_STORE_BUCKET ]] || pairs+=("JOB_STORE_URI=gs://$JOB_STORE_BUCKET/jobs/$(cfg "$svc" SERVICE)")
   local extra
   for extra in $EXTRA_ENV_VARS; do pairs+=("$extra"); done
   join_env ${pairs[@]+"${pairs[@]}"}
@@ -486,6 +492,9 @@ join_env() {
     # memory:// holds no password; anything else (redis://:PASSWORD@...) goes through Secret Manager.
     if [[ $pair == RATE_LIMIT_STORAGE_URI=* && $pair != RATE_LIMIT_STORAGE_URI=memory://* ]]; then
       die "RATE_LIMIT_STORAGE_URI must not be a plain env var ($(mask_uri "${pair#*=}")): set REDIS_URI_SECRET and pass --redis-uri-file FILE"
+    fi
+    if [[ $pair == JOB_STORE_URI=redis* ]]; then
+      die "JOB_STORE_URI must not be a Redis URI in a plain env var ($(mask_uri "${pair#*=}")): set REDIS_URI_SECRET"
     fi
     [[ $pair != *,* ]] || delim="@@"
   done
@@ -599,6 +608,8 @@ cmd_deploy() {
     ensure_registry
   fi
   ensure_service_account
+  # Job records are rewritten as a job moves on (queued, running, succeeded): objectUser, on that bucket only.
+  [[ -z $JOB_STORE_BUCKET ]] || grant_buckets "$SERVICE_ACCOUNT" "" "gs://$JOB_STORE_BUCKET" roles/storage.objectUser
   ensure_api_key_secret
   ensure_redis_secret
   ensure_callback_secret

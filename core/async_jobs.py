@@ -279,8 +279,7 @@ def job_status(job_id: str):
     if record is None:
         ttl = int(current_app.extensions["settings"].job_ttl_s)
         raise JobNotFound(f"no job {job_id!r} here: unknown, expired (JOB_TTL={ttl} s), or held by "
-                          "another instance (the job store is in memory unless RATE_LIMIT_STORAGE_URI "
-                          "is redis://)")
+                          "another instance (JOB_STORE_URI is per instance unless redis:// or gs://)")
     response = jsonify(record)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -289,7 +288,7 @@ def job_status(job_id: str):
 def install_async_jobs(app: Flask, settings: CoreSettings) -> AsyncJobs:
     """Set up the job store, the callback sender, the job threads and ``GET /jobs/<id>``."""
     guard = AddressGuard(settings.callback_allowed_hosts)
-    store = make_job_store(settings.rate_limit_storage_uri, settings.job_ttl_s)
+    store = make_job_store(settings.job_store_uri, settings.job_ttl_s)
     sender = None
     jobs: AsyncJobs
     if settings.callback_secret:

@@ -1,11 +1,12 @@
 """Batch mode for Cloud Run Jobs, shared by both apps: what to do, which part is this task's, progress.
 
-A job task lists its inputs (a local directory, a ``gs://`` prefix or a manifest), takes its
-deterministic shard by ``CLOUD_RUN_TASK_INDEX`` / ``CLOUD_RUN_TASK_COUNT``, skips what an earlier
-attempt finished, and runs the app's job function on a thread pool. Each thread calls the app's
-service (``ClipService`` / ``WhisperService``), so decoding runs in parallel while the one batcher
-keeps full batches in front of the model: the same path as the HTTP routes, without HTTP.
-An app's ``job.py`` adds only its job function and the shape of its results.
+A job task (``run_job``) lists its inputs (a local directory, a ``gs://`` prefix or a manifest),
+refuses inputs whose outputs would collide, takes its deterministic shard by
+``CLOUD_RUN_TASK_INDEX`` / ``CLOUD_RUN_TASK_COUNT``, skips what an earlier attempt finished, and
+runs the app's job function on a thread pool. Each thread calls the app's service (``ClipService``
+/ ``WhisperService``), so decoding runs in parallel while the one batcher keeps full batches in
+front of the model: the same path as the HTTP routes, without HTTP. Where results go is
+``core.batch_results``. An app's ``job.py`` adds only its entry point and the shape of its results.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TypeVar
 
 from core import storage
 from core.admission import MemoryBudget, budget_from_settings
+from core.batch_results import BatchResults, check_distinct
 from core.errors import ServiceError
 from core.settings import SettingsError
 
@@ -96,8 +98,8 @@ def list_inputs(source: str, suffixes: tuple[str, ...]) -> list[tuple[str, str]]
     manifest entries, as listed (the ``path`` field of the outputs)."""
     if is_manifest(source):
         text = storage.read_bytes(source).decode("utf-8")
-        entries = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-        return sorted((entry, entry) for entry in entries)
+        entries = {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
+        return sorted((entry, entry) for entry in entries)  # a line listed twice is one input
     found = []
     for location in storage.list_prefix(source):
         if location.lower().endswith(suffixes):
@@ -207,6 +209,42 @@ def exit_with(main: Callable[[], int]) -> None:
     except SettingsError as err:
         sys.exit(f"error: {err}")
     sys.exit(status)
+
+
+# Called once there is work: (job function (location, name) -> result, the model's batch size).
+Start = Callable[[], "tuple[Callable[[str, str], object], int]"]
+
+
+def run_job(source: str, output: str, *, suffixes: tuple[str, ...], unit: str, workers: int,
+            make_results: Callable[[Shard, list[str]], BatchResults], start: Start) -> int:
+    """One task: list, refuse colliding outputs, shard, skip what is finished, run the rest; exit status."""
+    shard = Shard.from_env()
+    listing = list_inputs(source, suffixes)
+    inputs = shard.take(listing)
+    results = make_results(shard, [name for _, name in inputs])
+    # On the whole listing, so every task refuses the same job, before any model loads.
+    check_distinct([name for _, name in listing], results)
+    done = results.finished([name for _, name in inputs])
+    todo = [item for item in inputs if item[1] not in done]
+    failures: list[dict] = []
+    work, batch_size = start() if todo else (None, 0)
+    # Started after the model is ready: the rate it reports is the task's steady throughput.
+    progress = Progress(len(inputs), shard, unit=unit, already_done=len(inputs) - len(todo))
+    if work is not None:
+
+        def one(item: tuple[str, str]) -> None:
+            results.add(item[1], work(*item))
+
+        def finished(item: tuple[str, str], _result, error: BaseException | None) -> None:
+            if error is not None:
+                failures.append(error_record(item[1], error))
+            progress.advance(error is None)
+
+        run_pool(todo, one, workers or 2 * batch_size, finished)
+    results.close()
+    write_failures(output, shard, failures)
+    progress.close()
+    return 1 if failures else 0
 
 
 def wait_until_ready(runner, timeout_s: float = 600.0) -> None:

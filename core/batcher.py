@@ -143,10 +143,6 @@ class Batcher:
             self._cond.notify_all()
         return [item.future for item in items]
 
-    def room(self) -> int:
-        """Free queue slots right now (a request streaming its items submits only what fits)."""
-        return self.max_queue - self._size
-
     def discard(self, group: Hashable) -> int:
         """Drop every waiting item of a group (its request ended or gave up); returns how many."""
         with self._cond:

@@ -1,22 +1,19 @@
-"""Body limits werkzeug does not enforce by itself: chunked bodies and deeply nested JSON.
+"""Body limits werkzeug does not enforce by itself: chunked bodies (JSON's own bounds: core/json_body.py).
 
 Also: after a large body, freed memory goes back to the OS (``malloc_trim``).
 
 - A chunked request (no Content-Length) is read up to MAX_REQUEST_MB + 1 byte before any route
   sees it: over the limit is 413, like a body that declared its length. Werkzeug alone silently
   cuts such a body at the limit, so the route saw half an image or empty JSON and answered 400.
-- JSON is parsed with a depth limit: a body nested 50,000 levels deep made the parser raise
-  RecursionError, which reached the client as a 500.
 """
 
 from __future__ import annotations
 
 import io
-import json
 
 from flask import Flask, g, request
 
-from core.errors import InvalidInput, PayloadTooLarge
+from core.errors import PayloadTooLarge
 from core.memory import release_freed_memory
 
 _READ_CHUNK = 256 * 1024
@@ -60,34 +57,3 @@ def install_chunked_body_limit(app: Flask, max_bytes: int) -> None:
     def _trim_after_large_body(_error):
         if g.get("large_body") or (request.content_length or 0) >= TRIM_AFTER_BODY_BYTES:
             release_freed_memory()
-
-
-def json_depth(value, limit: int) -> int:
-    """Nesting depth of a parsed JSON value, counting no further than ``limit`` + 1 (iterative)."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if not isinstance(node, (dict, list)):
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def loads_bounded(data: bytes | str, max_depth: int):
-    """``json.loads`` that answers 400 for malformed or too deeply nested JSON, never 500."""
-    too_deep = InvalidInput(f"the JSON body is nested more than {max_depth} levels deep (MAX_JSON_DEPTH)",
-                            code="json_too_deep")
-    try:
-        value = json.loads(data or b"")
-    except RecursionError:  # deeper than the parser's own recursion limit (~1000)
-        raise too_deep from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidInput(f"malformed JSON: {err}", code="invalid_json") from None
-    if json_depth(value, max_depth) > max_depth:
-        raise too_deep
-    return value

@@ -56,6 +56,15 @@ class InferenceFailed(ServiceError):
     status, code = 500, "inference_failed"
 
 
+class NotConfigured(ServiceError):
+    """A feature this deployment has not set up: no retry can help until its configuration changes.
+
+    501, not 503: a 503 reads as "not ready, retry later" (Eventarc Advanced retries 503, never 501).
+    """
+
+    status, code = 501, "not_configured"
+
+
 class NotReady(ServiceError):
     status, code = 503, "not_ready"
 

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from core import storage
-from core.errors import InvalidInput, NotReady, ServiceError
+from core.errors import InvalidInput, NotConfigured, ServiceError
 from core.events import Ignored, ObjectEvent, PoisonEvent, event_from_cloudevent, event_from_request
+from core.json_body import JsonBounds, read_json_body
 from core.openapi import json_content, operation
 from core.settings import CoreSettings
 
@@ -61,23 +62,28 @@ def install_events(app: Flask, job: EventJob, namespace: str) -> None:
     @operation("A Pub/Sub push (storage notification or JSON job), or a Cloud Tasks JSON job",
                request=json_content(EVENT_SCHEMA), responses={200: ("Done, skipped, ignored or failed for good "
                                                                     "(acknowledged).", json_content(EVENT_ANSWER))},
-               errors=(400, 503, 504), tags=["events"])
+               errors=(400, 413, 501, 503, 504), tags=["events"])
     def pubsub():
         """A Pub/Sub push (storage notification or JSON job), or a bare JSON job (Cloud Tasks)."""
-        # force: a Cloud Tasks task without a Content-Type header still carries JSON.
-        body = request.get_json(force=True, silent=True)
-        if body is None:
-            raise InvalidInput("send a JSON body: a Pub/Sub push envelope or a job", code="invalid_event")
-        return _answer(lambda: event_from_request(body), job, _message_id(body), namespace)
+        settings = _events_settings()
+        try:  # any Content-Type: a Cloud Tasks task without a Content-Type header still carries JSON
+            body = read_json_body()
+        except InvalidInput as err:
+            if err.code != "invalid_json":
+                raise  # json_too_deep
+            raise InvalidInput("send a JSON body: a Pub/Sub push envelope or a job", code="invalid_event") from None
+        bounds = JsonBounds.from_settings(settings)
+        return _answer(lambda: event_from_request(body, bounds), job, _message_id(body), namespace)
 
     @bp.post("/events/storage")
     @operation("An Eventarc CloudEvent google.cloud.storage.object.v1.finalized (binary or structured mode)",
                request=json_content(EVENT_SCHEMA), responses={200: ("Done, skipped, ignored or failed for good "
                                                                     "(acknowledged).", json_content(EVENT_ANSWER))},
-               errors=(400, 503, 504), tags=["events"])
+               errors=(400, 413, 501, 503, 504), tags=["events"])
     def eventarc():
         """An Eventarc CloudEvent for a Cloud Storage object (binary or structured mode)."""
-        return _answer(lambda: event_from_cloudevent(request.headers, request.get_data()), job,
+        bounds = JsonBounds.from_settings(_events_settings())
+        return _answer(lambda: event_from_cloudevent(request.headers, request.get_data(), bounds), job,
                        request.headers.get("ce-id", ""), namespace)
 
     app.register_blueprint(bp)
@@ -88,11 +94,18 @@ def _message_id(body) -> str:
     return str(message.get("messageId") or "") if isinstance(message, dict) else ""
 
 
-def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str, namespace: str):
+def _events_settings() -> CoreSettings:
+    """The app's settings; refused when events are not configured (before the body is read)."""
     settings: CoreSettings = current_app.extensions["settings"]
     if not settings.events_output:
-        raise NotReady("events are off: set EVENTS_OUTPUT to a directory or gs:// prefix",
-                       code="events_not_configured")
+        # Not NotReady's 503 "retry later": nothing changes until the deployment sets EVENTS_OUTPUT.
+        raise NotConfigured("events are not configured on this service: set EVENTS_OUTPUT to a directory or "
+                            "gs:// prefix", code="events_not_configured")
+    return settings
+
+
+def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str, namespace: str):
+    settings: CoreSettings = current_app.extensions["settings"]
     started = time.perf_counter()
     try:
         event = parse()

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, ServiceError
+from core.json_body import DEFAULT_BOUNDS, JsonBounds, check_json_bytes, loads_bounded
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 # Eventarc with a Pub/Sub source wraps the same push envelope in a CloudEvent of this type.
@@ -87,7 +87,7 @@ def parse_push(body) -> PushMessage:
                        body.get("subscription"))
 
 
-def event_from_push(message: PushMessage) -> ObjectEvent:
+def event_from_push(message: PushMessage, bounds: JsonBounds = DEFAULT_BOUNDS) -> ObjectEvent:
     """A push message -> the object event (a storage notification or a JSON job)."""
     attributes = message.attributes
     if "bucketId" in attributes or "objectId" in attributes:
@@ -101,10 +101,10 @@ def event_from_push(message: PushMessage) -> ObjectEvent:
         return ObjectEvent(f"gs://{bucket}/{name}", attributes.get("objectGeneration") or None, None,
                            source="pubsub-notification", event_id=message.message_id)
     try:
-        job = json.loads(message.data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        job = loads_bounded(message.data, bounds)
+    except ServiceError as err:  # malformed, too deep or too large: it will never succeed
         raise PoisonEvent(f"message {message.message_id}: data is neither a storage notification nor a "
-                          "JSON job {\"input\": \"gs://...\"}") from None
+                          f"JSON job {{\"input\": \"gs://...\"}} ({err.message})") from None
     return event_from_job(job, source="pubsub-job", event_id=message.message_id)
 
 
@@ -122,18 +122,22 @@ def event_from_job(job, *, source: str = "job", event_id: str = "") -> ObjectEve
     return ObjectEvent(source_uri, None, output, options, source=source, event_id=event_id)
 
 
-def event_from_request(body) -> ObjectEvent:
+def event_from_request(body, bounds: JsonBounds = DEFAULT_BOUNDS) -> ObjectEvent:
     """What /events/pubsub receives: a push envelope, or a bare JSON job (Cloud Tasks, curl)."""
     if isinstance(body, dict) and "message" not in body and "input" in body:
         return event_from_job(body, source="job")
-    return event_from_push(parse_push(body))
+    return event_from_push(parse_push(body), bounds)
 
 
-def event_from_cloudevent(headers: Mapping[str, str], body: bytes) -> ObjectEvent:
+def event_from_cloudevent(headers: Mapping[str, str], body: bytes,
+                          bounds: JsonBounds = DEFAULT_BOUNDS) -> ObjectEvent:
     """An Eventarc CloudEvent (binary or structured mode) -> the object event."""
     from cloudevents.v1 import exceptions as ce_errors
     from cloudevents.v1.http import from_http
 
+    content_type = next((value for name, value in headers.items() if name.lower() == "content-type"), "")
+    if not content_type or "json" in content_type.lower():
+        check_json_bytes(body, bounds)  # from_http parses it with json.loads: bound it first
     try:
         event = from_http(dict(headers), body)
     except ce_errors.GenericException as err:
@@ -144,11 +148,13 @@ def event_from_cloudevent(headers: Mapping[str, str], body: bytes) -> ObjectEven
     data = event.data
     if isinstance(data, (bytes, str)):
         try:
-            data = json.loads(data)
-        except ValueError:
+            data = loads_bounded(data, bounds)
+        except InvalidInput as err:
+            if err.code != "invalid_json":
+                raise
             raise InvalidInput("CloudEvent data is not JSON", code="invalid_event") from None
     if event_type == PUBSUB_PUBLISHED:
-        return event_from_push(parse_push(data))
+        return event_from_push(parse_push(data), bounds)
     data = data if isinstance(data, dict) else {}
     attributes = event.get_attributes()
     # The object resource names bucket and object; source and subject say the same and serve as

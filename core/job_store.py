@@ -1,22 +1,41 @@
-"""Async job records behind one small interface: in this process's memory, or in Redis.
+"""Async job records behind one small interface, in the store ``JOB_STORE_URI`` names.
 
 A record is a JSON-ready dict (``job_id``, ``status``, times, ``result``, ``callback``) kept for
 ``JOB_TTL`` seconds after its last change. Each job has one writer (the process that accepted
 it), so ``save`` replaces the whole record and needs no transaction.
 
-The memory store is per process: records vanish when the instance stops, and with several
-gunicorn workers or instances a GET may land where the job is unknown. Redis (the same
-``RATE_LIMIT_STORAGE_URI`` as the rate limits) shares them.
+- ``file:///DIR`` (the default, ``/tmp/inference-jobs``): one small JSON file per job, written
+  atomically (temporary file + rename). Every gunicorn process of the instance reads the same
+  directory, so a poll that lands on a sibling process finds the job. Bounded: a record expires
+  after the TTL and the directory holds at most ``MAX_DIRECTORY_RECORDS`` (the oldest go first).
+  On Cloud Run /tmp is memory, and it ends with the instance.
+- ``redis://`` / ``rediss://``: shared by every instance; Redis expires the keys.
+- ``gs://BUCKET/PREFIX``: one object per job, shared by every instance; reads honour the TTL, and a
+  bucket lifecycle rule deletes old objects.
+- ``memory://``: this process only (a single-process deployment, tests).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 import time
+from pathlib import Path
 from typing import Protocol
 
+from core import storage
+from core.settings import JOB_STORE_SCHEMES
+
 KEY_PREFIX = "inference-job:"
+# Enough for hours of callback jobs on one instance; at a few KB a record (an embedding, a short
+# transcript) that is tens of MB of /tmp, which on Cloud Run is the instance's memory.
+MAX_DIRECTORY_RECORDS = 10_000
+# Job ids are uuid4 hex; anything else from a URL is unknown (and never becomes a path).
+SWEEP_EVERY_S = 60.0  # how often a process removes expired records when it saves a new job
+_JOB_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+SCHEMES = JOB_STORE_SCHEMES
 
 
 class JobStore(Protocol):
@@ -78,8 +97,93 @@ class RedisJobStore:
         return None if raw is None else json.loads(raw)
 
 
-def make_job_store(storage_uri: str, ttl_s: float) -> JobStore:
-    """Redis when the rate-limit storage URI is redis:// or rediss://, else this process's memory."""
-    if storage_uri.startswith(("redis://", "rediss://")):
-        return RedisJobStore(storage_uri, ttl_s)
-    return MemoryJobStore(ttl_s)
+class DirectoryJobStore:
+    """One JSON file per job in a directory every process of the instance shares."""
+
+    def __init__(self, directory: str | Path, ttl_s: float, max_records: int = MAX_DIRECTORY_RECORDS):
+        self.directory = Path(directory)
+        self.ttl_s = ttl_s
+        self.max_records = max_records
+        self._next_sweep = 0.0
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, job_id: str) -> Path | None:
+        return self.directory / f"{job_id}.json" if _JOB_ID.match(job_id) else None
+
+    def save(self, record: dict) -> None:
+        """Write ``{"expires_at", "record"}`` atomically; a new job first makes room if the store is full."""
+        path = self._path(record["job_id"])
+        if path is None:
+            raise ValueError(f"bad job id {record['job_id']!r}")
+        if not path.exists():
+            self._make_room()
+        body = json.dumps({"expires_at": time.time() + self.ttl_s, "record": record}).encode()
+        storage.write_bytes(str(path), body, "application/json")  # temp file + os.replace: never half a file
+
+    def get(self, job_id: str) -> dict | None:
+        """The record, or None when unknown or expired (an expired file is removed)."""
+        path = self._path(job_id)
+        try:
+            entry = json.loads(path.read_bytes()) if path is not None else None
+        except (FileNotFoundError, ValueError):  # unknown, or removed while we read it
+            return None
+        if entry is None or entry["expires_at"] <= time.time():
+            if entry is not None:
+                path.unlink(missing_ok=True)
+            return None
+        return entry["record"]
+
+    def _make_room(self) -> None:
+        """Remove expired records (once a minute), and the oldest when the directory is full."""
+        names = [name for name in os.listdir(self.directory) if name.endswith(".json") and not name.startswith(".")]
+        if len(names) < self.max_records and time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + SWEEP_EVERY_S
+        now, entries = time.time(), []
+        for name in names:
+            try:  # mtime is the last save: mtime + TTL is the record's expiry
+                entries.append((os.stat(self.directory / name).st_mtime, name))
+            except FileNotFoundError:
+                continue  # removed by a sibling process meanwhile
+        entries.sort()  # oldest first
+        over = len(entries) - self.max_records + 1  # room for the new record
+        for n, (mtime, name) in enumerate(entries):
+            if n >= over and mtime + self.ttl_s > now:
+                break
+            (self.directory / name).unlink(missing_ok=True)
+
+
+class GcsJobStore:
+    """One ``<prefix>/<job_id>.json`` object per job in Cloud Storage, shared by every instance."""
+
+    def __init__(self, uri: str, ttl_s: float):
+        self.prefix = uri.rstrip("/")
+        self.ttl_s = ttl_s
+
+    def save(self, record: dict) -> None:
+        """Replace the job's object (one writer per job)."""
+        body = json.dumps({"expires_at": time.time() + self.ttl_s, "record": record}).encode()
+        storage.write_bytes(storage.join(self.prefix, f"{record['job_id']}.json"), body, "application/json")
+
+    def get(self, job_id: str) -> dict | None:
+        """The record, or None when unknown or expired."""
+        if not _JOB_ID.match(job_id):
+            return None
+        try:
+            entry = json.loads(storage.read_bytes(storage.join(self.prefix, f"{job_id}.json")))
+        except storage.ObjectNotFound:
+            return None
+        return entry["record"] if entry["expires_at"] > time.time() else None
+
+
+def make_job_store(uri: str, ttl_s: float) -> JobStore:
+    """The store JOB_STORE_URI names: file:// (one instance), redis:// or gs:// (all instances), memory://."""
+    if uri.startswith(("redis://", "rediss://")):
+        return RedisJobStore(uri, ttl_s)
+    if uri.startswith("gs://"):
+        return GcsJobStore(uri, ttl_s)
+    if uri.startswith("memory://"):
+        return MemoryJobStore(ttl_s)
+    if uri.startswith("file://"):
+        return DirectoryJobStore(storage.local_path(uri), ttl_s)
+    raise ValueError(f"JOB_STORE_URI={uri!r}: expected one of {', '.join(SCHEMES)}")

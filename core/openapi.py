@@ -26,6 +26,7 @@ ERROR_DESCRIPTIONS = {
     415: "Unsupported media type.",
     429: "Inference queue full (overloaded) or RATE_LIMIT reached; see Retry-After.",
     500: "Inference failed for this request's batch; the service keeps serving.",
+    501: "A feature this deployment has not configured (events without EVENTS_OUTPUT); retrying cannot help.",
     503: "Model not ready (loading or broken); see Retry-After.",
     504: "Waited longer than REQUEST_TIMEOUT_S for the model.",
 }

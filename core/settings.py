@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T", bound="CoreSettings")
+JOB_STORE_SCHEMES = ("file://", "memory://", "redis://", "rediss://", "gs://")
 
 
 class SettingsError(ValueError):
@@ -141,6 +142,10 @@ class CoreSettings:
         minimum=0)
     job_ttl_s: float = setting(
         "JOB_TTL", 86400.0, "Seconds GET /jobs/<id> keeps a callback_url job's status and result.", minimum=1)
+    job_store_uri: str = setting(
+        "JOB_STORE_URI", "file:///tmp/inference-jobs",
+        "Where callback_url job records live for GET /jobs/<id>: file:///DIR is shared by the processes "
+        "of one instance; redis://HOST:6379 or gs://BUCKET/PREFIX by every instance; memory:// is per process.")
     async_queue: int = setting(
         "ASYNC_QUEUE", 256, "callback_url jobs waiting to run before new ones get 429 + Retry-After.",
         minimum=1)
@@ -150,7 +155,7 @@ class CoreSettings:
     events_output: str | None = setting(
         "EVENTS_OUTPUT", None,
         "Where /events/* write results and failure records: a local directory or gs://bucket/prefix; "
-        "unset = the event routes answer 503.")
+        "unset = the event routes answer 501 events_not_configured.")
     events_input_root: str | None = setting(
         "EVENTS_INPUT_ROOT", None,
         "The only local directory file:// event inputs may be read from (local runs, tests); unset = "
@@ -210,6 +215,9 @@ class CoreSettings:
                 parse_many(self.rate_limit)
             except ValueError as err:
                 raise SettingsError(f"RATE_LIMIT={self.rate_limit!r} is not valid: {err}") from None
+        if not self.job_store_uri.startswith(JOB_STORE_SCHEMES) or self.job_store_uri.rstrip("/") == "gs:":
+            raise SettingsError(f"JOB_STORE_URI={self.job_store_uri!r} must be file:///DIR, redis://HOST:PORT, "
+                                "gs://BUCKET/PREFIX or memory://")
         if self.events_output and self.events_output.startswith("gs://") and not self.events_output[5:].strip("/"):
             raise SettingsError("EVENTS_OUTPUT needs a bucket: gs://BUCKET or gs://BUCKET/prefix")
 
@@ -225,6 +233,11 @@ class CoreSettings:
     def max_request_bytes(self) -> int:
         """MAX_REQUEST_MB in bytes (MiB)."""
         return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def max_json_items(self) -> int:
+        """Values (commas) one JSON body may hold, counted before parsing; an event needs a few dozen."""
+        return 1024
 
     def public_dict(self) -> dict:
         """The settings with secrets masked, for logs."""

@@ -11,10 +11,10 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
-from flask import current_app, request
+from flask import request
 
-from core.body_limits import loads_bounded
 from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+from core.json_body import read_json_body
 from core.uploads import upload_bytes
 
 IMAGE_FIELDS = ("image", "images")
@@ -88,8 +88,7 @@ def _from_form(option_fields: tuple[str, ...]) -> Inputs:
 
 
 def _from_json(option_fields: tuple[str, ...]) -> Inputs:
-    # Depth-limited: a body nested 50,000 levels deep is a 400, not the parser's RecursionError (500).
-    body = loads_bounded(request.get_data(cache=False), current_app.extensions["settings"].max_json_depth)
+    body = read_json_body()
     if not isinstance(body, dict):
         raise InvalidInput("the JSON body must be an object", code="invalid_json")
     inputs = Inputs()

@@ -10,12 +10,11 @@ convention). The work is ``server.service.ClipService.embed``, as for /embed.
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, current_app, g, request
 
 from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
+from core.json_body import read_json_body
 from core.model_list import add_model_list
 from core.openapi import json_content, operation
 from server.encoding import json_response
@@ -36,10 +35,7 @@ def _service() -> ClipService:
 def _body() -> dict:
     if request.mimetype != "application/json":
         raise InvalidInput('send a JSON body: {"input": ["a photo of a cat"], "model": "..."}', code="invalid_json")
-    try:
-        body = json.loads(request.get_data(cache=False) or b"")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidInput(f"malformed JSON: {err}", code="invalid_json") from None
+    body = read_json_body()
     if not isinstance(body, dict):
         raise InvalidInput("the JSON body must be an object", code="invalid_json")
     unknown = sorted(set(body) - set(KNOWN_KEYS))

@@ -5,12 +5,11 @@ Routes only read the request and render the answer; the work is ``server.service
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, current_app, g, request
 
 from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
+from core.json_body import JsonBounds, loads_bounded
 from core.openapi import json_content, operation
 from server import schemas
 from server.encoding import check_encoding_format, json_response
@@ -50,8 +49,10 @@ def _labels(inputs) -> list:
     for value in inputs.options.get("labels", []) + inputs.options.get("label", []):
         if isinstance(value, str) and value.strip().startswith("["):  # -F 'labels=["cat","dog"]'
             try:
-                value = json.loads(value)
-            except ValueError:
+                value = loads_bounded(value, JsonBounds.from_settings(current_app.extensions["settings"]))
+            except InvalidInput as err:
+                if err.code != "invalid_json":
+                    raise  # json_too_deep
                 raise InvalidInput("labels is not a valid JSON list", code="invalid_labels") from None
         labels.extend(value if isinstance(value, list) else [value])
     return labels

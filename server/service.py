@@ -1,8 +1,8 @@
 """What the CLIP server does, one method per job: embed inputs, classify images.
 
-Every entry point calls these and nothing else: the HTTP routes, and later callbacks, events and
-batch jobs. None of them talks to the batcher or the backend on its own, so validation, batching
-and the response shape live in one place.
+Every entry point calls these and nothing else: the HTTP routes (/embed, /classify, /v1/embeddings),
+callback_url jobs, /events/* and the batch job (server/job.py). None of them talks to the batcher
+or the backend on its own, so validation, batching and the response shape live in one place.
 """
 
 from __future__ import annotations

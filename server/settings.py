@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from core.settings import CoreSettings, SettingsError, override, setting
 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}"
+# JSON values a request holds besides its inputs and labels: keys and options.
+JSON_VALUES_BESIDES_INPUTS = 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ class ServerSettings(CoreSettings):
         "SIM_LOCK_PATH", "/tmp/clip-sim-gpu.lock",
         "CLIP_MODEL=sim:...: file every process on the instance locks around a forward (one GPU) "
         "and where busy time is counted.")
+
+    @property
+    def max_json_items(self) -> int:
+        """Values one JSON body may hold: every input and label the routes accept, plus keys and options."""
+        return self.max_inputs + self.max_labels + JSON_VALUES_BESIDES_INPUTS
 
     def check_consistency(self) -> None:
         """MAX_LABELS and MAX_INPUTS must fit in the queue: one request's items are queued together."""

@@ -34,7 +34,6 @@ def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     app.extensions["model_runner"] = runner
     service = WhisperService(runner, settings, reserve=app.extensions["memory_budget"].reserve)
     app.extensions["whisper_service"] = service
-    app.extensions["transcriber"] = service.transcriber
     install_health(app, runner.health, service="whisper-worker")
     install_async_jobs(app, settings)
     app.register_blueprint(bp)

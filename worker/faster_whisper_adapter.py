@@ -12,11 +12,9 @@ from __future__ import annotations
 from math import ceil
 
 import numpy as np
-from faster_whisper.tokenizer import _LANGUAGE_CODES
 
+from worker.languages import LANGUAGE_CODES  # noqa: F401 - the codes Whisper's tokenizer knows, re-exported
 from worker.whisper_types import ChunkPlan
-
-LANGUAGE_CODES: tuple[str, ...] = tuple(_LANGUAGE_CODES)  # the codes Whisper's tokenizer knows
 
 SAMPLE_RATE = 16000
 BEST_OF = 5

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.errors import InvalidInput
-from worker.faster_whisper_adapter import LANGUAGE_CODES
+from worker.languages import LANGUAGE_CODES
 
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
 TASKS = ("transcribe", "translate")

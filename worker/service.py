@@ -1,7 +1,8 @@
 """What the Whisper worker does, one method per job: transcribe this audio with these options.
 
-Every entry point calls these and nothing else: the HTTP routes, and later callbacks, events and
-batch jobs. None of them talks to the batcher or the backend on its own.
+Every entry point calls these and nothing else: the HTTP routes (/transcribe and its OpenAI alias),
+callback_url jobs, /events/* and the batch job (worker/job.py). None of them talks to the batcher
+or the backend on its own.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ Reserve = Callable[[int], AbstractContextManager]
 
 
 def no_budget(_nbytes: int) -> AbstractContextManager:
-    """Admit everything (until an instance-wide memory budget is wired in)."""
+    """Admit everything: for callers with no budget (unit tests); the app, events and jobs pass the
+    process's decode-memory budget (DECODE_MEMORY_BUDGET_MB)."""
     return contextlib.nullcontext()
 
 

@@ -1,4 +1,4 @@
-"""The decode-memory budget, the container limit it derives from, returning freed memory, JSON depth."""
+"""The decode-memory budget, the container limit it derives from, returning freed memory."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import time
 import pytest
 
 from core.admission import MIB, WORKER_COUNT_ENV, MemoryBudget, auto_budget_bytes, budget_from_settings
-from core.body_limits import json_depth, loads_bounded
-from core.errors import InvalidInput, Overloaded, PayloadTooLarge
+from core.errors import Overloaded, PayloadTooLarge
 from core.memory import container_memory_limit, physical_memory, release_freed_memory
 from core.settings import CoreSettings, SettingsError
 
@@ -106,18 +105,6 @@ def test_freed_memory_goes_back_to_the_os_after_a_large_request():
     after = process.memory_info().rss
     assert before - after > 100 * 1024 * 1024, (before, after)
     assert len(keep) == 100 * 1024
-
-
-def test_json_depth_is_bounded_and_never_a_recursion_error():
-    assert json_depth({"a": [1, {"b": []}]}, 10) == 4
-    assert loads_bounded(b'{"texts": ["a"]}', 4) == {"texts": ["a"]}
-    for deep in (b"[" * 40 + b"]" * 40, b"[" * 50_000 + b"]" * 50_000):
-        with pytest.raises(InvalidInput) as refused:
-            loads_bounded(deep, 32)
-        assert refused.value.code == "json_too_deep"
-    with pytest.raises(InvalidInput) as refused:
-        loads_bounded(b'{"a": ', 32)
-    assert refused.value.code == "invalid_json"
 
 
 def test_memory_is_trimmed_after_a_large_request_or_once_a_burst_of_small_ones_drains(monkeypatch):

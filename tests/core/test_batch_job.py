@@ -8,6 +8,8 @@ import time
 import pytest
 
 from core import batch_job
+from core.batch_results import FilesPerInput, JsonlShard, check_distinct, output_name
+from core.errors import InvalidInput
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +37,7 @@ def test_inputs_from_a_folder_and_from_a_manifest(tmp_path):
     assert [name for _, name in found] == ["a.PNG", "b.jpg", "sub/c.jpg"]
     assert found[2][0] == str(tmp_path / "in" / "sub" / "c.jpg")
     manifest = tmp_path / "list.txt"
-    manifest.write_text(f"# photos\n{tmp_path}/in/b.jpg\n\ngs://bucket/x.jpg\n")
+    manifest.write_text(f"# photos\n{tmp_path}/in/b.jpg\n\ngs://bucket/x.jpg\ngs://bucket/x.jpg\n")  # one input
     assert batch_job.list_inputs(str(manifest), (".jpg",)) == [
         (f"{tmp_path}/in/b.jpg", f"{tmp_path}/in/b.jpg"), ("gs://bucket/x.jpg", "gs://bucket/x.jpg")]
 
@@ -78,3 +80,27 @@ def test_output_must_not_lie_inside_the_input(tmp_path):
     args = parser.parse_args(["--input", str(tmp_path), "--output", str(tmp_path / "out")])
     with pytest.raises(SystemExit):
         batch_job.require_locations(parser, args)
+
+
+def test_outputs_are_named_after_the_full_input_name_and_collisions_are_refused(tmp_path):
+    assert output_name("talks/a.m4a") == "talks/a.m4a" and output_name("gs://b/x/y.wav") == "b/x/y.wav"
+    files = FilesPerInput(str(tmp_path))
+    check_distinct(["a.wav", "a.mp3", "x/a.wav", "y/a.wav"], files)  # four inputs, four outputs
+    with pytest.raises(InvalidInput) as refused:
+        check_distinct(["gs://b/a.wav", "file:///b/a.wav"], files)  # both b/a.wav
+    assert refused.value.code == "output_collision"
+    files.add("x/a.wav", {"json": (b"{}", "application/json"), "srt": (b"1", "text/plain")})
+    assert (tmp_path / "x" / "a.wav.json").exists() and (tmp_path / "x" / "a.wav.srt").exists()
+    assert files.finished(["x/a.wav", "y/a.wav"]) == {"x/a.wav"}
+
+
+def test_a_jsonl_shard_resumes_from_its_last_checkpoint(tmp_path):
+    location = str(tmp_path / "part.jsonl")
+    shard = JsonlShard(location, ["a.jpg", "b.jpg", "c.jpg"], checkpoint_every=2)
+    shard.add("b.jpg", {"embedding": [2]})
+    assert not (tmp_path / "part.jsonl").exists()
+    shard.add("a.jpg", {"embedding": [1]})  # the second new line: a checkpoint, in listing order
+    assert [line[:15] for line in (tmp_path / "part.jsonl").read_text().splitlines()] == [
+        '{"path": "a.jpg', '{"path": "b.jpg']
+    again = JsonlShard(location, ["a.jpg", "b.jpg", "c.jpg"], checkpoint_every=2)
+    assert again.finished(["a.jpg", "b.jpg", "c.jpg"]) == {"a.jpg", "b.jpg"}

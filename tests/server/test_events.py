@@ -233,9 +233,15 @@ def test_requests_that_are_not_events_get_400(client):
 
 
 def test_events_are_off_without_events_output():
+    """A configuration problem, not readiness: 501 events_not_configured, never 503 "retry later"."""
     _, client = make_app()
-    answer = client.post("/events/pubsub", json=push({"input": "gs://b/x.jpg"}))
-    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "events_not_configured"
+    answers = [client.post("/events/pubsub", json=push({"input": "gs://b/x.jpg"})),
+               client.post("/events/storage", headers=to_binary(finalized("b", "x.jpg", "1"))[0],
+                           data=to_binary(finalized("b", "x.jpg", "1"))[1])]
+    for answer in answers:
+        error = answer.get_json()["error"]
+        assert answer.status_code == 501 and error["code"] == "events_not_configured", error
+        assert "EVENTS_OUTPUT" in error["message"] and "not ready" not in error["message"]
 
 
 def test_other_notifications_and_event_types_are_ignored(client):

@@ -93,6 +93,7 @@ def test_redis_uri_comes_from_secret_manager_with_vpc_egress_and_its_password_is
     assert dict(p.split("=", 1) for p in secrets.split(",")) == {
         "API_KEY": "gpu-inference-api-key:latest",
         "RATE_LIMIT_STORAGE_URI": "gpu-inference-redis-uri:latest",
+        "JOB_STORE_URI": "gpu-inference-redis-uri:latest",  # job records shared too, unless JOB_STORE_BUCKET
         "CALLBACK_SECRET": "gpu-inference-callback:latest"}
     assert "RATE_LIMIT_STORAGE_URI" not in env_vars(argv)
     # Direct VPC egress, private ranges only: Memorystore's 10.x address becomes reachable.

@@ -286,3 +286,19 @@ def test_delete_asks_first(tmp_path):
     result, calls = run_with_fake_gcloud(tmp_path, *TARGET, "delete", "clip", stdin="y\n")
     assert result.returncode == 0 and calls == [f"run services delete clip-server --project={PROJECT} "
                                                 f"--region={REGION} --quiet"]
+
+
+def test_a_job_store_bucket_gives_each_service_a_shared_job_store_it_may_rewrite(tmp_path):
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text("JOB_STORE_BUCKET=my-jobs\nAPI_KEY_SECRET=\n")
+    lines = dry_run_lines(tmp_path, *TARGET, "deploy", "all", "--skip-build", "--image-tag", "v1",
+                          env_file=str(env_file))
+    found = deploys(lines)
+    assert env_vars(found["clip-server"])["JOB_STORE_URI"] == "gs://my-jobs/jobs/clip-server"
+    assert env_vars(found["whisper-worker"])["JOB_STORE_URI"] == "gs://my-jobs/jobs/whisper-worker"
+    grants = [shlex.split(line) for line in lines if " buckets add-iam-policy-binding " in line]
+    assert [(g[4], flag_values(g, "--role")) for g in grants] == [("gs://my-jobs", ["roles/storage.objectUser"])]
+    assert min(n for n, line in enumerate(lines) if "add-iam-policy-binding gs://my-jobs" in line) < min(
+        n for n, line in enumerate(lines) if " run deploy " in line)
+    plain = deploys(dry_run_lines(tmp_path, *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1"))
+    assert "JOB_STORE_URI" not in env_vars(plain["clip-server"])  # the services' default: the instance's /tmp

@@ -107,5 +107,9 @@ def test_an_unfinished_last_segment_is_kept_not_dropped():
     assert (segments[1]["start"], segments[1]["end"]) == (12.4, 15.0)
 
 
-def test_the_language_codes_come_from_the_tokenizer():
+def test_the_language_codes_are_the_tokenizers():
+    """worker/languages.py copies them (options must not import faster-whisper): an upgrade fails here."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    assert fw.LANGUAGE_CODES == tuple(_LANGUAGE_CODES)
     assert {"en", "de", "ja", "yue"} <= set(fw.LANGUAGE_CODES) and len(fw.LANGUAGE_CODES) >= 99

@@ -93,3 +93,25 @@ def test_json_and_verbose_json():
 def test_text():
     body, content_type = render(transcript(), "text")
     assert content_type.startswith("text/plain") and body.endswith("\n")
+
+
+def test_options_and_the_fake_model_app_never_import_faster_whisper():
+    """WHISPER_MODEL=fake runs without faster-whisper: parsing options (language=) must not load it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = ("import sys\n"
+              "from worker.options import parse_options\n"
+              "from worker.settings import WorkerSettings\n"
+              "from worker.app import create_app\n"
+              "settings = WorkerSettings.from_env({}, whisper_model='fake', log_level='WARNING')\n"
+              "parse_options({'language': ['de']}, multilingual=True, model_name='fake', default_beam_size=5)\n"
+              "create_app(settings)\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('faster_whisper', 'ctranslate2')))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "WHISPER_MODEL": "fake"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
