@@ -37,7 +37,7 @@ def translations():
     # Options first: on an English-only model the 400 names the real problem, whatever the upload.
     options = service.options({**raw, "task": ["translate"]})
     data = read_upload()
-    return answer(lambda sizes: service.transcribe(data, options, sizes), callback_url,
+    return answer(lambda: service.transcribe(data, options), callback_url,
                   respond=lambda transcript: transcript_response(service, transcript, options),
                   to_result=lambda transcript: transcript_result(service, transcript, options.response_format),
                   validate=lambda: service.check_audio(data))

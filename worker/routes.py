@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 
 from core.async_jobs import JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
@@ -51,7 +51,7 @@ def transcribe():
     callback_url = callback_url_from(fields)
     options = service.options(fields)
 
-    return answer(lambda sizes: service.transcribe(data, options, sizes), callback_url,
+    return answer(lambda: service.transcribe(data, options), callback_url,
                   respond=lambda transcript: transcript_response(service, transcript, options),
                   to_result=lambda transcript: transcript_result(service, transcript, options.response_format),
                   validate=lambda: service.check_audio(data))
@@ -59,7 +59,6 @@ def transcribe():
 
 def transcript_response(service: WhisperService, transcript: Transcript, options) -> Response:
     """The synchronous answer: the transcript rendered in the requested format."""
-    g.inputs = {"audio_seconds": round(transcript.duration, 2), "segments": len(transcript.segments)}
     body, content_type = service.render(transcript, options.response_format)
     return Response(body, content_type=content_type)
 

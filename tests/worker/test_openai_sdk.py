@@ -105,7 +105,7 @@ def test_translation_on_a_multilingual_model_asks_the_service_for_task_translate
     service = app.extensions["whisper_service"]
     asked = []
 
-    def fake_transcribe(data, options, batch_sizes=None):
+    def fake_transcribe(data, options):
         asked.append(options)
         return Transcript("de", 0.99, 2.0, [Segment(0, 0.0, 2.0, " Good morning.", -0.1, 0.01, 1.0, 0.0)],
                           task=options.task)
