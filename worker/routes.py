@@ -21,7 +21,8 @@ bp = Blueprint("whisper", __name__)
 AUDIO_FIELDS = ("audio", "file")  # "file" is what OpenAI clients send
 
 
-def _upload() -> bytes:
+def read_upload() -> bytes:
+    """The one audio file of a multipart request (as 'audio' or OpenAI's 'file'); 4xx otherwise."""
     if request.mimetype != "multipart/form-data":
         raise InvalidInput("send the audio as multipart/form-data: -F audio=@meeting.m4a", code="no_input")
     names = list(request.files)
@@ -45,12 +46,20 @@ def _upload() -> bytes:
            errors=(400, 413, 415, 500, 503, 504))
 def transcribe():
     """Transcribe one uploaded recording; options as form fields or query parameters."""
-    data = _upload()  # read in full here: a callback_url job outlives the request
+    return answer_transcription()
+
+
+def answer_transcription(task: str | None = None):
+    """The one route body for transcriptions and translations (``task`` forces the option).
+
+    Options first: on an English-only model a translation's 400 names the real problem, whatever
+    the upload. The upload is read in full here: a callback_url job outlives the request.
+    """
     service: WhisperService = current_app.extensions["whisper_service"]
     fields = {**request.args.to_dict(flat=False), **request.form.to_dict(flat=False)}
     callback_url = callback_url_from(fields)
-    options = service.options(fields)
-
+    options = service.options({**fields, "task": [task]} if task else fields)
+    data = read_upload()
     return answer(lambda: service.transcribe(data, options), callback_url,
                   respond=lambda transcript: transcript_response(service, transcript, options),
                   to_result=lambda transcript: transcript_result(service, transcript, options.response_format),
