@@ -3,13 +3,14 @@
 A route validates its request as usual, then hands ``answer`` a callable that does the work
 through the app's service (so the job goes through the same batcher as a synchronous request):
 
-    return answer(lambda sizes: service.embed(images, texts, sizes), callback_url_from(fields))
+    return answer(lambda: service.embed(images, texts), callback_url_from(fields))
 
 Without a callback URL that runs the work at once and renders it; with one it checks the URL
 (400 at once if the guard refuses it), queues the job (429 + Retry-After when ``ASYNC_QUEUE`` is
 full) and answers ``202 {"job_id", "status": "queued", "status_url"}``. ``GET /jobs/<id>`` shows the
 record. On SIGTERM (gunicorn hooks below) jobs get until shortly before the graceful timeout;
-those that cannot finish are delivered as ``failed`` with code ``shutting_down``.
+those that cannot finish are delivered as ``failed`` with code ``shutting_down``. A job's thread
+opens its own request context (door ``callback``): its deadline, batch sizes and input counts.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Flask, current_app, jsonify, request, url_for
 
+from core import request_context
 from core.address_guard import AddressGuard
 from core.callbacks import CallbackSender, Deliverer, RetryPolicy, new_delivery_record
 from core.errors import InvalidInput, NotReady, Overloaded, ServiceError
 from core.job_store import JobStore, make_job_store
+from core.logs import context_fields
 from core.openapi import json_content, operation
 from core.settings import CoreSettings
 
@@ -42,7 +45,7 @@ CALLBACK_FIELD = "callback_url"
 # Seconds of the graceful timeout kept for delivering the shutting_down failures.
 SHUTDOWN_DELIVERY_RESERVE_S = 2.0
 
-Work = Callable[[list[int]], Any]
+Work = Callable[[], Any]
 
 
 class JobNotFound(ServiceError):
@@ -140,9 +143,9 @@ class AsyncJobs:
         with self._lock:
             job.record["status"] = "running"
         self._save(job)
-        batch_sizes: list[int] = []
+        seen: dict = {"batch_sizes": []}  # the last attempt's batch sizes and input counts, for the log
         try:
-            value = self._call(job, batch_sizes)
+            value = self._call(job, seen)
             body = {**job.to_result(value), "job_id": job.job_id, "status": "succeeded"}
         except ServiceError as err:
             body = failure_body(job.job_id, err.code, err.message)
@@ -151,16 +154,23 @@ class AsyncJobs:
             body = failure_body(job.job_id, "internal_error", f"{type(err).__name__}: {err}")
         elapsed = time.monotonic() - started
         self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * elapsed
-        log.info("job %s", body["status"], extra={"job_id": job.job_id, "batch_sizes": batch_sizes,
+        log.info("job %s", body["status"], extra={"job_id": job.job_id, **seen,
                                                    "latency_ms": round(elapsed * 1000, 1)})
         self._finish(job, body)
 
-    def _call(self, job: _Job, batch_sizes: list[int]) -> Any:
-        """Run the work; a full batcher queue or a loading model is waited out, not failed."""
+    def _call(self, job: _Job, seen: dict) -> Any:
+        """Run the work; a full batcher queue or a loading model is waited out, not failed.
+
+        Each attempt is one request through the ``callback`` door, with its own deadline.
+        """
         give_up_at = job.accepted + self.settings.request_timeout_s
         while True:
             try:
-                return job.work(batch_sizes)
+                with request_context.opened("callback") as context:
+                    try:
+                        return job.work()
+                    finally:
+                        seen.update(context_fields(context))
             except (Overloaded, NotReady) as err:
                 wait = float(err.retry_after or 1)
                 if time.monotonic() + wait > give_up_at:
@@ -318,12 +328,13 @@ def answer(work: Work, callback_url: str | None, *, respond: Callable[[Any], Any
            to_result: Callable[[Any], dict] | None = None, validate: Callable[[], object] | None = None):
     """Run ``work`` now and ``respond`` with it, or accept it as a job when there is a callback URL.
 
-    ``work(batch_sizes)`` calls the service; ``to_result`` turns its value into the callback's
-    JSON body (default: the value itself, for services that return the response dict);
+    ``work()`` calls the service (in the request context of this request, or of the job's thread);
+    ``to_result`` turns its value into the callback's JSON body (default: the value itself, for
+    services that return the response dict);
     ``validate()`` runs before a 202 so undecodable inputs still get their 4xx at once.
     """
     if callback_url is None:
-        return respond(work(g.batch_sizes))
+        return respond(work())
     jobs: AsyncJobs = current_app.extensions["async_jobs"]
     jobs.check_callback(callback_url)
     runner = current_app.extensions.get("model_runner")

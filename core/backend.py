@@ -21,6 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_futures
 from typing import Any, Protocol
 
+from core import request_context
 from core.batcher import Batcher
 from core.errors import DeadlineExceeded, Overloaded
 from core.settings import CoreSettings
@@ -70,30 +71,17 @@ PreprocessAll = Callable[[Sequence[Any]], Sequence[Any]]
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("model_job", default=None)
 
 
-def _request_deadline(timeout_s: float) -> float:
-    """One deadline per HTTP request, shared by every stage of it (texts then images, ...)."""
-    try:
-        from flask import g, has_request_context
-    except ImportError:  # pragma: no cover - the core always has Flask
-        return time.monotonic() + timeout_s
-    if not has_request_context():
-        return time.monotonic() + timeout_s
-    if "model_deadline" not in g:
-        g.model_deadline = time.monotonic() + timeout_s
-    return g.model_deadline
-
-
 class Job:
     """One request's work on the runner: one deadline over all its stages, one fair-share group,
     and every item it queued dropped from the queue when it ends, so abandoned work costs no
     model time. Get one with ``ModelRunner.job()``.
     """
 
-    def __init__(self, runner: ModelRunner, deadline: float, batch_sizes: list[int] | None):
+    def __init__(self, runner: ModelRunner, deadline: float, batch_sizes: list[int]):
         self.runner = runner
         self.batcher = runner.batcher
         self.deadline = deadline
-        self.batch_sizes = batch_sizes if batch_sizes is not None else []
+        self.batch_sizes = batch_sizes  # the request context's: the door logs them
         self.group = object()
         self._futures: list[Future] = []
 
@@ -224,22 +212,21 @@ class ModelRunner:
         self.batcher.ensure_accepting()
 
     @contextlib.contextmanager
-    def job(self, batch_sizes: list[int] | None = None, *, deadline: float | None = None) -> Iterator[Job]:
+    def job(self, *, deadline: float | None = None) -> Iterator[Job]:
         """One request's work: gates on readiness, shares one deadline, drops its leftovers at exit.
 
         Nested calls (and ``run``/``run_many`` inside) join the job already open on this thread.
-        Outside one, the deadline is REQUEST_TIMEOUT_S from the first stage of the HTTP request.
+        Otherwise the deadline is the request context's (core/request_context.py): REQUEST_TIMEOUT_S
+        from the first stage of the request, whichever door it came through.
         """
         current = _current_job.get()
         if current is not None and current.runner is self:
-            if batch_sizes is not None and batch_sizes is not current.batch_sizes:
-                current.batch_sizes = batch_sizes
             yield current
             return
         self.ensure_ready()  # before decoding: no wasted work while loading
         if deadline is None:
-            deadline = _request_deadline(self.settings.request_timeout_s)
-        job = Job(self, deadline, batch_sizes)
+            deadline = request_context.deadline(self.settings.request_timeout_s)
+        job = Job(self, deadline, request_context.batch_sizes())
         token = _current_job.set(job)
         try:
             yield job
@@ -247,12 +234,11 @@ class ModelRunner:
             _current_job.reset(token)
             job.close()
 
-    def run(self, kind: Hashable, raws: Sequence[Any], batch_sizes: list[int] | None = None,
-            preprocess_all: PreprocessAll | None = None) -> list[Any]:
+    def run(self, kind: Hashable, raws: Sequence[Any], preprocess_all: PreprocessAll | None = None) -> list[Any]:
         """preprocess (this thread) -> batched forward (model thread) -> postprocess (this thread)."""
-        return self.run_many({kind: raws}, batch_sizes, {kind: preprocess_all} if preprocess_all else None)[kind]
+        return self.run_many({kind: raws}, {kind: preprocess_all} if preprocess_all else None)[kind]
 
-    def run_many(self, raws_by_kind: dict[Hashable, Sequence[Any]], batch_sizes: list[int] | None = None,
+    def run_many(self, raws_by_kind: dict[Hashable, Sequence[Any]],
                  preprocessors: dict[Hashable, PreprocessAll] | None = None) -> dict[Hashable, list[Any]]:
         """Like ``run`` for several kinds at once: all are queued before waiting on any.
 
@@ -261,7 +247,7 @@ class ModelRunner:
         ``backend.preprocess`` one by one on this thread.
         """
         preprocessors = preprocessors or {}
-        with self.job(batch_sizes) as job:
+        with self.job() as job:
             with job.preparing():
                 items = {kind: self._preprocess(kind, raws, preprocessors.get(kind))
                          for kind, raws in raws_by_kind.items() if raws}

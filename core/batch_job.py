@@ -7,6 +7,10 @@ runs the app's job function on a thread pool. Each thread calls the app's servic
 / ``WhisperService``), so decoding runs in parallel while the one batcher keeps full batches in
 front of the model: the same path as the HTTP routes, without HTTP. Where results go is
 ``core.batch_results``. An app's ``job.py`` adds only its entry point and the shape of its results.
+
+Each input is one request through the ``job`` door (core/request_context.py): its own deadline,
+and the inputs its service counted go to this process's metrics (``door="job"``; a job has no
+/metrics to scrape, so they are also added up in the task's summary line, ``inputs``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
-from core import storage
+from core import metrics, request_context, storage
 from core.admission import MemoryBudget, budget_from_settings
 from core.batch_results import BatchResults, check_distinct
 from core.errors import ServiceError
@@ -114,6 +118,7 @@ class Progress:
         self.total, self.shard, self.unit = total, shard, unit
         self.skipped = already_done  # finished by an earlier attempt of this task
         self.done = self.failed = 0
+        self.inputs: dict[str, float] = {}  # what the service counted, summed over the inputs done
         self.started = time.monotonic()
         self._last_line = self.started
         self._stream = stream or sys.stderr
@@ -123,8 +128,10 @@ class Progress:
 
             self._bar = tqdm(total=total, initial=already_done, unit=unit, desc=shard.name, file=self._stream)
 
-    def advance(self, ok: bool) -> None:
-        """One more input finished (or failed)."""
+    def advance(self, ok: bool, inputs: dict | None = None) -> None:
+        """One more input finished (or failed), with what its request context counted."""
+        for name, amount in (inputs or {}).items():
+            self.inputs[name] = self.inputs.get(name, 0) + amount
         self.done += 1
         self.failed += not ok
         if self._bar is not None:
@@ -145,6 +152,7 @@ class Progress:
         print(json.dumps({"severity": "INFO", "message": f"job {event}", "task": self.shard.name,
                           "done": self.skipped + self.done, "failed": self.failed, "total": self.total,
                           "skipped": self.skipped,
+                          "inputs": {name: round(amount, 2) for name, amount in self.inputs.items()},
                           f"{self.unit}_per_s": round(self.done / elapsed, 2) if elapsed else 0.0}),
               file=self._stream, flush=True)
 
@@ -227,18 +235,21 @@ def run_job(source: str, output: str, *, suffixes: tuple[str, ...], unit: str, w
     done = results.finished([name for _, name in inputs])
     todo = [item for item in inputs if item[1] not in done]
     failures: list[dict] = []
+    request_context.observe(metrics.observe_inputs)  # door="job" counts, in this process (idempotent)
     work, batch_size = start() if todo else (None, 0)
     # Started after the model is ready: the rate it reports is the task's steady throughput.
     progress = Progress(len(inputs), shard, unit=unit, already_done=len(inputs) - len(todo))
     if work is not None:
 
-        def one(item: tuple[str, str]) -> None:
-            results.add(item[1], work(*item))
+        def one(item: tuple[str, str]) -> dict:
+            with request_context.opened("job") as context:
+                results.add(item[1], work(*item))
+                return context.inputs
 
-        def finished(item: tuple[str, str], _result, error: BaseException | None) -> None:
+        def finished(item: tuple[str, str], inputs: dict | None, error: BaseException | None) -> None:
             if error is not None:
                 failures.append(error_record(item[1], error))
-            progress.advance(error is None)
+            progress.advance(error is None, inputs)
 
         run_pool(todo, one, workers or 2 * batch_size, finished)
     results.close()

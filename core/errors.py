@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
-from flask import Flask, g, has_request_context, jsonify
-from werkzeug.exceptions import HTTPException
+if TYPE_CHECKING:
+    from flask import Flask
+
+# Flask is imported only by the HTTP rendering below: the runner and the batcher raise these
+# exceptions at every door (callback, event, batch job) and stay free of the web framework.
 
 log = logging.getLogger("core.errors")
 
@@ -97,6 +101,8 @@ def error_body(code: str, message: str) -> dict:
 
 
 def _render(status: int, code: str, message: str, retry_after: int | None = None):
+    from flask import g, has_request_context, jsonify
+
     if has_request_context():
         g.error_code = code  # the rejection metric's reason label
     response = jsonify(error_body(code, message))
@@ -131,6 +137,7 @@ def public_message(err: ServiceError) -> str:
 
 def register_error_handlers(app: Flask) -> None:
     """Install the single error handler for ServiceError, HTTP errors and crashes."""
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(ServiceError)
     def _service_error(err: ServiceError):

@@ -26,10 +26,11 @@ from collections.abc import Callable
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from core import storage
+from core import request_context, storage
 from core.errors import InvalidInput, NotConfigured, ServiceError
 from core.events import Ignored, ObjectEvent, PoisonEvent, event_from_cloudevent, event_from_request
 from core.json_body import JsonBounds, read_json_body
+from core.logs import context_fields
 from core.openapi import json_content, operation
 from core.settings import CoreSettings
 
@@ -105,15 +106,23 @@ def _events_settings() -> CoreSettings:
 
 
 def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str, namespace: str):
+    # Its own request context (door "event") inside the HTTP request that carried it: the event's
+    # inputs are counted as the event door's, and its log line carries its batch sizes.
+    with request_context.opened("event") as context:
+        return _run_event(parse, job, event_id, namespace, context)
+
+
+def _run_event(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str, namespace: str,
+               context: request_context.RequestContext):
     settings: CoreSettings = current_app.extensions["settings"]
     started = time.perf_counter()
     try:
         event = parse()
     except Ignored as ignored:
-        return _done({"status": "ignored", "reason": ignored.reason}, event_id, started)
+        return _done({"status": "ignored", "reason": ignored.reason}, event_id, started, context)
     except PoisonEvent as err:
         return _done(_fail(_failed_record(settings, event_id, namespace), err, {"event_id": event_id}), event_id,
-                     started)
+                     started, context)
     try:
         body = process(event, job, settings, namespace)
     except ServiceError as err:  # transient: the non-2xx answer makes Pub/Sub / Eventarc / Cloud Tasks retry
@@ -121,15 +130,17 @@ def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str, name
             "event_id": event.event_id, "status": "retry", "source": event.source, "input": event.input,
             "error_code": err.code, "seconds": round(time.perf_counter() - started, 3)}})
         raise
-    return _done(body, event.event_id, started, event)
+    return _done(body, event.event_id, started, context, event)
 
 
-def _done(body: dict, event_id: str, started: float, event: ObjectEvent | None = None):
+def _done(body: dict, event_id: str, started: float, context: request_context.RequestContext,
+          event: ObjectEvent | None = None):
     fields = {"event_id": event_id, "status": body["status"], "seconds": round(time.perf_counter() - started, 3)}
     if event is not None:
         fields.update(source=event.source, input=event.input, generation=body.get("generation"))
     if body.get("error"):
         fields["error_code"] = body["error"]["code"]
+    fields.update(context_fields(context))
     log.info("event %s %s", event_id, body["status"], extra={"event": fields})
     return jsonify(body), 200
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, g
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from core import request_context
 from core.admission import budget_from_settings
 from core.auth import OPEN_PATHS, install_api_key
 from core.body_limits import install_chunked_body_limit
@@ -32,6 +33,7 @@ def build_app(import_name: str, settings: CoreSettings) -> Flask:
     # One budget per process for decoded inputs (images here, audio in the worker): core/admission.py.
     app.extensions["memory_budget"] = budget_from_settings(settings)
     register_error_handlers(app)
+    install_request_context(app)  # first: every hook after it (logs, metrics) reads the context
     install_request_logging(app)
     install_metrics(app)
     install_liveness(app)
@@ -42,3 +44,17 @@ def build_app(import_name: str, settings: CoreSettings) -> Flask:
     # After the key and rate checks: a refused client does not get a chunked body read first.
     install_chunked_body_limit(app, settings.max_request_bytes)
     return app
+
+
+def install_request_context(app: Flask) -> None:
+    """Every HTTP request opens one request context (door ``http``) and closes it at teardown."""
+
+    @app.before_request
+    def _open_request_context():
+        g.request_context_token = request_context.open_context("http")
+
+    @app.teardown_request
+    def _close_request_context(_error=None):
+        token = g.pop("request_context_token", None)
+        if token is not None:
+            request_context.close(token)

@@ -27,6 +27,8 @@ from logging.handlers import QueueHandler, QueueListener
 
 from flask import Flask, g, has_request_context, request
 
+from core import request_context
+
 # ``scheme://user:password@host``: the password part of any URI (Redis, database) in a log line.
 _URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s\"']*:)[^@\s\"'/]+@")
 
@@ -198,6 +200,18 @@ def trace_from_header(header: str | None, project: str | None) -> str | None:
     return f"projects/{project}/traces/{trace_id}" if project else trace_id
 
 
+def context_fields(context: request_context.RequestContext | None) -> dict:
+    """A door's log fields from its request context: batch sizes and input counts, when there are any."""
+    fields: dict = {}
+    if context is None:
+        return fields
+    if context.batch_sizes:
+        fields["batch_sizes"] = list(context.batch_sizes)
+    if context.inputs:
+        fields["inputs"] = {name: round(value, 2) for name, value in context.inputs.items()}
+    return fields
+
+
 def install_request_logging(app: Flask) -> None:
     """Log one structured line per request, after it finishes."""
     request_log = logging.getLogger(f"{app.import_name}.requests")
@@ -207,7 +221,6 @@ def install_request_logging(app: Flask) -> None:
     def _start_clock():
         g.started = time.perf_counter()
         g.trace = trace_from_header(request.headers.get("X-Cloud-Trace-Context"), project)
-        g.batch_sizes = []
 
     @app.after_request
     def _log_request(response):
@@ -224,10 +237,7 @@ def install_request_logging(app: Flask) -> None:
             },
             "latency_ms": round(latency * 1000, 1),
         }
-        if g.get("batch_sizes"):
-            fields["batch_sizes"] = g.batch_sizes
-        if g.get("inputs"):
-            fields["inputs"] = g.inputs
+        fields.update(context_fields(request_context.current()))
         level = logging.WARNING if response.status_code >= 500 else logging.INFO
         if request.path == "/health":
             # Probes every few seconds would drown everything else; 503 while loading is normal.

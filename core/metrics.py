@@ -6,6 +6,7 @@ directory before any worker starts; each worker then writes its samples to files
 Without that variable (tests with Flask's client, scripts) the metrics live in this process.
 
 Everything is observed from outside the batcher and the backend: requests in ``after_request``,
+inputs as the services count them into the request context (core/request_context.py), by door,
 batches by wrapping the runner's ``run_batch`` and ``submit_many`` once it exists, queue depth,
 GPU memory and model load time by a small monitor thread, which also logs the ready line.
 """
@@ -33,6 +34,7 @@ from prometheus_client import (
     values,
 )
 
+from core import request_context
 from core.openapi import operation
 
 log = logging.getLogger("core.metrics")
@@ -66,9 +68,10 @@ BATCH_FILL = Histogram("inference_batch_fill_ratio", "Batch size / MAX_BATCH_SIZ
 FORWARD_SECONDS = Histogram("model_forward_seconds", "Time of one model call (one batch), by kind.",
                             ["kind"], buckets=_LATENCY_BUCKETS)
 BATCH_FAILURES = Counter("inference_batch_failures_total", "Model calls that raised, by kind.", ["kind"])
-IMAGES = Counter("images_processed_total", "Images embedded or classified (successful requests).")
-TEXTS = Counter("texts_processed_total", "Texts embedded (successful requests).")
-AUDIO_SECONDS = Counter("audio_seconds_processed_total", "Seconds of audio transcribed (successful requests).")
+# By door (http, callback, event, job): counted by the services, once per input they processed.
+IMAGES = Counter("images_processed_total", "Images embedded or classified, by door.", ["door"])
+TEXTS = Counter("texts_processed_total", "Texts embedded, by door.", ["door"])
+AUDIO_SECONDS = Counter("audio_seconds_processed_total", "Seconds of audio transcribed, by door.", ["door"])
 REAL_TIME_FACTOR = Histogram("transcription_real_time_factor",
                              "Request wall time / audio duration (below 1 = faster than real time).",
                              buckets=_RTF_BUCKETS)
@@ -105,11 +108,31 @@ def observe_queue_wait(seconds: float) -> None:
     QUEUE_WAIT.observe(max(0.0, seconds))
 
 
-def observe_audio(audio_seconds: float, wall_seconds: float) -> None:
+def observe_audio(audio_seconds: float, wall_seconds: float, door: str = "http") -> None:
     """Record one transcription: audio seconds and its real-time factor."""
     if audio_seconds > 0:
-        AUDIO_SECONDS.inc(audio_seconds)
+        AUDIO_SECONDS.labels(door).inc(audio_seconds)
         REAL_TIME_FACTOR.observe(wall_seconds / audio_seconds)
+
+
+def observe_inputs(context: request_context.RequestContext, counts: dict) -> None:
+    """Count inputs a service processed, labelled with the door of the request that sent them."""
+    try:
+        if counts.get("images"):
+            IMAGES.labels(context.door).inc(counts["images"])
+        if counts.get("texts"):
+            TEXTS.labels(context.door).inc(counts["texts"])
+        if counts.get("audio_seconds"):
+            observe_audio(float(counts["audio_seconds"]), time.monotonic() - context.started, context.door)
+    except Exception:  # noqa: BLE001 - a metric must never fail the work it counts
+        log.exception("input metrics failed")
+
+
+# Every door's series exists from the start (0 until used), in every process alike.
+for _door in request_context.DOORS:
+    for _counter in (IMAGES, TEXTS, AUDIO_SECONDS):
+        _counter.labels(_door)
+request_context.observe(observe_inputs)
 
 
 # ---- the runner, observed from outside ---------------------------------------------------------
@@ -266,14 +289,6 @@ def install_metrics(app: Flask) -> None:
         REQUEST_SECONDS.labels(route).observe(elapsed)
         if status in REJECTED_STATUSES:
             REJECTIONS.labels(str(status), g.get("error_code") or "unknown").inc()
-        inputs = g.get("inputs") or {}
-        if status == 200 and isinstance(inputs, dict):
-            if inputs.get("images"):
-                IMAGES.inc(inputs["images"])
-            if inputs.get("texts"):
-                TEXTS.inc(inputs["texts"])
-            if inputs.get("audio_seconds"):
-                observe_audio(float(inputs["audio_seconds"]), elapsed)
 
     @app.get("/metrics")
     @operation("Prometheus metrics (text format; multiprocess-correct under gunicorn)",

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 
-from flask import g
-
 from core.errors import InvalidInput
 from server.service import ClipService
 
@@ -24,16 +22,15 @@ def image_job(service: ClipService):
         if unknown:
             raise InvalidInput(f"unknown option '{unknown[0]}'; an image job takes {', '.join(OPTIONS)}",
                                code="unknown_field")
-        batch_sizes = g.get("batch_sizes")
         labels = options.get("labels")
         checked = None
         if labels is not None:  # validate before spending the model on the embedding
             labels = labels if isinstance(labels, list) else [labels]
             checked = service.classify_options(labels, options.get("template"), options.get("top_k"))
-        body = service.embed([data], [], batch_sizes)
+        body = service.embed([data], [])
         result = {**meta, "model": body["model"], "dim": body["dim"], "embedding": body["embedding"]}
         if checked:
-            classified = service.classify([data], *checked, batch_sizes)
+            classified = service.classify([data], *checked)
             result.update(template=classified["template"], labels=classified["labels"])
         return {"json": (json.dumps(result).encode(), "application/json")}
 

@@ -10,7 +10,7 @@ convention). The work is ``server.service.ClipService.embed``, as for /embed.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, request
 
 from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
@@ -96,10 +96,9 @@ def embeddings():
     check_texts(inputs.texts)
     dimensions = body.get("dimensions")
     _check_dimensions(dimensions, service.runner.backend.dim)  # None while loading: checked again below
-    g.inputs = {"images": len(inputs.images), "texts": len(inputs.texts)}
 
-    def work(batch_sizes: list[int]) -> dict:
-        result = service.embed(inputs.images, inputs.texts, batch_sizes, encoding_format=encoding_format)
+    def work() -> dict:
+        result = service.embed(inputs.images, inputs.texts, encoding_format=encoding_format)
         _check_dimensions(dimensions, result["dim"])
         vectors = {"image": iter(result.get("image_embeddings", [])), "text": iter(result.get("text_embeddings", []))}
         data = [{"object": "embedding", "index": n, "embedding": next(vectors[kind])} for n, kind in enumerate(kinds)]

@@ -5,7 +5,7 @@ Routes only read the request and render the answer; the work is ``server.service
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, request
 
 from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
@@ -37,9 +37,8 @@ def embed():
     inputs = read_inputs(EMBED_OPTIONS)
     check_count(inputs, service.settings.max_inputs)
     check_texts(inputs.texts)
-    g.inputs = {"images": len(inputs.images), "texts": len(inputs.texts)}
     encoding_format = check_encoding_format(inputs.option("encoding_format") or request.args.get("encoding_format"))
-    return answer(lambda sizes: service.embed(inputs.images, inputs.texts, sizes, encoding_format=encoding_format),
+    return answer(lambda: service.embed(inputs.images, inputs.texts, encoding_format=encoding_format),
                   callback_url_from(inputs.options), respond=json_response,
                   validate=lambda: service.check_images(inputs.images))
 
@@ -73,6 +72,5 @@ def classify():
     check_count(inputs, service.settings.max_inputs)
     labels, template, top_k = service.classify_options(_labels(inputs), inputs.option("template"),
                                                        inputs.option("top_k"))
-    g.inputs = {"images": len(inputs.images), "labels": len(labels)}
-    return answer(lambda sizes: service.classify(inputs.images, labels, template, top_k, sizes),
+    return answer(lambda: service.classify(inputs.images, labels, template, top_k),
                   callback_url_from(inputs.options), validate=lambda: service.check_images(inputs.images))

@@ -13,6 +13,7 @@ from functools import partial
 
 import numpy as np
 
+from core import request_context
 from core.admission import MemoryBudget
 from core.backend import ModelRunner, PreprocessAll
 from core.errors import InvalidInput, NotReady, PayloadTooLarge, ServiceError
@@ -79,8 +80,7 @@ class ClipService:
             parallel += 1
         return parallel
 
-    def embed(self, images: list[bytes], texts: list[str], batch_sizes: list[int] | None = None,
-              encoding_format: str | None = None) -> dict:
+    def embed(self, images: list[bytes], texts: list[str], encoding_format: str | None = None) -> dict:
         """Embed images and/or texts (already counted and checked) -> the /embed response body.
 
         ``encoding_format``: "float" (default, JSON numbers) or "base64" (little-endian float32).
@@ -88,7 +88,8 @@ class ClipService:
         encoding_format = check_encoding_format(encoding_format)
         runner = self.runner
         with self.decoding(images) as decode:
-            out = runner.run_many({IMAGE: images, TEXT: texts}, batch_sizes, {IMAGE: decode})
+            out = runner.run_many({IMAGE: images, TEXT: texts}, {IMAGE: decode})
+        request_context.count(images=len(images), texts=len(texts))
         body = {"model": runner.backend.spec.label, "dim": runner.backend.dim}
         if images:
             body["image_embeddings"] = [encode_vector(v, encoding_format) for v in out[IMAGE]]
@@ -128,8 +129,7 @@ class ClipService:
                                    code="label_too_long")
         return [label.strip() for label in labels], template, _top_k(top_k, len(labels))
 
-    def classify(self, images: list[bytes], labels: list[str], template: str, top_k: int,
-                 batch_sizes: list[int] | None = None) -> dict:
+    def classify(self, images: list[bytes], labels: list[str], template: str, top_k: int) -> dict:
         """Zero-shot scores of each image against the labels -> the /classify response body."""
         runner = self.runner
         # str.replace, not str.format: a label with braces must not be able to break the template.
@@ -137,10 +137,11 @@ class ClipService:
         if runner.backend.context_length is None:  # no tokenizer before the model has loaded
             raise NotReady("not ready: the model is still loading", retry_after=5)
         label_vectors = self.label_cache.get_many(
-            prompts, lambda missing: runner.run(TEXT, missing, batch_sizes),
+            prompts, lambda missing: runner.run(TEXT, missing),
             key=lambda prompt: runner.backend.preprocess(TEXT, prompt).tobytes())
         with self.decoding(images) as decode:
-            image_vectors = np.stack(runner.run(IMAGE, images, batch_sizes, decode))
+            image_vectors = np.stack(runner.run(IMAGE, images, decode))
+        request_context.count(images=len(images), labels=len(labels))
         logits = runner.backend.logit_scale * image_vectors @ label_vectors.T
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 
-from flask import g
-
 from worker.service import WhisperService
 
 
@@ -28,7 +26,7 @@ def audio_job(service: WhisperService):
 
     def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
         parsed = service.options(_as_fields(options))
-        transcript = service.transcribe(data, parsed, g.get("batch_sizes"))
+        transcript = service.transcribe(data, parsed)
         verbose, _ = service.render(transcript, "verbose_json")
         srt, srt_type = service.render(transcript, "srt")
         vtt, vtt_type = service.render(transcript, "vtt")

@@ -1,18 +1,18 @@
 """OpenAI-compatible routes of the Whisper worker: translations and the model list.
 
-/v1/audio/transcriptions is /transcribe's alias (worker/routes.py). The work is
-``worker.service.WhisperService``, as for every other entry point.
+/v1/audio/transcriptions is /transcribe's alias and translations is the same route body with
+task=translate (worker/routes.py). The work is ``worker.service.WhisperService``, as for every
+other entry point.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app
 
-from core.async_jobs import JOB_ACCEPTED, answer, callback_url_from
+from core.async_jobs import JOB_ACCEPTED
 from core.model_list import add_model_list
 from core.openapi import operation
-from worker.routes import _upload as read_upload  # one reading of uploads for both routes
-from worker.routes import transcript_response, transcript_result
+from worker import routes  # one route body for transcriptions and translations
 from worker.schemas import TRANSCRIPT_CONTENT, upload_form
 from worker.service import WhisperService
 
@@ -31,16 +31,7 @@ def _service() -> WhisperService:
            errors=(400, 413, 415, 500, 503, 504), tags=["openai"])
 def translations():
     """OpenAI's POST /v1/audio/translations: task=translate; a 400 on English-only models."""
-    service = _service()
-    raw = {**request.args.to_dict(flat=False), **request.form.to_dict(flat=False)}
-    callback_url = callback_url_from(raw)
-    # Options first: on an English-only model the 400 names the real problem, whatever the upload.
-    options = service.options({**raw, "task": ["translate"]})
-    data = read_upload()
-    return answer(lambda sizes: service.transcribe(data, options, sizes), callback_url,
-                  respond=lambda transcript: transcript_response(service, transcript, options),
-                  to_result=lambda transcript: transcript_result(service, transcript, options.response_format),
-                  validate=lambda: service.check_audio(data))
+    return routes.answer_transcription(task="translate")
 
 
 add_model_list(bp, "whisper-worker", lambda: (_service().runner.backend.name, {}))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 
 from core.async_jobs import JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
@@ -21,7 +21,8 @@ bp = Blueprint("whisper", __name__)
 AUDIO_FIELDS = ("audio", "file")  # "file" is what OpenAI clients send
 
 
-def _upload() -> bytes:
+def read_upload() -> bytes:
+    """The one audio file of a multipart request (as 'audio' or OpenAI's 'file'); 4xx otherwise."""
     if request.mimetype != "multipart/form-data":
         raise InvalidInput("send the audio as multipart/form-data: -F audio=@meeting.m4a", code="no_input")
     names = list(request.files)
@@ -45,13 +46,21 @@ def _upload() -> bytes:
            errors=(400, 413, 415, 500, 503, 504))
 def transcribe():
     """Transcribe one uploaded recording; options as form fields or query parameters."""
-    data = _upload()  # read in full here: a callback_url job outlives the request
+    return answer_transcription()
+
+
+def answer_transcription(task: str | None = None):
+    """The one route body for transcriptions and translations (``task`` forces the option).
+
+    Options first: on an English-only model a translation's 400 names the real problem, whatever
+    the upload. The upload is read in full here: a callback_url job outlives the request.
+    """
     service: WhisperService = current_app.extensions["whisper_service"]
     fields = {**request.args.to_dict(flat=False), **request.form.to_dict(flat=False)}
     callback_url = callback_url_from(fields)
-    options = service.options(fields)
-
-    return answer(lambda sizes: service.transcribe(data, options, sizes), callback_url,
+    options = service.options({**fields, "task": [task]} if task else fields)
+    data = read_upload()
+    return answer(lambda: service.transcribe(data, options), callback_url,
                   respond=lambda transcript: transcript_response(service, transcript, options),
                   to_result=lambda transcript: transcript_result(service, transcript, options.response_format),
                   validate=lambda: service.check_audio(data))
@@ -59,7 +68,6 @@ def transcribe():
 
 def transcript_response(service: WhisperService, transcript: Transcript, options) -> Response:
     """The synchronous answer: the transcript rendered in the requested format."""
-    g.inputs = {"audio_seconds": round(transcript.duration, 2), "segments": len(transcript.segments)}
     body, content_type = service.render(transcript, options.response_format)
     return Response(body, content_type=content_type)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from core import request_context
 from core.backend import ModelRunner
 from worker.formats import Transcript, render
 from worker.options import TranscribeOptions, parse_options
@@ -32,10 +33,11 @@ class WhisperService:
         return parse_options(raw, multilingual=backend.multilingual, model_name=backend.name,
                              default_beam_size=self.settings.default_beam_size)
 
-    def transcribe(self, data: bytes, options: TranscribeOptions,
-                   batch_sizes: list[int] | None = None) -> Transcript:
+    def transcribe(self, data: bytes, options: TranscribeOptions) -> Transcript:
         """Upload bytes -> Transcript (raises ServiceErrors for bad input or overload)."""
-        return self.transcriber.transcribe(data, options, batch_sizes if batch_sizes is not None else [])
+        transcript = self.transcriber.transcribe(data, options)
+        request_context.count(audio_seconds=transcript.duration, segments=len(transcript.segments))
+        return transcript
 
     def check_audio(self, data: bytes) -> None:
         """Decode the upload as a request would, within the memory budget (raises its 4xx, or

@@ -49,9 +49,9 @@ class Transcriber:
         # reserve(nbytes) holds decode memory for the whole request (429 when the instance is full).
         self.reserve = reserve
 
-    def transcribe(self, data: bytes, options: TranscribeOptions, batch_sizes: list[int]) -> Transcript:
+    def transcribe(self, data: bytes, options: TranscribeOptions) -> Transcript:
         """Upload bytes -> Transcript (raises ServiceErrors for bad input, overload or timeout)."""
-        with self.runner.job(batch_sizes) as job:  # 503 while loading; one deadline from here on
+        with self.runner.job() as job:  # 503 while loading; one deadline from here on
             with self._admitted(data) as upload:
                 with job.preparing():  # batches being built wait for this request's first chunk
                     decoded = upload.decode()

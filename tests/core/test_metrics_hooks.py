@@ -1,4 +1,4 @@
-"""The metrics hooks in-process: request-line fields become audio and real-time-factor metrics,
+"""The metrics hooks in-process: request-context counts become audio and real-time-factor metrics,
 GPU memory is read only on CUDA, and /metrics is behind the key unless METRICS_PUBLIC."""
 
 from __future__ import annotations
@@ -14,22 +14,23 @@ def registry_value(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_audio_seconds_and_real_time_factor_come_from_the_request_line_fields():
-    from flask import g
-
+def test_audio_seconds_and_real_time_factor_come_from_the_request_context():
+    from core import request_context
     from tests.core.test_operations import make_app
 
     app = make_app()
 
     @app.post("/fake-transcribe")
     def fake_transcribe():
-        g.inputs = {"audio_seconds": 12.5, "segments": 3}  # what worker/routes.py records
+        request_context.count(audio_seconds=12.5, segments=3)  # what WhisperService.transcribe records
         return {"text": "ok"}
 
     client = app.test_client()
-    before = (registry_value("audio_seconds_processed_total"), registry_value("transcription_real_time_factor_count"))
+    labels = {"door": "http"}
+    before = (registry_value("audio_seconds_processed_total", **labels),
+              registry_value("transcription_real_time_factor_count"))
     assert client.post("/fake-transcribe").status_code == 200
-    assert registry_value("audio_seconds_processed_total") == before[0] + 12.5
+    assert registry_value("audio_seconds_processed_total", **labels) == before[0] + 12.5
     assert registry_value("transcription_real_time_factor_count") == before[1] + 1
 
 

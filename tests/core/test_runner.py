@@ -6,10 +6,11 @@ import threading
 import time
 
 import pytest
-from flask import Flask
 
+from core import request_context
 from core.backend import ModelRunner
 from core.errors import DeadlineExceeded, NotReady
+from core.http import build_app
 from core.settings import CoreSettings
 from tests.conftest import wait_until
 
@@ -71,19 +72,39 @@ def test_work_while_loading_is_not_ready_with_retry_after():
     assert runner.run("text", ["a"]) == ["text:a"]
 
 
-def test_stages_of_one_http_request_share_one_deadline():
+@pytest.mark.parametrize("door", request_context.DOORS)
+def test_stages_of_one_request_share_one_deadline_at_every_door(door):
     # /classify embeds the labels, then the images: each stage alone fits in the 1 s timeout, both
     # together do not. With a fresh deadline per stage (the old behaviour) the request took 1.2 s.
     runner = make(SlowBackend(batch_s=0.6), request_timeout_s=1.0)
     wait_until(lambda: runner.batcher.state == "ready", 5)
-    app = Flask(__name__)
-    with app.test_request_context("/classify"):
+    with request_context.opened(door):
         assert runner.run("text", ["label"]) == ["text:label"]
         time.sleep(0.5)  # decoding the images
         with pytest.raises(DeadlineExceeded):
             runner.run("image", ["photo"])
-    with app.test_request_context("/classify"):  # the next request has its own deadline
+    with request_context.opened(door):  # the next request has its own deadline
         assert runner.run("text", ["label"]) == ["text:label"]
+
+
+def test_an_http_request_opens_its_context_and_the_runner_imports_no_flask():
+    import subprocess
+    import sys
+
+    code = "import sys, core.backend; sys.exit('flask' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    runner = make(SlowBackend(batch_s=0.6), request_timeout_s=1.0)
+    wait_until(lambda: runner.batcher.state == "ready", 5)
+    app = build_app(__name__, CoreSettings.from_env({}))
+
+    @app.post("/classify")
+    def classify():
+        runner.run("text", ["label"])
+        time.sleep(0.5)
+        runner.run("image", ["photo"])
+        return {}
+
+    assert app.test_client().post("/classify").status_code == 504
 
 
 def test_a_job_that_ends_drops_its_queued_items_without_model_time():

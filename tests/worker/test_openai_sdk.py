@@ -105,7 +105,7 @@ def test_translation_on_a_multilingual_model_asks_the_service_for_task_translate
     service = app.extensions["whisper_service"]
     asked = []
 
-    def fake_transcribe(data, options, batch_sizes=None):
+    def fake_transcribe(data, options):
         asked.append(options)
         return Transcript("de", 0.99, 2.0, [Segment(0, 0.0, 2.0, " Good morning.", -0.1, 0.01, 1.0, 0.0)],
                           task=options.task)
@@ -129,3 +129,15 @@ def test_requests_while_the_model_loads_are_503_not_ready():
         assert response.headers["Retry-After"] == "5"
     response = client.post("/v1/audio/translations", data={"file": (io.BytesIO(b"audio"), "a.wav")})
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_option"
+
+
+def test_translations_and_transcriptions_share_one_route_body(monkeypatch):
+    from worker import routes
+
+    app = create_app(WorkerSettings.from_env({}, whisper_model="fake", log_level="WARNING"))
+    tasks = []
+    monkeypatch.setattr(routes, "answer_transcription", lambda task=None: tasks.append(task) or {"ok": True})
+    client = app.test_client()
+    for path in ("/v1/audio/translations", "/transcribe", "/v1/audio/transcriptions"):
+        assert client.post(path, data={"file": (io.BytesIO(b"audio"), "a.wav")}).status_code == 200
+    assert tasks == ["translate", None, None]

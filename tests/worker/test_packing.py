@@ -60,7 +60,7 @@ def test_concurrent_clips_share_windows_and_get_their_own_segments(speech):
     backend.packing_stats.update(windows=0, chunks=0)  # forget the warm-up
 
     def transcribe(path):
-        return transcriber.transcribe(path.read_bytes(), TranscribeOptions(), [])
+        return transcriber.transcribe(path.read_bytes(), TranscribeOptions())
 
     with ThreadPoolExecutor(8) as pool:
         transcripts = list(pool.map(transcribe, speech.sentences))

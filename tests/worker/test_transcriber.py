@@ -73,7 +73,7 @@ def make(backend=None, **settings):
 
 def test_only_failing_chunks_are_decoded_again_hotter():
     backend, transcriber = make()
-    transcript = transcriber.transcribe(wav_bytes(75), TranscribeOptions(language="en"), [])
+    transcript = transcriber.transcribe(wav_bytes(75), TranscribeOptions(language="en"))
     decode_calls = [(key.temperature, chunks) for key, chunks in backend.calls]
     assert sorted(c for t, chunks in decode_calls if t == 0.0 for c in chunks) == [0, 1, 2]
     assert [(t, chunks) for t, chunks in decode_calls if t > 0] == [(0.2, [1]), (0.4, [1])]
@@ -82,7 +82,7 @@ def test_only_failing_chunks_are_decoded_again_hotter():
 
 def test_language_is_detected_when_not_given_and_used_for_decoding():
     backend, transcriber = make(FallbackFake(multilingual=True))
-    transcript = transcriber.transcribe(wav_bytes(1), TranscribeOptions(), [])
+    transcript = transcriber.transcribe(wav_bytes(1), TranscribeOptions())
     assert (transcript.language, transcript.language_probability) == ("de", 0.93)
     assert backend.calls[0][0] == DETECT and backend.calls[1][0].language == "de"
 
@@ -90,7 +90,7 @@ def test_language_is_detected_when_not_given_and_used_for_decoding():
 def test_language_detection_of_concurrent_requests_shares_a_batch():
     backend, transcriber = make(FallbackFake(multilingual=True), max_wait_ms=300)
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: transcriber.transcribe(wav_bytes(1), TranscribeOptions(), []), range(4)))
+        list(pool.map(lambda _: transcriber.transcribe(wav_bytes(1), TranscribeOptions()), range(4)))
     detect_batches = [chunks for key, chunks in backend.calls if key == DETECT]
     assert max(len(chunks) for chunks in detect_batches) >= 2
 
@@ -102,7 +102,7 @@ def test_one_deadline_covers_detection_and_every_temperature_round():
     _, transcriber = make(backend, request_timeout_s=1.0)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        transcriber.transcribe(wav_bytes(45), TranscribeOptions(temperatures=ALL_TEMPERATURES), [])
+        transcriber.transcribe(wav_bytes(45), TranscribeOptions(temperatures=ALL_TEMPERATURES))
     assert time.monotonic() - started < 1.0 + 0.3 + 0.5
     rounds = len([key for key, _ in backend.calls if key != DETECT])
     assert rounds < 1 + 2 + 6  # the last hot rounds never ran
@@ -111,7 +111,7 @@ def test_one_deadline_covers_detection_and_every_temperature_round():
 
 def test_chunks_are_made_as_the_batcher_has_room_not_all_at_once():
     backend, transcriber = make(FallbackFake(passes_at=0.0), max_batch_size=2)
-    transcript = transcriber.transcribe(wav_bytes(10 * 30), TranscribeOptions(language="en"), [])
+    transcript = transcriber.transcribe(wav_bytes(10 * 30), TranscribeOptions(language="en"))
     assert len(transcript.segments) == 10 and backend.made == 10
     assert backend.made_before_first_batch <= 4  # 2 batches in flight, not all 10 chunks' features
 
@@ -123,14 +123,14 @@ def test_a_short_clip_is_not_stuck_behind_a_long_recording():
     long_audio, clip = wav_bytes(16 * 30, pitch=0.07), wav_bytes(8)
 
     def long():
-        transcriber.transcribe(long_audio, TranscribeOptions(language="en"), [])
+        transcriber.transcribe(long_audio, TranscribeOptions(language="en"))
         long_done.set()
 
     thread = threading.Thread(target=long)
     thread.start()
     wait_until(lambda: len(backend.calls) >= 3, 10)
     started = time.monotonic()
-    transcriber.transcribe(clip, TranscribeOptions(language="en"), [])
+    transcriber.transcribe(clip, TranscribeOptions(language="en"))
     latency = time.monotonic() - started
     assert not long_done.is_set(), "the clip waited for the whole recording"
     assert latency < 0.6  # the running batch and its own (0.1 s each), not the recording's 8 batches
