@@ -94,6 +94,8 @@ class Container:
                 pass
             if self.process and self.process.poll() is not None:
                 raise RuntimeError(f"{self.image} exited {self.process.returncode}:\n{self.output()[-3000:]}")
+            if "start-up failed" in self.output():  # the service stays up, answering 503: fail now
+                raise RuntimeError(f"{self.image}: the model did not load:\n{self.output()[-3000:]}")
             time.sleep(0.05)
         raise TimeoutError(f"{self.image}: {url} not 200 in {timeout} s:\n{self.output()[-3000:]}")
 
