@@ -2,8 +2,8 @@
 
 Shared by the container tests (tests/images/) and ``python -m bench images``. A container is a
 buildah working container running the image's own CMD with chroot isolation on the host's
-network, in its own process group: SIGTERM to the group is what Cloud Run's stop sends to the
-container's PID 1 (gunicorn's master, exec'd by ``python -m server|worker``).
+network, in its own process group. ``terminate`` sends SIGTERM where Cloud Run sends it: to the
+container's PID 1, gunicorn's master (exec'd by ``python -m server|worker``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 ENV = {**os.environ, "STORAGE_DRIVER": os.environ.get("STORAGE_DRIVER", "vfs"),
@@ -99,11 +100,28 @@ class Container:
             time.sleep(0.05)
         raise TimeoutError(f"{self.image}: {url} not 200 in {timeout} s:\n{self.output()[-3000:]}")
 
+    def main_process(self) -> psutil.Process | None:
+        """The container's PID 1 after ``python -m server|worker`` exec'd it: the gunicorn master."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        served = [p for p in psutil.Process(self.process.pid).children(recursive=True)
+                  if "gunicorn" in " ".join(p.cmdline())]
+        masters = [p for p in served if p.ppid() not in {q.pid for q in served}]
+        return masters[0] if masters else None
+
     def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM to the container's process group; its exit status."""
+        """SIGTERM to the gunicorn master, as Cloud Run stops a container; its exit status.
+
+        Not to buildah run, which SIGKILLs its child, nor to the process group, which would reach
+        the gunicorn workers directly and cut their in-flight requests.
+        """
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
-        os.killpg(self.process.pid, signal.SIGTERM)
+        master = self.main_process()
+        if master is not None:
+            master.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(self.process.pid, signal.SIGTERM)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -22,14 +22,24 @@ else
     ctr=$(buildah from --pull-never "$2")
     containers+=("$ctr")
     mapfile -t cmd < <(buildah inspect --type image --format '{{range .Docker.Config.Cmd}}{{println .}}{{end}}' "$2")
-    # setsid: its own process group, so the stop below reaches gunicorn and its workers.
+    # setsid: its own process group, where stop() finds gunicorn's master.
     setsid buildah run --env "PORT=$1" "$ctr" -- "${cmd[@]}" & pids+=($!)
   }
 fi
 
+# SIGTERM where Cloud Run sends it: the container's PID 1, gunicorn's master, which drains its
+# workers. buildah run SIGKILLs its child on SIGTERM, and a signal to the whole group would reach
+# the workers directly and cut their requests.
+master_of() {  # process group -> its gunicorn master (the gunicorn whose parent is not one)
+  ps -o pid=,ppid=,args= -g "$1" | awk '/gunicorn/ {g[$1] = $2} END {for (p in g) if (!(g[p] in g)) print p}'
+}
 stop() {
   trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+  local pid master
+  for pid in "${pids[@]}"; do
+    master=$(master_of "$pid" 2>/dev/null || true)
+    kill -TERM "${master:-$pid}" 2>/dev/null || true
+  done
   wait || true
   for ctr in "${containers[@]}"; do buildah rm "$ctr" >/dev/null 2>&1 || true; done
 }
