@@ -180,3 +180,19 @@ def test_pin_script_writes_digests_and_keeps_the_comments(tmp_path):
     again = subprocess.run(["bash", str(REPO / "scripts/pin-base-images.sh")], capture_output=True, text=True,
                            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "BASE_IMAGES_LOCK": str(lock)}, timeout=60)
     assert again.returncode == 0 and pins(lock)["CPU_BASE_IMAGE"] == f"python:3.11-slim@{DIGEST}"
+
+
+def test_a_local_stand_in_base_is_refused(tmp_path):
+    """scripts/build-standins.sh stores stand-ins under the real names; a pin to one never deploys."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "buildah"  # answers as local storage holding a stand-in with digest DIGEST
+    fake.write_text(f"#!/bin/sh\necho 'true {DIGEST}'\n")
+    fake.chmod(0o755)
+    pinned = tmp_path / "base-images.lock"
+    pinned.write_text(f"CUDA_BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime@{DIGEST}\n")
+    env = {"BASE_IMAGES_LOCK": str(pinned), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    refused = run_deploy(tmp_path, "--dry-run", *TARGET, "build", "--image-tag", "t1", extra_env=env)
+    assert refused.returncode != 0 and "local stand-in" in refused.stderr and not refused.stdout
+    fake.write_text("#!/bin/sh\necho 'true sha256:" + "cd" * 32 + "'\n")  # another image under that tag
+    assert run_deploy(tmp_path, "--dry-run", *TARGET, "build", "--image-tag", "t1", extra_env=env).returncode == 0
