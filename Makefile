@@ -73,7 +73,7 @@ run-images:  ## the built images on :5001 and :8080, as make run starts the serv
 
 # $(STAMP), not setup: the tests need the venv only (VENV=... points at an existing one).
 test-images: $(STAMP)  ## container tests against the built images (about 10 minutes; not in make test or CI)
-	$(PY) -m pytest -m images tests/images -p no:cacheprovider
+	$(PY) -m pytest -m images
 
 bench-images: $(STAMP)  ## image size, layers and cold start, in and out of the container (after make images)
 	$(PY) -m bench images
