@@ -39,8 +39,9 @@ run-server-vitb32: setup  ## CLIP server with production-shaped vectors: ViT-B-3
 run-worker: setup
 	$(PY) -m worker
 
-test: setup  ## the whole suite (what CI runs)
+test: setup  ## the whole suite (what CI runs); the container tests are apart: make images test-images
 	$(PY) -m pytest
+	@echo "(container tests are not part of make test: make images && make test-images)"
 
 test-fast: setup  ## only the fast in-process tests
 	$(PY) -m pytest -m unit
@@ -71,3 +72,17 @@ lock:  ## regenerate the hash-locked requirements/{server,worker}.lock after edi
 
 pin-images:  ## resolve requirements/base-images.lock to digests (needs registry access)
 	bash scripts/pin-base-images.sh
+
+.PHONY: images run-images test-images bench-images
+images:  ## build clip-server:local and whisper-worker:local (docker, else buildah with local base stand-ins)
+	bash scripts/build-images.sh
+
+run-images:  ## the built images on :5001 and :8080, as make run starts the services
+	bash scripts/run-images.sh
+
+# $(STAMP), not setup: the tests need the venv only (VENV=... points at an existing one).
+test-images: $(STAMP)  ## container tests against the built images (about 10 minutes; not in make test or CI)
+	$(PY) -m pytest -m images
+
+bench-images: $(STAMP)  ## image size, layers and cold start, in and out of the container (after make images)
+	$(PY) -m bench images

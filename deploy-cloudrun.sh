@@ -443,7 +443,20 @@ resolve_base_image() {
     [[ $ALLOW_UNPINNED_BASE == true ]] || die "base image $ref is not pinned by digest: run scripts/pin-base-images.sh (needs registry access) and commit requirements/base-images.lock, or pass --allow-unpinned-base"
     log "warning: building from $ref by tag, not pinned by digest (--allow-unpinned-base)"
   fi
+  refuse_stand_in "$ref"
   BASE_REF=$ref
+}
+
+# A local stand-in for a base image (scripts/build-standins.sh, for builds on a machine without a
+# registry) is stored under the real image's name and labelled template.stand-in=true. A pin that
+# resolves to one would ship an image nobody published: refused.
+refuse_stand_in() {
+  local ref=$1 found
+  [[ $ref == *@sha256:* ]] && command -v buildah >/dev/null || return 0
+  found=$(STORAGE_DRIVER=${STORAGE_DRIVER:-vfs} buildah inspect --type image --format \
+    '{{index .OCIv1.Config.Labels "template.stand-in"}} {{.FromImageDigest}}' "${ref%@*}" 2>/dev/null) || return 0
+  [[ $found != "true ${ref##*@}" ]] \
+    || die "base image $ref is a local stand-in (scripts/build-standins.sh), not the published image; never deploy it: pin the real one with scripts/pin-base-images.sh"
 }
 
 build_image() {

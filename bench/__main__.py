@@ -1,5 +1,8 @@
 """`make bench` = `python -m bench [WHICH] [--repeats N]`: prints the tables (markdown); WHICH is one of
-clip, whisper, job, fanout, feed, abuse, photos or all (the default).
+clip, whisper, job, fanout, feed, abuse, photos, images or all (the default).
+
+`python -m bench images` (make bench-images) measures the built images; it needs `make images`
+and root (buildah), so `all` leaves it out and says so.
 
 The tables are also written to bench/results/latest.md (not committed); the README records a run.
 """
@@ -12,14 +15,15 @@ import platform
 import time
 from pathlib import Path
 
-from bench import abuse_bench, clip_bench, fanout_bench, feed_bench, job_bench, photo_bench, whisper_bench
+from bench import (abuse_bench, clip_bench, fanout_bench, feed_bench, images_bench, job_bench, photo_bench,
+                   whisper_bench)
 
 
 def main() -> None:
     """Run the chosen benchmarks side by side and print their tables."""
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="?", default="all",
-                        choices=("all", "clip", "whisper", "job", "fanout", "feed", "abuse", "photos"))
+                        choices=("all", "clip", "whisper", "job", "fanout", "feed", "abuse", "photos", "images"))
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are quoted)")
     args = parser.parse_args()
     started = time.time()
@@ -39,6 +43,10 @@ def main() -> None:
         sections.append(photo_bench.run(args.repeats))
     if args.which in ("all", "abuse"):
         sections.append(abuse_bench.run(args.repeats))
+    if args.which == "images":
+        sections.append(images_bench.run(args.repeats))
+    elif args.which == "all":
+        sections.append("(The images table needs built images: `make images && python -m bench images`.)")
     report = "\n\n".join(sections) + f"\n\n(total {time.time() - started:.0f} s)\n"
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)

@@ -4,6 +4,9 @@ At run time the service reads only what this wrote (``$MODELS_DIR/clip/<slug>/``
 ``manifest.json``) with hub access off. Idempotent: an existing manifest for the same model is
 kept unless ``--force``. Hugging Face models are pinned to a commit: ``CLIP_MODEL=hf:org/repo@<40-hex
 commit>``; an unpinned ``hf:`` model is refused unless ``--allow-unpinned`` (BAKE_ALLOW_UNPINNED=1).
+Random weights bake a manifest only (the image records what it serves). ``--from PATH`` (BAKE_FROM)
+bakes a local checkpoint or Hugging Face directory, a team's own model, to the local path
+CLIP_PRETRAINED (open_clip) or CLIP_MODEL=hf:<path> names, under MODELS_DIR (core/bake_source.py).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from core.bake_source import BadBakeSource, copy_model
 from core.launcher import options_to_env
-from server.models import MANIFEST, ClipModelSpec, resolve_spec, write_manifest
+from server.models import MANIFEST, ClipModelSpec, is_local_path, resolve_spec, write_manifest
 from server.settings import ServerSettings
 
 
@@ -85,10 +89,15 @@ def bake(settings: ServerSettings, force: bool = False, allow_unpinned: bool = F
     """Write the weights ``settings`` name into MODELS_DIR; returns the directory (None: nothing to do)."""
     spec = resolve_spec(settings)
     check_pinned(spec, allow_unpinned)
-    if spec.family != "demo" and not spec.needs_bake:
-        print(f"{spec.label}: nothing to bake (fake, random or local weights)")
-        return None
     target = spec.baked_dir(settings.models_dir)
+    if spec.family == "open_clip" and spec.pretrained == "random":
+        # Nothing to load, but the image says what it serves (and its MODELS_DIR is not empty).
+        write_manifest(target, family="open_clip", name=spec.name, pretrained="random")
+        print(f"{spec.label}: random weights, manifest only in {target}")
+        return target
+    if spec.family != "demo" and not spec.needs_bake:
+        print(f"{spec.label}: nothing to bake (fake or local weights; --from copies local ones)")
+        return None
     if (target / MANIFEST).is_file() and not force:
         print(f"{spec.label}: already baked in {target}")
         return target
@@ -96,6 +105,21 @@ def bake(settings: ServerSettings, force: bool = False, allow_unpinned: bool = F
         shutil.rmtree(target)
     {"demo": _bake_demo, "open_clip": _bake_open_clip, "hf": _bake_hf}[spec.family](spec, target)
     print(f"{spec.label}: baked into {target}")
+    return target
+
+
+def bake_from(settings: ServerSettings, source: str) -> Path:
+    """Copy ``source`` to the local path the settings name (a checkpoint file or an HF directory)."""
+    spec = resolve_spec(settings)
+    if spec.family == "hf" and is_local_path(spec.name):
+        destination = spec.name
+    elif spec.family in ("open_clip", "demo") and is_local_path(spec.pretrained):
+        destination = spec.pretrained
+    else:
+        raise BadBakeSource(f"--from {source}: CLIP_MODEL/CLIP_PRETRAINED must name the local path to copy it to "
+                            "(CLIP_PRETRAINED=/models/clip/<name>/<file>.pt or CLIP_MODEL=hf:/models/clip/<name>)")
+    target = copy_model(source, destination, settings.models_dir)
+    print(f"{source}: baked into {target}")
     return target
 
 
@@ -108,12 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="bake again even if present")
     parser.add_argument("--allow-unpinned", action="store_true",
                         help="bake an hf: model without a commit revision (also BAKE_ALLOW_UNPINNED=1)")
+    parser.add_argument("--from", dest="source", default=os.environ.get("BAKE_FROM") or None,
+                        help="a local checkpoint file or HF directory to copy to the path the settings name "
+                             "(also BAKE_FROM)")
     args = parser.parse_args(argv)
     options_to_env({"CLIP_MODEL": args.model, "CLIP_PRETRAINED": args.pretrained, "MODELS_DIR": args.models_dir})
     allow = args.allow_unpinned or os.environ.get("BAKE_ALLOW_UNPINNED", "") in ("1", "true")
     try:
+        if args.source:
+            bake_from(ServerSettings.from_env(), args.source)
+            return 0
         bake(ServerSettings.from_env(), force=args.force, allow_unpinned=allow)
-    except UnpinnedModel as exc:
+    except (UnpinnedModel, BadBakeSource) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -74,7 +74,10 @@ def resolve_spec(settings: ServerSettings) -> ClipModelSpec:
     if model.lower() == "fake":
         return ClipModelSpec("fake", "fake", None)
     if model.lower() == "demo":
-        return ClipModelSpec("demo", DEMO_MODEL_NAME, settings.clip_pretrained)
+        # Only a local checkpoint means anything to the demo: a tag (Dockerfile.cloudrun's default
+        # CLIP_PRETRAINED=openai) would be read as a file name and the image would never get ready.
+        checkpoint = settings.clip_pretrained if is_local_path(settings.clip_pretrained) else None
+        return ClipModelSpec("demo", DEMO_MODEL_NAME, checkpoint)
     if model.lower().startswith("sim:"):  # simulated accelerator (server/backends/sim.py)
         return ClipModelSpec("sim", model, None)
     if model.lower().startswith("hf:"):

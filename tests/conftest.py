@@ -30,6 +30,12 @@ def cuda_available() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    # Container tests build and run the images (minutes, gigabytes): only when asked for by marker.
+    if "images" not in (config.getoption("-m") or ""):
+        skip_images = pytest.mark.skip(reason="container test: run `make test-images` (after `make images`)")
+        for item in items:
+            if "images" in item.keywords:
+                item.add_marker(skip_images)
     if cuda_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")

@@ -7,7 +7,8 @@ with faster-whisper's downloader, pinned to a Hugging Face commit when the name 
 (the default ``large-v3`` has no pin in this repo yet) but print the commit they got, to pin it with;
 ``--require-pinned`` (BAKE_REQUIRE_PINNED=1) refuses them. A revision that is not a full commit
 (a branch or tag) is refused unless ``--allow-unpinned``. At run time the worker reads only that
-directory, offline.
+directory, offline. ``--from DIR`` (BAKE_FROM) bakes a local CTranslate2 directory, a team's own
+model: WHISPER_MODEL names where it goes, a path under MODELS_DIR (core/bake_source.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from core.bake_source import BadBakeSource, copy_model
 from core.launcher import options_to_env
 from worker.models import EMBEDDED_MODEL, baked_dir, embedded_model_dir, is_model_dir
 from worker.settings import WorkerSettings
@@ -89,6 +91,15 @@ def bake(settings: WorkerSettings, force: bool = False, allow_unpinned: bool = F
     return target
 
 
+def bake_from(settings: WorkerSettings, source: str) -> Path:
+    """Copy the CTranslate2 directory ``source`` to the local path WHISPER_MODEL names."""
+    if not is_model_dir(Path(source).expanduser()):
+        raise BadBakeSource(f"--from {source}: not a CTranslate2 Whisper directory (model.bin and config.json)")
+    target = copy_model(source, settings.whisper_model, settings.models_dir)
+    print(f"{source}: baked into {target}")
+    return target
+
+
 def env_flag(name: str) -> bool:
     """True when the environment variable is 1 or true."""
     return os.environ.get(name, "").lower() in ("1", "true")
@@ -104,13 +115,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="accept a branch/tag revision or no revision (also BAKE_ALLOW_UNPINNED=1)")
     parser.add_argument("--require-pinned", action="store_true",
                         help="refuse downloads without a commit revision (also BAKE_REQUIRE_PINNED=1)")
+    parser.add_argument("--from", dest="source", default=os.environ.get("BAKE_FROM") or None,
+                        help="a local CTranslate2 directory to copy to WHISPER_MODEL, a path under "
+                             "MODELS_DIR (also BAKE_FROM)")
     args = parser.parse_args(argv)
     options_to_env({"WHISPER_MODEL": args.model, "MODELS_DIR": args.models_dir})
     try:
+        if args.source:
+            bake_from(WorkerSettings.from_env(), args.source)
+            return 0
         bake(WorkerSettings.from_env(), force=args.force,
              allow_unpinned=args.allow_unpinned or env_flag("BAKE_ALLOW_UNPINNED"),
              require_pinned=args.require_pinned or env_flag("BAKE_REQUIRE_PINNED"))
-    except UnpinnedModel as exc:
+    except (UnpinnedModel, BadBakeSource) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
