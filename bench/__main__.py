@@ -15,8 +15,7 @@ import platform
 import time
 from pathlib import Path
 
-from bench import (abuse_bench, clip_bench, fanout_bench, feed_bench, images_bench, job_bench, photo_bench,
-                   whisper_bench)
+from bench import abuse_bench, clip_bench, fanout_bench, feed_bench, images_bench, job_bench, photo_bench, whisper_bench
 
 
 def main() -> None:
