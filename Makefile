@@ -57,7 +57,7 @@ lint: setup
 	shellcheck deploy-cloudrun.sh scripts/*.sh .ci/run
 	$(VENV)/bin/hadolint --failure-threshold error Dockerfile.cloudrun Dockerfile.slim
 
-samples: setup  ## photo.jpg and meeting.m4a for the README's curl examples
+samples: setup  ## photo.jpg and meeting.m4a for the curl examples of the README and docs/
 	$(PY) scripts/make_samples.py .
 
 demo-model: setup  ## retrain the embedded demo CLIP model (about 2 minutes on 2 cores)

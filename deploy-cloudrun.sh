@@ -5,7 +5,7 @@
 #   ./deploy-cloudrun.sh --dry-run PROJECT REGION        print every command, run none
 #   ./deploy-cloudrun.sh help                            all commands and options
 #
-# Settings come from deploy.env (see deploy.env.example), then flags. README.md (Deploying to Cloud Run) explains
+# Settings come from deploy.env (see deploy.env.example), then flags. docs/deploy.md (Deploying to Cloud Run) explains
 # every default. Avoids bash 4 features so macOS's bash 3.2 can run it (tested with bash 5).
 set -euo pipefail
 
@@ -68,7 +68,7 @@ Options:
                                   API key version in Secret Manager
   --redis-uri-file FILE           add FILE's content (redis://..., no trailing newline) as the new
                                   version of REDIS_URI_SECRET (RATE_LIMIT_STORAGE_URI of the services)
-  --zonal-redundancy              GPU zonal redundancy (dearer; default off, see README.md)
+  --zonal-redundancy              GPU zonal redundancy (dearer; default off, see docs/deploy.md)
   --no-zonal-redundancy
   --yes                           do not ask before delete
 Job options:
@@ -173,7 +173,7 @@ load_settings() {
   : "${STARTUP_PROBE_TIMEOUT_S:=5}"
   # Liveness: /livez is answered by the gunicorn worker's main loop (never queued behind busy
   # threads) and fails only when the instance is wedged (dead/hung batcher, or no answer at all);
-  # 3 misses x 10 s and Cloud Run replaces the instance. The service README's values. Empty = off.
+  # 3 misses x 10 s and Cloud Run replaces the instance. The values of docs/deploy.md. Empty = off.
   : "${LIVENESS_PROBE_PATH=/livez}"
   : "${LIVENESS_PROBE_PERIOD_S:=10}"
   : "${LIVENESS_PROBE_FAILURE_THRESHOLD:=3}"
@@ -710,7 +710,7 @@ cmd_delete() {
     run gcloud run services delete "$name" --project="$PROJECT" --region="$REGION" --quiet
   done
   log "Images stay in $REGION-docker.pkg.dev/$PROJECT/$AR_REPO and the key in secret $API_KEY_SECRET;"
-  log "see README.md (Deploying to Cloud Run, Delete) to remove those too."
+  log "see docs/deploy.md (7. Delete) to remove those too."
 }
 
 # ---------------------------------------------------------------------------------------------

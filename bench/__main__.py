@@ -4,7 +4,7 @@ clip, whisper, job, fanout, feed, abuse, photos, images or all (the default).
 `python -m bench images` (make bench-images) measures the built images; it needs `make images`
 and root (buildah), so `all` leaves it out and says so.
 
-The tables are also written to bench/results/latest.md (not committed); the README records a run.
+The tables are also written to bench/results/latest.md (not committed); docs/performance.md records a run.
 """
 
 from __future__ import annotations

@@ -129,6 +129,6 @@ def run(repeats: int = 3) -> str:
                                   '{{index .OCIv1.Config.Labels "template.stand-in"}}',
                                   "docker.io/pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime", check=False).stdout
     note = ("Built on the local stand-in base (scripts/build-standins.sh), not the published PyTorch image: "
-            "see README.md, \"Build and run the images locally\", for how the sizes relate."
+            "see docs/deploy.md, \"Build and run the images locally\", for how the sizes relate."
             if stand_in.strip() == "true" else "Built on the published base images.")
     return (f"## Images (medians of {repeats} cold starts; CPU, no GPU)\n\n" + "\n".join(rows) + "\n\n" + note)

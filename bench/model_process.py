@@ -22,7 +22,7 @@ Why shared memory: moving a 224-px item through the socket as float16 cost ~0.56
 (0.29 ms converting, the rest copies, most on the receiving side), writing it as float32 into a
 slot ~0.06 ms (measured on this project's 2-core machine; a request costs ~4.5 ms in all).
 
-Deliberately missing (what (b) would need in production, see README "Performance"): /health that
+Deliberately missing (what (b) would need in production, see docs/performance.md): /health that
 reflects the model process, 429/504/503 carried across the socket with their codes and one
 deadline per request (here the wait in ``postprocess`` has its own REQUEST_TIMEOUT_S), a model
 process that is restarted and reconnected to (here its death only fails the batches in flight and

@@ -31,7 +31,8 @@ from tests.media import encode, photo_like
 
 THREADS = 8
 PHOTOS = 24  # per configuration and round
-# Cloud Run, us-central1, no zonal redundancy: L4 + 8 vCPU + 32 GiB per second (README "What an embedding costs").
+# Cloud Run, us-central1, no zonal redundancy: L4 + 8 vCPU + 32 GiB per second
+# (docs/performance.md, "What an embedding costs").
 INSTANCE_USD_PER_S = 0.0001867 + 8 * 0.000018 + 32 * 0.000002
 VCPUS, CPU_USE = 8, 0.9  # an L4 instance's vCPUs, and the share of them a busy server keeps busy (bench feed)
 

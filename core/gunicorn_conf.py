@@ -74,8 +74,8 @@ def default_worker_count(gpus: int, cpus: int, processes_per_gpu: int | None = 1
     ``processes_per_gpu`` on each; None means one per vCPU of the GPU's share, up to
     MAX_PROCESSES_PER_GPU. A process's Python (HTTP parsing, decoding glue, JSON) runs on about one
     core at a time because of its GIL, so one process cannot feed a fast GPU from an 8-vCPU
-    instance; several processes, each with its own replica, time-share the GPU (the README's
-    "Feeding the GPU" has the figures that chose this over one shared model process).
+    instance; several processes, each with its own replica, time-share the GPU (docs/performance.md,
+    "Feeding the GPU", has the figures that chose this over one shared model process).
     """
     if gpus <= 0:
         return 1

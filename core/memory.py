@@ -13,7 +13,7 @@ Measured and rejected: capping the arenas (``M_ARENA_MAX=2``) and fixing the mma
 turns glibc's dynamic one off) makes every tensor of 1 MiB or more in a model forward pass an
 mmap, munmap and fresh page faults: side by side, the Whisper worker fell from 1.03x to 0.85x
 the bare model on the long recording and the CLIP server from 0.80x to 0.70x at concurrency 32.
-``malloc_trim`` after large requests alone keeps the abuse targets (README, Performance).
+``malloc_trim`` after large requests alone keeps the abuse targets (docs/performance.md).
 """
 
 from __future__ import annotations

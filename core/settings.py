@@ -1,7 +1,7 @@
 """Typed, frozen settings read from the environment once at start-up and validated there.
 
 Each field declares its environment variable, default and a one-line why with ``setting()``;
-``from_env`` parses by the field's type, and ``settings_table`` renders the README table, so the
+``from_env`` parses by the field's type, and ``settings_table`` renders docs/configuration.md's tables, so the
 documentation cannot drift from the code. Both apps subclass ``CoreSettings``.
 """
 
@@ -255,7 +255,7 @@ def override(name: str, default: Any, doc: str | None = None) -> Any:
 
 
 def settings_table(cls: type[CoreSettings]) -> str:
-    """Markdown table of a settings class: variable, default, meaning (for the README)."""
+    """Markdown table of a settings class: variable, default, meaning (for docs/configuration.md)."""
     rows = ["| Variable | Default | What it does |", "|---|---|---|"]
     for f in dataclasses.fields(cls):
         default = f.default

@@ -5,7 +5,7 @@
 # Built from Debian packages and PyPI only, stored under the names the Dockerfiles use, and
 # labelled org.opencontainers.image.description=STAND-IN and template.stand-in=true:
 # deploy-cloudrun.sh refuses to ship them, and nothing here pushes. How faithful they are:
-# README.md, "Build and run the images locally". Needs root, buildah and debootstrap.
+# docs/deploy.md, "Build and run the images locally". Needs root, buildah and debootstrap.
 #
 #   scripts/build-standins.sh          build the missing ones (scripts/build-images.sh calls it)
 #   scripts/build-standins.sh --force  rebuild both

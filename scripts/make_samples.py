@@ -1,6 +1,6 @@
 """`make samples`: photo.jpg (a red circle the demo CLIP model knows) and meeting.m4a (synthetic speech).
 
-The README's curl examples use these two files; any JPEG and any recording work the same way.
+The curl examples of the README and docs/ use these two files; any JPEG and any recording work the same way.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Run the README's curl examples as printed (only the host:port is pointed at the test service)."""
+"""Run the documentation's examples as printed (only the host:port is pointed at the test service).
+
+The README is the front door; the rest lives in ``docs/``, one page per subject. ``page("api")``
+is ``docs/api.md``, ``page("README")`` the README itself.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,38 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+
+
+def page(name: str) -> Path:
+    """A documentation page by name: ``"README"`` or a page of ``docs/`` without ``.md``."""
+    return README if name == "README" else DOCS / f"{name}.md"
+
+
+def pages() -> list[Path]:
+    """The README, then every page of ``docs/``."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def section(name: str, title: str) -> str:
+    """A page's text from its heading ``## title...`` (else ``# title...``) to the next ``## `` or the end."""
+    text = "\n" + page(name).read_text()
+    match = re.search(rf"\n## {re.escape(title)}", text) or re.search(rf"\n# {re.escape(title)}", text)
+    assert match, f"no heading {title!r} in {page(name).name}"
+    end = text.find("\n## ", match.end())
+    return text[match.start():] if end == -1 else text[match.start():end]
+
+
+def code_blocks(text: str, language: str) -> list[str]:
+    """The fenced code blocks of one language, in order."""
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def curl_examples(port: int) -> list[str]:
-    """Every `curl ...` line in the README's bash blocks that talks to ``localhost:port``."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
-    lines = [line.strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith("curl ") and f"localhost:{port}" in line]
+    """Every `curl ...` line in the bash blocks of the README and docs/ that talks to ``localhost:port``, once."""
+    lines = [line.strip() for path in pages() for block in code_blocks(path.read_text(), "bash")
+             for line in block.splitlines()]
+    return list(dict.fromkeys(line for line in lines if line.startswith("curl ") and f"localhost:{port}" in line))
 
 
 def run_examples(port: int, service_url: str, workdir: Path) -> list[tuple[str, str]]:

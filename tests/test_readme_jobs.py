@@ -1,4 +1,4 @@
-"""The README's batch-jobs example runs as printed (the real demo CLIP model and tiny.en)."""
+"""The batch-jobs example (docs/events-and-batch-jobs.md) runs as printed (the real demo CLIP model and tiny.en)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.readme_examples import page
 
 pytestmark = pytest.mark.integration
 
 
 def test_batch_jobs_example_runs_as_printed(tmp_path):
-    blocks = re.findall(r"```bash\n(# batch-jobs example.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    blocks = re.findall(r"```bash\n(# batch-jobs example.*?)```", page("events-and-batch-jobs").read_text(), flags=re.S)
     (script,) = blocks
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_samples.py"), str(tmp_path)], check=True,
                    capture_output=True)

@@ -1,4 +1,4 @@
-"""The README's client examples run as printed (only localhost URLs point at the test services)."""
+"""The client examples (docs/clients.md, docs/api.md) run as printed (only localhost URLs point at the services)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,9 @@ import pytest
 
 from tests.clients.conftest import API_KEY
 from tests.conftest import ROOT
+from tests.readme_examples import pages, section
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-README = (ROOT / "README.md").read_text()
-
-
-def section(title: str) -> str:
-    """The README text from a '## title' heading to the next '## ' heading."""
-    start = README.index(f"\n## {title}")
-    end = README.find("\n## ", start + 1)
-    return README[start:end]
 
 
 def blocks(text: str, language: str) -> list[str]:
@@ -53,7 +46,7 @@ def run(command: list[str], cwd: Path, env: dict | None = None) -> str:
 def test_python_client_examples(clip_server, workers, samples):
     env = {"CLIP_SERVER_API_KEY": API_KEY, "WHISPER_WORKER_API_KEY": API_KEY,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    text = section("Python client")
+    text = section("clients", "Python client")
     python_blocks = blocks(text, "python")
     assert len(python_blocks) == 2
     first = run([sys.executable, "-c", pointed(python_blocks[0], clip_server, workers[0])], samples, env)
@@ -66,7 +59,7 @@ def test_python_client_examples(clip_server, workers, samples):
     assert subtitles.startswith("1\n00:00:00,000 -->") and "quarterly" in subtitles.lower()
 
 
-def test_node_examples_with_the_package_installed_as_the_readme_says(clip_server, workers, samples, tmp_path):
+def test_node_examples_with_the_package_installed_as_the_docs_say(clip_server, workers, samples, tmp_path):
     node, npm = shutil.which("node"), shutil.which("npm")
     assert node and npm, "Node.js 18+ and npm are required: run `make setup` (scripts/install-system-deps.sh)"
     app = tmp_path / "app"
@@ -77,14 +70,15 @@ def test_node_examples_with_the_package_installed_as_the_readme_says(clip_server
     run([npm, "install", "--offline", "--no-audit", "--no-fund", str(ROOT / "clients" / "typescript")], app)
     env = {"CLIP_SERVER_URL": clip_server.url, "CLIP_SERVER_API_KEY": API_KEY}
 
-    example = blocks(section("TypeScript / Node client"), "js")
+    example = blocks(section("clients", "TypeScript / Node client"), "js")
     assert len(example) == 1
     (app / "example.mjs").write_text(example[0])
     output = run([node, "example.mjs"], app, env)
     assert output.splitlines()[0] == "64 1 1" and "red circle" in output and "400 invalid_image" in output
 
-    route = blocks(section("CLIP server"), "js")
-    assert len(route) == 1 and "CLIP_SERVER_URL" in route[0] and "CLIP_API_KEY" not in README
+    route = blocks(section("api", "CLIP server"), "js")
+    assert len(route) == 1 and "CLIP_SERVER_URL" in route[0]
+    assert all("CLIP_API_KEY" not in path.read_text() for path in pages())
     (app / "route.mjs").write_text(route[0])
     (app / "call-route.mjs").write_text("""
 import { readFile } from "node:fs/promises";

@@ -1,4 +1,4 @@
-"""The README's callback section runs as printed: its curl lines, its Python receiver, its Node verifier."""
+"""docs/async.md (callback_url) runs as printed: its curl lines, its Python receiver, its Node verifier."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 
 from core.callbacks import sign
 from tests.conftest import ROOT, free_port, run_service, wait_until
+from tests.readme_examples import page
 
-SECTION = re.search(r"## Async requests with callback_url\n(.*?)\n## ", (ROOT / "README.md").read_text(), re.S).group(1)
+SECTION = page("async").read_text()
 SECRET = "dev-secret"
 
 
@@ -28,7 +29,7 @@ def block(language: str) -> str:
 def test_python_verifier_accepts_our_signature_and_rejects_old_or_tampered(monkeypatch):
     monkeypatch.setenv("CALLBACK_SECRET", SECRET)
     namespace: dict = {"__name__": "readme_receiver"}
-    exec(compile(block("python"), "README-receiver.py", "exec"), namespace)  # noqa: S102 - the README's own code
+    exec(compile(block("python"), "async-receiver.py", "exec"), namespace)  # noqa: S102 - the page's own code
     verify_signature = namespace["verify_signature"]
     body = b'{"job_id":"j","status":"succeeded"}'
     now = time.time()

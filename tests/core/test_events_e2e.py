@@ -8,7 +8,6 @@ and the worker the embedded tiny.en. Plus Eventarc-shaped CloudEvents POSTed in 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from PIL import Image
 from core import storage
 from tests.conftest import ROOT, run_service, wait_until
 from tests.media import encode, speak
-from tests.readme_examples import README
+from tests.readme_examples import code_blocks, section
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,11 +67,11 @@ def started_together(*managers):
 @pytest.fixture(scope="module")
 def world(storage_emulator, request, tmp_path_factory):
     """A bucket, both services writing to gs://uploads/results, and one push subscription per service."""
-    # The configuration the README's "Try it locally" shows: bucket uploads, results in gs://uploads/results.
+    # The configuration "Try it locally" (docs/events-and-batch-jobs.md) shows: bucket uploads, results in gs://uploads/results.
     uploads = "uploads"
     storage.gcs_client().create_bucket(uploads)
     output = f"gs://{uploads}/results"
-    workdir = tmp_path_factory.mktemp("events-workdir")  # EVENTS_INPUT_ROOT, where the README runs
+    workdir = tmp_path_factory.mktemp("events-workdir")  # EVENTS_INPUT_ROOT, where the example runs
     env = {"EVENTS_OUTPUT": output, "EVENTS_INPUT_ROOT": str(workdir), "STORAGE_EMULATOR_HOST": storage_emulator.url,
            "LOG_LEVEL": "INFO"}
     tmp = tmp_path_factory.mktemp("events-e2e")
@@ -201,16 +200,13 @@ def test_eventarc_cloudevents_reach_the_worker(world, mode):
 
 
 def events_section() -> list[str]:
-    """The sh blocks of the README's Events section, in order."""
-    text = README.read_text()
-    section = text[text.index("\n## Events"):]
-    section = section[:section.index("\n## ", 1)]
-    return re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    """The sh blocks of the Events section (docs/events-and-batch-jobs.md), in order."""
+    return code_blocks(section("events-and-batch-jobs", "Events"), "sh")
 
 
 def test_readme_events_examples_work_as_printed(world):
     start, examples = events_section()[:2]
-    # The services here run as the README starts them (CLIP with the fake model: same path, no weights).
+    # The services here run as the page starts them (CLIP with the fake model: same path, no weights).
     for fragment in ("--default-bucket uploads", "EVENTS_OUTPUT=gs://uploads/results", "EVENTS_INPUT_ROOT=$PWD"):
         assert fragment in start
     workdir = world["workdir"]

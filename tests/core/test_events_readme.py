@@ -1,9 +1,8 @@
-"""The README's Events section: its gcloud lines parse in the real gcloud CLI (offline, logged out)."""
+"""docs/events-and-batch-jobs.md, Events: its gcloud lines parse in the real gcloud CLI (offline, logged out)."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -13,17 +12,15 @@ import pytest
 
 from core.settings import settings_table
 from server.settings import ServerSettings
-from tests.readme_examples import README
+from tests.readme_examples import code_blocks, section
 
 GCLOUD = shutil.which("gcloud")
 AUTH_ERROR = "You do not currently have an active account selected"
 
 
 def events_blocks() -> list[str]:
-    """The sh blocks of the README's Events section, in order."""
-    text = README.read_text()
-    section = text[text.index("\n## Events"):]
-    return re.findall(r"```sh\n(.*?)```", section[:section.index("\n## ", 1)], flags=re.S)
+    """The sh blocks of the Events section, in order."""
+    return code_blocks(section("events-and-batch-jobs", "Events"), "sh")
 
 
 def run_line(line: str, workdir: str) -> tuple[int, str]:
@@ -52,7 +49,7 @@ def test_every_gcloud_line_fails_only_at_authentication(tmp_path):
 
 @pytest.mark.unit
 def test_events_settings_table_matches_the_code():
-    section = README.read_text().split("\n## Events", 1)[1].split("\n## ", 1)[0]
+    events = section("events-and-batch-jobs", "Events")
     for row in settings_table(ServerSettings).splitlines():
         if row.startswith("| `EVENTS_"):
-            assert row in section, row
+            assert row in events, row

@@ -43,14 +43,14 @@ def test_service_defaults_differ_where_they_should():
     assert WorkerSettings.from_env({}).port == 8080
 
 
-def test_readme_documents_every_setting():
+def test_configuration_page_documents_every_setting():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    configuration = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     for cls in (ServerSettings, WorkerSettings):
         for line in settings_table(cls).splitlines()[2:]:
             env = line.split("`")[1]
-            assert f"`{env}`" in readme, f"{env} is missing from the README configuration tables"
+            assert f"`{env}`" in configuration, f"{env} is missing from docs/configuration.md"
 
 
 def test_api_key_via_bearer_or_header_and_health_stays_open():

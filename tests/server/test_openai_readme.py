@@ -1,8 +1,7 @@
-"""The README's OpenAI SDK snippet for the CLIP server runs as printed (only the host:port changes)."""
+"""docs/api.md's OpenAI SDK snippet for the CLIP server runs as printed (only the host:port changes)."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 
@@ -11,14 +10,14 @@ import pytest
 
 from server.demo.shapes import draw_shape
 from tests.conftest import ROOT
-from tests.readme_examples import README
+from tests.readme_examples import code_blocks, page
 
 pytestmark = pytest.mark.integration
 
 
 def python_snippet(port: int) -> str:
-    """The README's one ```python block that talks to ``localhost:port/v1``."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    """docs/api.md's one ```python block that talks to ``localhost:port/v1``."""
+    blocks = code_blocks(page("api").read_text(), "python")
     found = [block for block in blocks if f"http://localhost:{port}/v1" in block]
     assert len(found) == 1, f"expected one python block for port {port}, found {len(found)}"
     return found[0]

@@ -1,4 +1,4 @@
-"""The README's CLIP curl examples work as printed against a real server."""
+"""The CLIP curl examples of the README and docs/ work as printed against a real server."""
 
 import json
 
@@ -19,18 +19,17 @@ def test_readme_clip_examples_work_as_printed(clip_service, tmp_path):
 
 
 def test_readme_downscale_recipe_works_as_printed_and_keeps_the_vector(clip_service, tmp_path):
-    """The ImageMagick recipe: it uploads a smaller image whose vector is the full upload's."""
+    """The ImageMagick recipe (docs/api.md, Photos): it uploads a smaller image whose vector is the full upload's."""
     import os
-    import re
     import subprocess
     import sys
 
     import numpy as np
     import requests
 
-    from tests.readme_examples import README, ROOT
+    from tests.readme_examples import ROOT, code_blocks, page
 
-    block = next(b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S) if "-resize" in b)
+    block = next(b for b in code_blocks(page("api").read_text(), "bash") if "-resize" in b)
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_samples.py"), str(tmp_path)], check=True,
                    capture_output=True)
     # Debian's ImageMagick, ahead of any stand-in `convert` earlier on PATH (this machine has one).

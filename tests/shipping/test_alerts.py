@@ -3,7 +3,7 @@
 gcloud 528 sends --policy-from-file unchecked to the API once it is authenticated (offline it stops
 at authentication first), so the files are checked here: parsed into the Monitoring v3 AlertPolicy
 message with the very parser gcloud uses (its bundled apitools messages), and every field, nested
-ones included, must be one the API knows; then the thresholds the README promises.
+ones included, must be one the API knows; then the thresholds docs/deploy.md (Alerts) promises.
 """
 
 from __future__ import annotations

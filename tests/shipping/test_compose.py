@@ -90,13 +90,13 @@ def compose_variables() -> set[str]:
     return set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (REPO / "docker-compose.yml").read_text()))
 
 
-def test_readme_names_exactly_the_variables_compose_reads():
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### 3. Local runs with docker compose", 1)[1].split("\n### ", 1)[0]
+def test_deploy_docs_name_exactly_the_variables_compose_reads():
+    deploy = (REPO / "docs" / "deploy.md").read_text()
+    section = deploy.split("### 3. Local runs with docker compose", 1)[1].split("\n### ", 1)[0]
     table = [line for line in section.splitlines() if line.startswith("| `")]
     documented = {name for line in table for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", line.split("|")[1])}
     assert documented == compose_variables(), (
-        f"README only: {documented - compose_variables()}; compose only: {compose_variables() - documented}")
+        f"docs/deploy.md only: {documented - compose_variables()}; compose only: {compose_variables() - documented}")
     assert "docker compose --profile cpu up" in section
 
 

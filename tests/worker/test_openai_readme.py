@@ -1,4 +1,4 @@
-"""The README's OpenAI SDK snippet for the worker runs as printed (only the host:port changes)."""
+"""docs/api.md's OpenAI SDK snippet for the worker runs as printed (only the host:port changes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The README's Whisper curl examples work as printed against a real worker."""
+"""The Whisper curl examples of the README and docs/ work as printed against a real worker."""
 
 import pytest
 
