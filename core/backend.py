@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from core import request_context
 from core.batcher import Batcher
-from core.errors import DeadlineExceeded, Overloaded
+from core.errors import DeadlineExceeded, Overloaded, Reason
 from core.settings import CoreSettings
 
 # A request's items in flight at once, in batches: enough to keep the model busy between the
@@ -264,7 +264,7 @@ class ModelRunner:
             raise RuntimeError(f"preprocessing returned {len(items)} items for {len(raws)} inputs")
         return items
 
-    def health(self) -> tuple[bool, str | None, dict]:
+    def health(self) -> tuple[bool, Reason | None, dict]:
         """(ready, reason, details) for /health."""
         ok, reason = self.batcher.health()
         details = {

@@ -135,7 +135,7 @@ class ClipService:
         # str.replace, not str.format: a label with braces must not be able to break the template.
         prompts = [template.replace("{}", label) for label in labels]
         if runner.backend.context_length is None:  # no tokenizer before the model has loaded
-            raise NotReady("not ready: the model is still loading", retry_after=5)
+            raise NotReady("not ready: the model is still loading", reason="loading", retry_after=5)
         label_vectors = self.label_cache.get_many(
             prompts, lambda missing: runner.run(TEXT, missing),
             key=lambda prompt: runner.backend.preprocess(TEXT, prompt).tobytes())
