@@ -27,10 +27,12 @@ def image_job(service: ClipService):
         if labels is not None:  # validate before spending the model on the embedding
             labels = labels if isinstance(labels, list) else [labels]
             checked = service.classify_options(labels, options.get("template"), options.get("top_k"))
-        body = service.embed([data], [])
+        # One decode and one forward for the image: the embedding and the scores share its vector.
+        vectors = service.image_vectors([data])
+        body = service.embedding_body(vectors, [])
         result = {**meta, "model": body["model"], "dim": body["dim"], "embedding": body["embedding"]}
         if checked:
-            classified = service.classify([data], *checked)
+            classified = service.scores(vectors, *checked)
             result.update(template=classified["template"], labels=classified["labels"])
         return {"json": (json.dumps(result).encode(), "application/json")}
 
