@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from worker.formats import result_files
 from worker.service import WhisperService
 
 
@@ -26,12 +27,6 @@ def audio_job(service: WhisperService):
 
     def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
         parsed = service.options(_as_fields(options))
-        transcript = service.transcribe(data, parsed)
-        verbose, _ = service.render(transcript, "verbose_json")
-        srt, srt_type = service.render(transcript, "srt")
-        vtt, vtt_type = service.render(transcript, "vtt")
-        result = {**meta, **json.loads(verbose)}
-        return {"json": (json.dumps(result).encode(), "application/json"),
-                "srt": (srt.encode(), srt_type), "vtt": (vtt.encode(), vtt_type)}
+        return result_files(service.transcribe(data, parsed), meta)
 
     return run
