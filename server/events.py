@@ -1,6 +1,6 @@
-"""The CLIP server's event job: one image object -> ``<key>@<generation>.json`` with its embedding.
+"""The CLIP server's event handler: one image object -> ``<key>@<generation>.json`` with its embedding.
 
-Options a job may carry: ``labels`` (then zero-shot scores are added, as /classify returns them),
+Options an event may carry: ``labels`` (then zero-shot scores are added, as /classify returns them),
 ``template`` and ``top_k``. The work goes through ``ClipService`` like every other entry point.
 """
 
@@ -14,8 +14,8 @@ from server.service import ClipService
 OPTIONS = ("labels", "template", "top_k")
 
 
-def image_job(service: ClipService):
-    """The EventJob for ``core.event_routes.install_events``: image bytes + options -> result files."""
+def image_handler(service: ClipService):
+    """The EventHandler for ``core.event_routes.install_events``: image bytes + options -> result files."""
 
     def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
         unknown = sorted(set(options) - set(OPTIONS))

@@ -1,6 +1,6 @@
-"""The Whisper worker's event job: one audio object -> ``<key>@<generation>.json``, ``.srt`` and ``.vtt``.
+"""The Whisper worker's event handler: one audio object -> ``<key>@<generation>.json``, ``.srt`` and ``.vtt``.
 
-A job's options are /transcribe's (language, task, word_timestamps, vad_filter, beam_size, ...);
+An event's options are /transcribe's (language, task, word_timestamps, vad_filter, beam_size, ...);
 the json is verbose_json (segments with times and quality signals). The work goes through
 ``WhisperService`` like every other entry point.
 """
@@ -22,8 +22,8 @@ def _as_fields(options: dict) -> dict[str, list[str]]:
     return fields
 
 
-def audio_job(service: WhisperService):
-    """The EventJob for ``core.event_routes.install_events``: audio bytes + options -> result files."""
+def audio_handler(service: WhisperService):
+    """The EventHandler for ``core.event_routes.install_events``: audio bytes + options -> result files."""
 
     def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
         parsed = service.options(_as_fields(options))
