@@ -1,4 +1,4 @@
-"""What the CLIP server does, one method per job: embed inputs, classify images.
+"""What the CLIP server does, one method per operation: embed inputs, classify images.
 
 Every entry point calls these and nothing else: the HTTP routes (/embed, /classify, /v1/embeddings),
 callback_url jobs, /events/* and the batch job (server/job.py). None of them talks to the batcher
@@ -31,7 +31,7 @@ MAX_TEMPLATE_CHARS = 1000
 
 
 class ClipService:
-    """The CLIP server's jobs on one runner (model + batcher) and one label cache."""
+    """The CLIP server's operations on one runner (model + batcher) and one label cache."""
 
     def __init__(self, runner: ModelRunner, settings: ServerSettings, memory_budget: MemoryBudget | None = None):
         self.runner = runner
