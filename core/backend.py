@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from core import request_context
 from core.batcher import Batcher
-from core.errors import DeadlineExceeded, Overloaded
+from core.errors import DeadlineExceeded, Overloaded, Reason
 from core.settings import CoreSettings
 
 # A request's items in flight at once, in batches: enough to keep the model busy between the
@@ -68,13 +68,13 @@ class Backend(Protocol):
 # Preprocesses all raws of one kind at once (e.g. on a pool) -> one item per raw, in order.
 PreprocessAll = Callable[[Sequence[Any]], Sequence[Any]]
 
-_current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar("model_job", default=None)
+_current_work: contextvars.ContextVar[Work | None] = contextvars.ContextVar("model_work", default=None)
 
 
-class Job:
+class Work:
     """One request's work on the runner: one deadline over all its stages, one fair-share group,
     and every item it queued dropped from the queue when it ends, so abandoned work costs no
-    model time. Get one with ``ModelRunner.job()``.
+    model time. Get one with ``ModelRunner.work()``.
     """
 
     def __init__(self, runner: ModelRunner, deadline: float, batch_sizes: list[int]):
@@ -100,7 +100,7 @@ class Job:
         return self.batcher.expecting()
 
     def submit(self, kind: Hashable, items: Sequence[Any]) -> list[Future]:
-        """Queue preprocessed items of one kind under this job's deadline and group."""
+        """Queue preprocessed items of one kind under this work's deadline and group."""
         self.check_deadline()
         futures = self.batcher.submit_many(items, key=kind, deadline=self.deadline, group=self.group)
         self._futures.extend(futures)
@@ -167,7 +167,7 @@ class Job:
                 yield tag, output
 
     def close(self) -> None:
-        """Drop whatever this job still has waiting (it finished, failed or gave up)."""
+        """Drop whatever this work still has waiting (it finished, failed or gave up)."""
         for future in self._futures:
             future.cancel()
         self.batcher.discard(self.group)
@@ -212,27 +212,27 @@ class ModelRunner:
         self.batcher.ensure_accepting()
 
     @contextlib.contextmanager
-    def job(self, *, deadline: float | None = None) -> Iterator[Job]:
+    def work(self, *, deadline: float | None = None) -> Iterator[Work]:
         """One request's work: gates on readiness, shares one deadline, drops its leftovers at exit.
 
-        Nested calls (and ``run``/``run_many`` inside) join the job already open on this thread.
+        Nested calls (and ``run``/``run_many`` inside) join the work already open on this thread.
         Otherwise the deadline is the request context's (core/request_context.py): REQUEST_TIMEOUT_S
         from the first stage of the request, whichever door it came through.
         """
-        current = _current_job.get()
+        current = _current_work.get()
         if current is not None and current.runner is self:
             yield current
             return
         self.ensure_ready()  # before decoding: no wasted work while loading
         if deadline is None:
             deadline = request_context.deadline(self.settings.request_timeout_s)
-        job = Job(self, deadline, request_context.batch_sizes())
-        token = _current_job.set(job)
+        work = Work(self, deadline, request_context.batch_sizes())
+        token = _current_work.set(work)
         try:
-            yield job
+            yield work
         finally:
-            _current_job.reset(token)
-            job.close()
+            _current_work.reset(token)
+            work.close()
 
     def run(self, kind: Hashable, raws: Sequence[Any], preprocess_all: PreprocessAll | None = None) -> list[Any]:
         """preprocess (this thread) -> batched forward (model thread) -> postprocess (this thread)."""
@@ -247,12 +247,12 @@ class ModelRunner:
         ``backend.preprocess`` one by one on this thread.
         """
         preprocessors = preprocessors or {}
-        with self.job() as job:
-            with job.preparing():
+        with self.work() as work:
+            with work.preparing():
                 items = {kind: self._preprocess(kind, raws, preprocessors.get(kind))
                          for kind, raws in raws_by_kind.items() if raws}
-            futures = {kind: job.submit(kind, batch) for kind, batch in items.items()}
-            results = {kind: [self.backend.postprocess(kind, out) for out in job.gather(queued)]
+            futures = {kind: work.submit(kind, batch) for kind, batch in items.items()}
+            results = {kind: [self.backend.postprocess(kind, out) for out in work.gather(queued)]
                        for kind, queued in futures.items()}
         return {kind: results.get(kind, []) for kind in raws_by_kind}
 
@@ -264,7 +264,7 @@ class ModelRunner:
             raise RuntimeError(f"preprocessing returned {len(items)} items for {len(raws)} inputs")
         return items
 
-    def health(self) -> tuple[bool, str | None, dict]:
+    def health(self) -> tuple[bool, Reason | None, dict]:
         """(ready, reason, details) for /health."""
         ok, reason = self.batcher.health()
         details = {

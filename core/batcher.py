@@ -33,7 +33,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded, PayloadTooLarge
+from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded, PayloadTooLarge, Reason
 
 log = logging.getLogger("core.batcher")
 
@@ -190,24 +190,25 @@ class Batcher:
             return "dead"
         return self._state
 
-    def health(self) -> tuple[bool, str | None]:
+    def health(self) -> tuple[bool, Reason | None]:
         """(healthy, reason when not) — the truth /health reports."""
         state = self.state
         if state == "starting":
-            return False, "model is loading"
+            return False, Reason("loading", "model is loading")
         if state == "failed":
-            return False, f"model failed to start: {self._failure}"
+            return False, Reason("load_failed", f"model failed to start: {self._failure}")
         if state in ("dead", "stopped"):
-            return False, f"inference thread is {state}" + (f": {self._failure}" if self._failure else "")
+            return False, Reason("inference_thread_dead" if state == "dead" else "stopped",
+                                 f"inference thread is {state}" + (f": {self._failure}" if self._failure else ""))
         busy_since = self._busy_since
         # Hung, not just slow: ten times the slowest batch so far (the warm-up batch is full
         # size, so this is calibrated from the start), and never less than stuck_after_s.
         limit = max(self.stuck_after_s, 10 * self.stats.longest_batch_s)
         if busy_since is not None and time.monotonic() - busy_since > limit:
-            return False, f"a batch has been running for over {limit:g} s"
+            return False, Reason("batch_hung", f"a batch has been running for over {limit:g} s")
         if self.stats.consecutive_failures >= self.unhealthy_after_failures:
-            return False, (f"the last {self.stats.consecutive_failures} batches failed: "
-                           f"{self.stats.last_error}")
+            return False, Reason("batches_failing", f"the last {self.stats.consecutive_failures} batches "
+                                                    f"failed: {self.stats.last_error}")
         return True, None
 
     def record_batch_time(self, seconds: float) -> None:
@@ -229,8 +230,10 @@ class Batcher:
         state = self.state
         if state == "ready":
             return
-        _, reason = self.health()
-        raise NotReady(f"not ready: {reason}", retry_after=5 if state == "starting" else 30)
+        ok, reason = self.health()
+        if ok:
+            return  # start-up finished between the two reads
+        raise NotReady(f"not ready: {reason}", reason=reason.code, retry_after=5 if state == "starting" else 30)
 
     def _retry_after(self) -> int:
         # A rough time for the queue to drain: depth / batch size batches of ~1 s.
@@ -246,7 +249,7 @@ class Batcher:
             self._failure = f"{type(err).__name__}: {err}"
             self._state = "failed"
             log.exception("%s start-up failed", self.name)
-            self._fail_pending(NotReady(f"not ready: model failed to start: {self._failure}"))
+            self._fail_pending(NotReady(f"not ready: model failed to start: {self._failure}", reason="load_failed"))
             return
         self._state = "ready"
         try:
@@ -260,7 +263,10 @@ class Batcher:
         finally:
             if self._stopping.is_set():
                 self._state = "stopped"
-            self._fail_pending(NotReady(f"not ready: inference thread stopped ({self._failure or 'shutdown'})"))
+            # Waiters learn only that the thread is gone; the code is the one clients got before
+            # codes came from here (shutdown included), so their retry logic sees no change.
+            self._fail_pending(NotReady(f"not ready: inference thread stopped ({self._failure or 'shutdown'})",
+                                        reason="inference_thread_dead"))
 
     def _collect(self) -> list[_Item]:
         with self._cond:

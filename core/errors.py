@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,8 +70,30 @@ class NotConfigured(ServiceError):
     status, code = 501, "not_configured"
 
 
+@dataclass(frozen=True)
+class Reason:
+    """Why the model cannot serve: a stable code for clients and probes, a sentence for the log.
+
+    The batcher names the code where it knows the cause, so nothing downstream parses sentences.
+    Codes: loading, load_failed, inference_thread_dead, stopped, batch_hung, batches_failing,
+    unavailable.
+    """
+
+    code: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class NotReady(ServiceError):
+    """503: the model is loading or broken; ``reason`` is the code a client may see."""
+
     status, code = 503, "not_ready"
+
+    def __init__(self, message: str, *, reason: str = "unavailable", retry_after: int | None = None):
+        super().__init__(message, retry_after=retry_after)
+        self.reason = reason
 
 
 class DeadlineExceeded(ServiceError):
@@ -128,10 +151,7 @@ def public_message(err: ServiceError) -> str:
     if err.status == 500:
         return PUBLIC_MESSAGES.get(err.code, PUBLIC_MESSAGES["internal_error"])
     if isinstance(err, NotReady):
-        from core.health import reason_code
-
-        code = reason_code(err.message) or "unavailable"
-        return f"the service is not ready ({code}); retry later"
+        return f"the service is not ready ({err.reason}); retry later"
     return _CLASS_NAME.sub("", err.message)
 
 

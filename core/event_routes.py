@@ -1,6 +1,6 @@
-"""POST /events/pubsub and /events/storage: unwrap the event, read the object, run the app's job, write.
+"""POST /events/pubsub and /events/storage: unwrap the event, read the object, run the app's handler, write.
 
-The app supplies one ``EventJob``: object bytes + options -> result files (``{"json": (bytes,
+The app supplies one ``EventHandler``: object bytes + options -> result files (``{"json": (bytes,
 content type), ...}``); it calls the app's service like any other entry point. This module owns
 what every event needs:
 
@@ -37,7 +37,7 @@ from core.settings import CoreSettings
 log = logging.getLogger("core.events")
 
 # (object bytes, options, {"input", "generation"}) -> {extension: (bytes, content type)}; "json" required.
-EventJob = Callable[[bytes, dict, dict], "dict[str, tuple[bytes, str]]"]
+EventHandler = Callable[[bytes, dict, dict], "dict[str, tuple[bytes, str]]"]
 RESULT = "json"
 EVENT_SCHEMA = {"type": "object", "description": "A Pub/Sub push envelope, a CloudEvent, or a job "
                                                  '{"input": "gs://...", "output": ..., options}.'}
@@ -50,8 +50,8 @@ def is_permanent(err: ServiceError) -> bool:
     return 400 <= err.status < 500 and err.status not in (408, 429)
 
 
-def install_events(app: Flask, job: EventJob, namespace: str) -> None:
-    """Register the event routes with the app's job function; results go below <output>/<namespace>/.
+def install_events(app: Flask, handler: EventHandler, namespace: str) -> None:
+    """Register the event routes with the app's handler; results go below <output>/<namespace>/.
 
     The namespace ("clip", "whisper") keeps two services that share an EVENTS_OUTPUT (and get the
     same bucket's notifications) apart: the worker's "not audio" record for a photo must not read
@@ -74,7 +74,7 @@ def install_events(app: Flask, job: EventJob, namespace: str) -> None:
                 raise  # json_too_deep
             raise InvalidInput("send a JSON body: a Pub/Sub push envelope or a job", code="invalid_event") from None
         bounds = JsonBounds.from_settings(settings)
-        return _answer(lambda: event_from_request(body, bounds), job, _message_id(body), namespace)
+        return _answer(lambda: event_from_request(body, bounds), handler, _message_id(body), namespace)
 
     @bp.post("/events/storage")
     @operation("An Eventarc CloudEvent google.cloud.storage.object.v1.finalized (binary or structured mode)",
@@ -84,7 +84,7 @@ def install_events(app: Flask, job: EventJob, namespace: str) -> None:
     def eventarc():
         """An Eventarc CloudEvent for a Cloud Storage object (binary or structured mode)."""
         bounds = JsonBounds.from_settings(_events_settings())
-        return _answer(lambda: event_from_cloudevent(request.headers, request.get_data(), bounds), job,
+        return _answer(lambda: event_from_cloudevent(request.headers, request.get_data(), bounds), handler,
                        request.headers.get("ce-id", ""), namespace)
 
     app.register_blueprint(bp)
@@ -105,14 +105,14 @@ def _events_settings() -> CoreSettings:
     return settings
 
 
-def _answer(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str, namespace: str):
+def _answer(parse: Callable[[], ObjectEvent], handler: EventHandler, event_id: str, namespace: str):
     # Its own request context (door "event") inside the HTTP request that carried it: the event's
     # inputs are counted as the event door's, and its log line carries its batch sizes.
     with request_context.opened("event") as context:
-        return _run_event(parse, job, event_id, namespace, context)
+        return _run_event(parse, handler, event_id, namespace, context)
 
 
-def _run_event(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str, namespace: str,
+def _run_event(parse: Callable[[], ObjectEvent], handler: EventHandler, event_id: str, namespace: str,
                context: request_context.RequestContext):
     settings: CoreSettings = current_app.extensions["settings"]
     started = time.perf_counter()
@@ -124,7 +124,7 @@ def _run_event(parse: Callable[[], ObjectEvent], job: EventJob, event_id: str, n
         return _done(_fail(_failed_record(settings, event_id, namespace), err, {"event_id": event_id}), event_id,
                      started, context)
     try:
-        body = process(event, job, settings, namespace)
+        body = process(event, handler, settings, namespace)
     except ServiceError as err:  # transient: the non-2xx answer makes Pub/Sub / Eventarc / Cloud Tasks retry
         log.warning("event %s retry: %s", event.event_id, err.message, extra={"event": {
             "event_id": event.event_id, "status": "retry", "source": event.source, "input": event.input,
@@ -152,7 +152,7 @@ def _failed_record(settings: CoreSettings, event_id: str, namespace: str) -> str
     return storage.join(settings.events_output, namespace, "_failed", f"{name}.{FAILURE}")
 
 
-def process(event: ObjectEvent, job: EventJob, settings: CoreSettings, namespace: str) -> dict:
+def process(event: ObjectEvent, handler: EventHandler, settings: CoreSettings, namespace: str) -> dict:
     """Run one object event to a written result or failure record; transient errors propagate."""
     output = event.output or settings.events_output
     for prefix in {settings.events_output, output}:
@@ -179,7 +179,7 @@ def process(event: ObjectEvent, job: EventJob, settings: CoreSettings, namespace
                 return {"status": "skipped", "reason": status, "generation": generation,
                         "result": f"{base}.{suffix}"}
         data = storage.read_bytes(source, int(settings.events_max_object_mb * 1024 * 1024), generation)
-        files = job(data, event.options, meta)
+        files = handler(data, event.options, meta)
     except ServiceError as err:
         if not is_permanent(err):
             raise

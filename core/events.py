@@ -28,7 +28,8 @@ FINALIZED = "google.cloud.storage.object.v1.finalized"
 # Eventarc with a Pub/Sub source wraps the same push envelope in a CloudEvent of this type.
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 NOTIFICATION_FINALIZE = "OBJECT_FINALIZE"
-JOB_KEYS = ("input", "output")
+# The keys of a JSON event that name locations; every other key is an option for the handler.
+LOCATION_KEYS = ("input", "output")
 
 
 class Ignored(Exception):
@@ -101,31 +102,32 @@ def event_from_push(message: PushMessage, bounds: JsonBounds = DEFAULT_BOUNDS) -
         return ObjectEvent(f"gs://{bucket}/{name}", attributes.get("objectGeneration") or None, None,
                            source="pubsub-notification", event_id=message.message_id)
     try:
-        job = loads_bounded(message.data, bounds)
+        fields = loads_bounded(message.data, bounds)
     except ServiceError as err:  # malformed, too deep or too large: it will never succeed
         raise PoisonEvent(f"message {message.message_id}: data is neither a storage notification nor a "
                           f"JSON job {{\"input\": \"gs://...\"}} ({err.message})") from None
-    return event_from_job(job, source="pubsub-job", event_id=message.message_id)
+    return event_from_json(fields, source="pubsub-job", event_id=message.message_id)
 
 
-def event_from_job(job, *, source: str = "job", event_id: str = "") -> ObjectEvent:
-    """A JSON job ``{"input", "output"?, ...options}`` -> the object event; PoisonEvent if malformed."""
-    if not isinstance(job, dict):
+def event_from_json(fields, *, source: str = "job", event_id: str = "") -> ObjectEvent:
+    """A JSON job (a Pub/Sub message's data, or a bare body) ``{"input", "output"?, ...options}``
+    -> the object event; PoisonEvent if malformed."""
+    if not isinstance(fields, dict):
         raise PoisonEvent("a job must be a JSON object {\"input\": \"gs://bucket/name\", ...}")
-    source_uri = job.get("input")
+    source_uri = fields.get("input")
     if not isinstance(source_uri, str) or not source_uri.startswith(("gs://", "file://")):
         raise PoisonEvent("job input must be a gs://bucket/name or file:///path string", code="invalid_input")
-    output = job.get("output")
+    output = fields.get("output")
     if output is not None and (not isinstance(output, str) or not output.strip()):
         raise PoisonEvent("job output must be a gs:// prefix or a local directory", code="invalid_output")
-    options = {key: value for key, value in job.items() if key not in JOB_KEYS}
+    options = {key: value for key, value in fields.items() if key not in LOCATION_KEYS}
     return ObjectEvent(source_uri, None, output, options, source=source, event_id=event_id)
 
 
 def event_from_request(body, bounds: JsonBounds = DEFAULT_BOUNDS) -> ObjectEvent:
     """What /events/pubsub receives: a push envelope, or a bare JSON job (Cloud Tasks, curl)."""
     if isinstance(body, dict) and "message" not in body and "input" in body:
-        return event_from_job(body, source="job")
+        return event_from_json(body, source="job")
     return event_from_push(parse_push(body), bounds)
 
 

@@ -15,31 +15,14 @@ from collections.abc import Callable
 from flask import Flask, current_app, jsonify
 
 from core.auth import has_valid_key
+from core.errors import Reason
 from core.openapi import HEALTH_SCHEMA, json_content, operation
 
-HealthCheck = Callable[[], "tuple[bool, str | None, dict]"]
+HealthCheck = Callable[[], "tuple[bool, Reason | None, dict]"]
 
-# The batcher's reason sentences -> stable codes (the first matching prefix wins).
-REASON_CODES = (
-    ("model is loading", "loading"),
-    ("model failed to start", "load_failed"),
-    ("inference thread is dead", "inference_thread_dead"),
-    ("inference thread is stopped", "stopped"),
-    ("inference thread", "inference_thread_dead"),
-    ("a batch has been running", "batch_hung"),
-    ("the last", "batches_failing"),
-)
 # Detail fields that name files on the instance or carry raw exception text: never in an
 # unauthenticated body.
 PATH_FIELDS = frozenset({"weights", "model_dir", "checkpoint", "path", "last_error", "reason_detail"})
-
-
-def reason_code(reason: str | None) -> str | None:
-    """A stable machine-readable code for a health reason sentence (None when healthy)."""
-    if not reason:
-        return None
-    lowered = reason.lower().removeprefix("not ready: ")
-    return next((code for prefix, code in REASON_CODES if lowered.startswith(prefix)), "unavailable")
 
 
 def _without_paths(details: dict) -> dict:
@@ -48,16 +31,16 @@ def _without_paths(details: dict) -> dict:
             for key, value in details.items() if key not in PATH_FIELDS}
 
 
-def health_body(ok: bool, reason: str | None, details: dict, service: str, *, keyed: bool,
+def health_body(ok: bool, reason: Reason | None, details: dict, service: str, *, keyed: bool,
                 open_service: bool) -> dict:
     """The /health body for a caller with a valid key, for an open service, or for the public."""
     body = {"status": "ok" if ok else "unavailable", "service": service}
     if reason:
-        body["reason"] = reason_code(reason)
+        body["reason"] = reason.code
     if keyed:
         body.update(details)
         if reason:
-            body["reason_detail"] = reason
+            body["reason_detail"] = reason.text
     elif open_service:
         body.update(_without_paths(details))
     return body

@@ -26,8 +26,6 @@ from functools import partial
 from flask import Flask, current_app, jsonify
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
-from core.health import reason_code
-
 # gunicorn's master imports this module (the worker class) before its on_starting hook sets
 # PROMETHEUS_MULTIPROC_DIR; nothing imported here may import prometheus_client (a test checks).
 from core.openapi import json_content, operation
@@ -46,7 +44,7 @@ def liveness(app) -> tuple[bool, str | None]:
     if runner is None:
         return True, None  # still being built: nothing is wedged yet
     ok, reason, _ = runner.health()
-    code = None if ok else reason_code(reason)
+    code = None if ok else reason.code
     return code not in DEAD_CODES, code
 
 

@@ -11,7 +11,7 @@ from core.health import install_health
 from core.http import build_app
 from core.openapi import install_openapi
 from server.backends import ClipBackend, make_backend
-from server.events import image_job
+from server.events import image_handler
 from server.openai_routes import bp as openai_bp
 from server.routes import bp
 from server.service import ClipService
@@ -36,7 +36,7 @@ def create_app(settings: ServerSettings | None = None, backend: ClipBackend | No
     app.register_blueprint(bp)
     app.register_blueprint(openai_bp)
     install_openapi(app, "CLIP embedding server", "Embeddings and zero-shot classification with a CLIP model.")
-    install_events(app, image_job(service), namespace="clip")
+    install_events(app, image_handler(service), namespace="clip")
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()
     return app

@@ -1,6 +1,6 @@
-"""The CLIP server's event job: one image object -> ``<key>@<generation>.json`` with its embedding.
+"""The CLIP server's event handler: one image object -> ``<key>@<generation>.json`` with its embedding.
 
-Options a job may carry: ``labels`` (then zero-shot scores are added, as /classify returns them),
+Options an event may carry: ``labels`` (then zero-shot scores are added, as /classify returns them),
 ``template`` and ``top_k``. The work goes through ``ClipService`` like every other entry point.
 """
 
@@ -14,8 +14,8 @@ from server.service import ClipService
 OPTIONS = ("labels", "template", "top_k")
 
 
-def image_job(service: ClipService):
-    """The EventJob for ``core.event_routes.install_events``: image bytes + options -> result files."""
+def image_handler(service: ClipService):
+    """The EventHandler for ``core.event_routes.install_events``: image bytes + options -> result files."""
 
     def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
         unknown = sorted(set(options) - set(OPTIONS))
@@ -27,10 +27,12 @@ def image_job(service: ClipService):
         if labels is not None:  # validate before spending the model on the embedding
             labels = labels if isinstance(labels, list) else [labels]
             checked = service.classify_options(labels, options.get("template"), options.get("top_k"))
-        body = service.embed([data], [])
+        # One decode and one forward for the image: the embedding and the scores share its vector.
+        vectors = service.image_vectors([data])
+        body = service.embedding_body(vectors, [])
         result = {**meta, "model": body["model"], "dim": body["dim"], "embedding": body["embedding"]}
         if checked:
-            classified = service.classify([data], *checked)
+            classified = service.scores(vectors, *checked)
             result.update(template=classified["template"], labels=classified["labels"])
         return {"json": (json.dumps(result).encode(), "application/json")}
 

@@ -1,4 +1,4 @@
-"""What the CLIP server does, one method per job: embed inputs, classify images.
+"""What the CLIP server does, one method per operation: embed inputs, classify images.
 
 Every entry point calls these and nothing else: the HTTP routes (/embed, /classify, /v1/embeddings),
 callback_url jobs, /events/* and the batch job (server/job.py). None of them talks to the batcher
@@ -31,7 +31,7 @@ MAX_TEMPLATE_CHARS = 1000
 
 
 class ClipService:
-    """The CLIP server's jobs on one runner (model + batcher) and one label cache."""
+    """The CLIP server's operations on one runner (model + batcher) and one label cache."""
 
     def __init__(self, runner: ModelRunner, settings: ServerSettings, memory_budget: MemoryBudget | None = None):
         self.runner = runner
@@ -86,16 +86,29 @@ class ClipService:
         ``encoding_format``: "float" (default, JSON numbers) or "base64" (little-endian float32).
         """
         encoding_format = check_encoding_format(encoding_format)
-        runner = self.runner
         with self.decoding(images) as decode:
-            out = runner.run_many({IMAGE: images, TEXT: texts}, {IMAGE: decode})
+            out = self.runner.run_many({IMAGE: images, TEXT: texts}, {IMAGE: decode})
         request_context.count(images=len(images), texts=len(texts))
-        body = {"model": runner.backend.spec.label, "dim": runner.backend.dim}
-        if images:
-            body["image_embeddings"] = [encode_vector(v, encoding_format) for v in out[IMAGE]]
-        if texts:
-            body["text_embeddings"] = [encode_vector(v, encoding_format) for v in out[TEXT]]
-        if len(images) + len(texts) == 1:
+        return self.embedding_body(out[IMAGE], out[TEXT], encoding_format)
+
+    def image_vectors(self, images: list[bytes]) -> list[np.ndarray]:
+        """Decode and embed images (counted in the request context): one pass through the model
+        that ``embedding_body`` and ``scores`` can both read."""
+        with self.decoding(images) as decode:
+            vectors = self.runner.run(IMAGE, images, decode)
+        request_context.count(images=len(images))
+        return vectors
+
+    def embedding_body(self, image_vectors: list[np.ndarray], text_vectors: list[np.ndarray],
+                       encoding_format: str = "float") -> dict:
+        """Vectors -> the /embed response body."""
+        backend = self.runner.backend
+        body = {"model": backend.spec.label, "dim": backend.dim}
+        if image_vectors:
+            body["image_embeddings"] = [encode_vector(v, encoding_format) for v in image_vectors]
+        if text_vectors:
+            body["text_embeddings"] = [encode_vector(v, encoding_format) for v in text_vectors]
+        if len(image_vectors) + len(text_vectors) == 1:
             body["embedding"] = (body.get("image_embeddings") or body["text_embeddings"])[0]
         return body
 
@@ -131,18 +144,30 @@ class ClipService:
 
     def classify(self, images: list[bytes], labels: list[str], template: str, top_k: int) -> dict:
         """Zero-shot scores of each image against the labels -> the /classify response body."""
+        # Labels first: while the model loads, the 503 comes before any image is decoded.
+        label_vectors = self._label_vectors(labels, template)
+        return self._scores(self.image_vectors(images), label_vectors, labels, template, top_k)
+
+    def scores(self, image_vectors: list[np.ndarray], labels: list[str], template: str, top_k: int) -> dict:
+        """``classify`` for images already embedded (``image_vectors``): the label half only."""
+        return self._scores(image_vectors, self._label_vectors(labels, template), labels, template, top_k)
+
+    def _label_vectors(self, labels: list[str], template: str) -> np.ndarray:
         runner = self.runner
         # str.replace, not str.format: a label with braces must not be able to break the template.
         prompts = [template.replace("{}", label) for label in labels]
         if runner.backend.context_length is None:  # no tokenizer before the model has loaded
-            raise NotReady("not ready: the model is still loading", retry_after=5)
+            raise NotReady("not ready: the model is still loading", reason="loading", retry_after=5)
         label_vectors = self.label_cache.get_many(
             prompts, lambda missing: runner.run(TEXT, missing),
             key=lambda prompt: runner.backend.preprocess(TEXT, prompt).tobytes())
-        with self.decoding(images) as decode:
-            image_vectors = np.stack(runner.run(IMAGE, images, decode))
-        request_context.count(images=len(images), labels=len(labels))
-        logits = runner.backend.logit_scale * image_vectors @ label_vectors.T
+        return label_vectors
+
+    def _scores(self, image_vectors: list[np.ndarray], label_vectors: np.ndarray, labels: list[str],
+                template: str, top_k: int) -> dict:
+        runner = self.runner
+        request_context.count(labels=len(labels))
+        logits = runner.backend.logit_scale * np.stack(image_vectors) @ label_vectors.T
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
         probabilities /= probabilities.sum(axis=1, keepdims=True)

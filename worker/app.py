@@ -10,7 +10,7 @@ from core.event_routes import install_events
 from core.health import install_health
 from core.http import build_app
 from core.openapi import install_openapi
-from worker.events import audio_job
+from worker.events import audio_handler
 from worker.fake_backend import FAKE_MODEL, FakeWhisperBackend
 from worker.openai_routes import bp as openai_bp
 from worker.routes import bp
@@ -39,7 +39,7 @@ def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
     app.register_blueprint(bp)
     app.register_blueprint(openai_bp)
     install_openapi(app, "Whisper transcription worker", "Speech to text with faster-whisper (CTranslate2).")
-    install_events(app, audio_job(service), namespace="whisper")
+    install_events(app, audio_handler(service), namespace="whisper")
     app.logger.info("starting", extra={"settings": settings.public_dict()})
     runner.start()
     return app

@@ -1,6 +1,6 @@
-"""The Whisper worker's event job: one audio object -> ``<key>@<generation>.json``, ``.srt`` and ``.vtt``.
+"""The Whisper worker's event handler: one audio object -> ``<key>@<generation>.json``, ``.srt`` and ``.vtt``.
 
-A job's options are /transcribe's (language, task, word_timestamps, vad_filter, beam_size, ...);
+An event's options are /transcribe's (language, task, word_timestamps, vad_filter, beam_size, ...);
 the json is verbose_json (segments with times and quality signals). The work goes through
 ``WhisperService`` like every other entry point.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from worker.formats import result_files
 from worker.service import WhisperService
 
 
@@ -21,17 +22,11 @@ def _as_fields(options: dict) -> dict[str, list[str]]:
     return fields
 
 
-def audio_job(service: WhisperService):
-    """The EventJob for ``core.event_routes.install_events``: audio bytes + options -> result files."""
+def audio_handler(service: WhisperService):
+    """The EventHandler for ``core.event_routes.install_events``: audio bytes + options -> result files."""
 
     def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
         parsed = service.options(_as_fields(options))
-        transcript = service.transcribe(data, parsed)
-        verbose, _ = service.render(transcript, "verbose_json")
-        srt, srt_type = service.render(transcript, "srt")
-        vtt, vtt_type = service.render(transcript, "vtt")
-        result = {**meta, **json.loads(verbose)}
-        return {"json": (json.dumps(result).encode(), "application/json"),
-                "srt": (srt.encode(), srt_type), "vtt": (vtt.encode(), vtt_type)}
+        return result_files(service.transcribe(data, parsed), meta)
 
     return run

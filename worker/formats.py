@@ -1,4 +1,5 @@
-"""Render a transcript as json, verbose_json, text, srt or vtt (body, content type)."""
+"""Render a transcript as json, verbose_json, text, srt or vtt (body, content type), and the
+result files of events and batch jobs (``result_files``)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,17 @@ def render(transcript: Transcript, response_format: str) -> tuple[str, str]:
     if response_format == "vtt":
         return to_vtt(transcript), "text/vtt; charset=utf-8"
     raise ValueError(f"unknown response format {response_format!r}")
+
+
+def result_files(transcript: Transcript, meta: dict | None = None) -> dict[str, tuple[bytes, str]]:
+    """The files an event or a batch job writes per input: ``{extension: (bytes, content type)}``.
+
+    ``json`` is verbose_json, after ``meta`` (what the event names: input, generation, ...) when
+    given; ``srt`` and ``vtt`` are the subtitles. One place, so the two doors cannot drift apart.
+    """
+    body = {**(meta or {}), **_json(transcript, verbose=True)}
+    files = {"json": (json.dumps(body).encode("utf-8"), "application/json")}
+    for extension in ("srt", "vtt"):
+        text, content_type = render(transcript, extension)
+        files[extension] = (text.encode("utf-8"), content_type)
+    return files

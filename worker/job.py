@@ -15,6 +15,7 @@ from core.backend import ModelRunner
 from core.batch_results import FilesPerInput
 from core.logs import configure_logging
 from worker.app import make_backend
+from worker.formats import result_files
 from worker.service import WhisperService
 from worker.settings import WorkerSettings
 
@@ -23,7 +24,6 @@ AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".mp4", ".flac", ".ogg", ".oga", ".opu
 # Whole-file uploads to the HTTP route are capped by the request limit; a job reads from storage,
 # so it takes larger files (the duration limit, MAX_AUDIO_SECONDS, still applies).
 MAX_INPUT_BYTES = 2 * 1024 ** 3
-RESULT_FORMATS = (("srt", "srt"), ("vtt", "vtt"), ("verbose_json", "json"))  # (format, extension)
 
 
 def start_service(settings: WorkerSettings) -> WhisperService:
@@ -56,12 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         options = service.options(raw_options)  # a bad option stops the task before any work
 
         def transcribe_one(location: str, _name: str) -> dict[str, tuple[bytes, str]]:
-            transcript = service.transcribe(storage.read_bytes(location, MAX_INPUT_BYTES), options)
-            files = {}
-            for fmt, extension in RESULT_FORMATS:
-                body, content_type = service.render(transcript, fmt)
-                files[extension] = (body.encode("utf-8"), content_type)
-            return files
+            return result_files(service.transcribe(storage.read_bytes(location, MAX_INPUT_BYTES), options))
 
         return transcribe_one, service.runner.batcher.max_batch_size
 

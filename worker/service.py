@@ -1,4 +1,4 @@
-"""What the Whisper worker does, one method per job: transcribe this audio with these options.
+"""What the Whisper worker does, one method per operation: transcribe this audio with these options.
 
 Every entry point calls these and nothing else: the HTTP routes (/transcribe and its OpenAI alias),
 callback_url jobs, /events/* and the batch job (worker/job.py). None of them talks to the batcher
@@ -18,7 +18,7 @@ from worker.transcriber import Reserve, Transcriber, no_budget
 
 
 class WhisperService:
-    """The worker's jobs on one runner (model + batcher)."""
+    """The worker's operations on one runner (model + batcher)."""
 
     def __init__(self, runner: ModelRunner, settings: WorkerSettings, reserve: Reserve = no_budget):
         self.runner = runner

@@ -1,4 +1,4 @@
-"""One transcription request, end to end, as one job on the core's runner.
+"""One transcription request, end to end, as one unit of work on the core's runner (``ModelRunner.work()``).
 
 decode (upload -> int16 PCM) and prepare (VAD: where the chunks are) run on the request thread;
 each chunk's features are made when the runner has room for it and queued as one batch item
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from core.backend import Job, ModelRunner
+from core.backend import ModelRunner, Work
 from worker.audio import AudioUpload
 from worker.fallback import best_attempt, next_temperature
 from worker.formats import Transcript
@@ -51,13 +51,13 @@ class Transcriber:
 
     def transcribe(self, data: bytes, options: TranscribeOptions) -> Transcript:
         """Upload bytes -> Transcript (raises ServiceErrors for bad input, overload or timeout)."""
-        with self.runner.job() as job:  # 503 while loading; one deadline from here on
+        with self.runner.work() as work:  # 503 while loading; one deadline from here on
             with self._admitted(data) as upload:
-                with job.preparing():  # batches being built wait for this request's first chunk
+                with work.preparing():  # batches being built wait for this request's first chunk
                     decoded = upload.decode()
                     prepared: PreparedAudio = self.backend.prepare(decoded, options.vad_filter)
                     first = self.backend.preprocess(None, (prepared, prepared.plans[0])) if prepared.plans else None
-                return self._transcribe(job, decoded.warnings, prepared, first, options)
+                return self._transcribe(work, decoded.warnings, prepared, first, options)
 
     def check(self, data: bytes) -> None:
         """Decode the upload as ``transcribe`` would, within the same budget: raises the same 4xx
@@ -76,9 +76,9 @@ class Transcriber:
         with AudioUpload(data, self.runner.settings.max_audio_seconds) as upload, self.reserve(upload.decoded_bytes):
             yield upload
 
-    def _transcribe(self, job: Job, warnings: list[str], prepared: PreparedAudio, first: Chunk | None,
+    def _transcribe(self, work: Work, warnings: list[str], prepared: PreparedAudio, first: Chunk | None,
                     options: TranscribeOptions) -> Transcript:
-        language, probability = self._language(job, first, options)
+        language, probability = self._language(work, first, options)
         transcript = Transcript(language=language, language_probability=probability,
                                 duration=prepared.duration, segments=[], task=options.task,
                                 warnings=list(warnings))
@@ -103,13 +103,13 @@ class Transcriber:
             hotter = next_temperature(temperatures, attempts[pending.index])
             return None if hotter is None else (key(hotter), pending.chunk, pending)
 
-        for _ in job.stream(chunks(), follow_up):
+        for _ in work.stream(chunks(), follow_up):
             pass
         chosen = [best_attempt(chunk_attempts) for chunk_attempts in attempts]
         transcript.segments = self.backend.assemble(prepared, chosen, key(temperatures[0]))
         return transcript
 
-    def _language(self, job: Job, first: Chunk | None, options: TranscribeOptions) -> tuple[str, float]:
+    def _language(self, work: Work, first: Chunk | None, options: TranscribeOptions) -> tuple[str, float]:
         if options.language:
             return options.language, 1.0
         if not self.backend.multilingual:
@@ -117,5 +117,5 @@ class Transcriber:
         if first is None:
             return "en", 0.0  # nothing to listen to; report low confidence
         # Detection is batched too: the first 30 s of speech of each waiting request in one call.
-        (detected,) = job.run(DETECT, [first])
+        (detected,) = work.run(DETECT, [first])
         return detected

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from core.batcher import Batcher
-from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded, Reason
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.unit
@@ -193,19 +193,20 @@ def test_startup_failure_shows_in_health_and_refuses_work():
                       startup=broken_startup).start()
     wait_until(lambda: batcher.state == "failed", 5)
     ok, reason = batcher.health()
-    assert not ok and "weights missing" in reason
-    with pytest.raises(NotReady):
+    assert not ok and reason.code == "load_failed" and "weights missing" in str(reason)
+    with pytest.raises(NotReady) as refused:
         batcher.submit(1)
+    assert refused.value.reason == "load_failed"
 
 
 def test_requests_during_startup_get_not_ready():
     gate = threading.Event()
     batcher = Batcher(RecordingModel(), max_batch_size=2, max_wait_ms=1, max_queue=4,
                       startup=gate.wait).start()
-    assert batcher.health() == (False, "model is loading")
+    assert batcher.health() == (False, Reason("loading", "model is loading"))
     with pytest.raises(NotReady) as refused:
         batcher.submit(1)
-    assert refused.value.retry_after
+    assert refused.value.retry_after and refused.value.reason == "loading"
     gate.set()
     wait_until(lambda: batcher.state == "ready", 5)
     assert Batcher.gather([batcher.submit(1)], 10) == [2]
@@ -221,13 +222,15 @@ def test_a_dead_thread_turns_health_red_and_fails_every_waiter():
     model.release.set()
     with pytest.raises(InferenceFailed):
         dying.result(10)
-    with pytest.raises(NotReady):
+    with pytest.raises(NotReady) as failed:
         waiting.result(10)
+    assert failed.value.reason == "inference_thread_dead"
     wait_until(lambda: batcher.state == "dead", 5)
     ok, reason = batcher.health()
-    assert not ok and "dead" in reason
-    with pytest.raises(NotReady):
+    assert not ok and reason.code == "inference_thread_dead" and "dead" in str(reason)
+    with pytest.raises(NotReady) as refused:
         batcher.submit(2)
+    assert refused.value.reason == "inference_thread_dead"
 
 
 def test_repeated_batch_failures_turn_health_red_until_a_batch_succeeds():
@@ -236,7 +239,7 @@ def test_repeated_batch_failures_turn_health_red_until_a_batch_succeeds():
         with pytest.raises(InferenceFailed):
             Batcher.gather([batcher.submit("boom")], 10)
     ok, reason = batcher.health()
-    assert not ok and "last 3 batches failed" in reason
+    assert not ok and reason.code == "batches_failing" and "last 3 batches failed" in str(reason)
     assert Batcher.gather([batcher.submit(1)], 10) == [2]
     assert batcher.health() == (True, None)
 
@@ -249,9 +252,28 @@ def test_a_hung_batch_turns_health_red():
     wait_until(model.started.is_set, 5)
     time.sleep(0.2)
     ok, reason = batcher.health()
-    assert not ok and "running for over" in reason
+    assert not ok and reason.code == "batch_hung" and "running for over" in str(reason)
     model.release.set()
     wait_until(lambda: batcher.health()[0], 5)
+
+
+def test_a_stopped_batcher_says_stopped_and_fails_what_was_queued():
+    model = RecordingModel()
+    batcher = make(model, max_batch_size=1)
+    model.release.clear()
+    batcher.submit(1)
+    wait_until(model.started.is_set, 5)
+    queued = batcher.submit(2)
+    batcher.stop(timeout_s=0)
+    model.release.set()
+    with pytest.raises(NotReady) as failed:
+        queued.result(10)
+    assert failed.value.reason == "inference_thread_dead"  # the code waiters always got
+    wait_until(lambda: batcher.state == "stopped", 5)
+    assert batcher.health() == (False, Reason("stopped", "inference thread is stopped"))
+    with pytest.raises(NotReady) as refused:
+        batcher.submit(3)
+    assert refused.value.reason == "stopped"
 
 
 def test_a_lone_request_does_not_wait_for_company():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 from PIL import Image
@@ -153,6 +154,23 @@ def test_a_failed_load_shows_a_reason_code_publicly_and_the_text_only_with_the_k
     assert "FileNotFoundError" not in message and "secret-weights" not in message and "load_failed" in message
 
 
+def test_classify_while_the_model_loads_says_loading():
+    gate = threading.Event()
+
+    class SlowLoad(FakeClipBackend):
+        def load(self):
+            gate.wait(10)
+            super().load()
+
+    client = make_app(SlowLoad, wait_ready=False).test_client()
+    try:
+        refused = client.post("/classify", data={"image": (io.BytesIO(PNG), "a.png"), "labels": ["cat", "dog"]})
+    finally:
+        gate.set()
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["message"] == "the service is not ready (loading); retry later"
+
+
 def test_an_open_service_shows_details_but_no_file_paths():
     client = make_app().test_client()
     body = client.get("/health").get_json()
@@ -187,11 +205,12 @@ def test_an_internal_exception_reaches_the_log_with_the_trace_not_the_client(cap
 
 
 def test_open_health_drops_paths_and_raw_errors_at_any_depth():
+    from core.errors import Reason
     from core.health import health_body
 
     details = {"model": "m", "weights": "/srv/w.bin", "stats": {"batches": 3, "last_error": "OSError: /srv/x"}}
     body = health_body(True, None, details, "svc", keyed=False, open_service=True)
     assert body == {"status": "ok", "service": "svc", "model": "m", "stats": {"batches": 3}}
-    keyed = health_body(False, "not ready: model failed to start: OSError: /srv/x", details, "svc",
+    keyed = health_body(False, Reason("load_failed", "model failed to start: OSError: /srv/x"), details, "svc",
                         keyed=True, open_service=False)
     assert keyed["reason"] == "load_failed" and keyed["weights"] == "/srv/w.bin" and "OSError" in keyed["reason_detail"]

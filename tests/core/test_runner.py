@@ -107,15 +107,15 @@ def test_an_http_request_opens_its_context_and_the_runner_imports_no_flask():
     assert app.test_client().post("/classify").status_code == 504
 
 
-def test_a_job_that_ends_drops_its_queued_items_without_model_time():
+def test_work_that_ends_drops_its_queued_items_without_model_time():
     backend = SlowBackend()
     runner = make(backend, max_batch_size=1)
     wait_until(lambda: runner.batcher.state == "ready", 5)
     backend.release.clear()
     blocker = runner.batcher.submit("blocker", key="text")
     wait_until(lambda: runner.batcher.queue_depth() == 0, 5)
-    with pytest.raises(RuntimeError), runner.job() as job:
-        job.submit("text", ["abandoned-1", "abandoned-2"])
+    with pytest.raises(RuntimeError), runner.work() as work:
+        work.submit("text", ["abandoned-1", "abandoned-2"])
         assert runner.batcher.queue_depth() == 2
         raise RuntimeError("the client went away")
     assert runner.batcher.queue_depth() == 0
@@ -140,8 +140,8 @@ def test_stream_resubmits_a_subset_and_keeps_few_items_in_flight():
         return ("second", tag, tag) if output.startswith("first") and tag % 3 == 0 else None
 
     seen = []
-    with runner.job() as job:
-        for tag, output in job.stream(source(), follow_up, max_in_flight=3):
+    with runner.work() as work:
+        for tag, output in work.stream(source(), follow_up, max_in_flight=3):
             seen.append((tag, output))
             assert len(made) - len(set(t for t, o in seen if o.startswith("first"))) <= 3
     assert sorted(o for _, o in seen if o.startswith("second")) == ["second:0", "second:3", "second:6", "second:9"]

@@ -117,6 +117,31 @@ def test_bare_job_for_cloud_tasks_and_labels_option(client, dirs):
     assert result["template"] == "a photo of a {}"
 
 
+class CountingDecodes(FakeClipBackend):
+    image_decodes = 0
+
+    def preprocess(self, kind, raw):
+        if kind == "image":
+            type(self).image_decodes += 1
+        return super().preprocess(kind, raw)
+
+
+def test_an_image_with_labels_is_decoded_once_and_answers_as_embed_and_classify_do(dirs):
+    root, out = dirs
+    app, client = make_app(CountingDecodes, events_output=str(out), events_input_root=str(root))
+    CountingDecodes.image_decodes = 0  # after warm-up
+    answer = client.post("/events/pubsub", json={"input": (root / "photos" / "blue.png").as_uri(),
+                                                  "labels": ["red", "blue", "green"], "top_k": 2})
+    assert answer.status_code == 200, answer.get_json()
+    assert CountingDecodes.image_decodes == 1
+    _, result = result_of(out, "photos/blue.png")
+    embedded = client.post("/embed", data={"image": (io.BytesIO(BLUE), "blue.png")}).get_json()
+    classified = client.post("/classify", data={"image": (io.BytesIO(BLUE), "blue.png"),
+                                                "labels": ["red", "blue", "green"], "top_k": "2"}).get_json()
+    assert result["embedding"] == embedded["embedding"] and result["labels"] == classified["labels"]
+    assert len(result["labels"]) == 2
+
+
 @pytest.mark.parametrize("make_input, code", [
     (lambda root, tmp: (tmp / "secret.jpg").as_uri(), "input_not_allowed"),
     (lambda root, tmp: "file://" + str(root) + "/../secret.jpg", "input_not_allowed"),

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.errors import InvalidInput
-from worker.formats import Segment, Transcript, Word, render, timestamp
+from worker.formats import Segment, Transcript, Word, render, result_files, timestamp
 from worker.options import parse_options
 
 pytestmark = pytest.mark.unit
@@ -88,6 +88,20 @@ def test_json_and_verbose_json():
     verbose = json.loads(render(transcript(), "verbose_json")[0])
     assert verbose["segments"][0]["words"][1] == {"word": " there.", "start": 0.4, "end": 0.9, "probability": 0.8}
     assert "words" not in verbose["segments"][1] and verbose["segments"][1]["temperature"] == 0.2
+
+
+def test_result_files_are_what_events_and_batch_jobs_write():
+    files = result_files(transcript())
+    assert set(files) == {"json", "srt", "vtt"}
+    for extension, fmt in (("json", "verbose_json"), ("srt", "srt"), ("vtt", "vtt")):
+        body, content_type = render(transcript(), fmt)
+        assert files[extension] == (body.encode("utf-8"), content_type)
+    # An event's meta leads the json; the transcript's own fields win a clash.
+    meta = {"input": "gs://b/a.wav", "generation": "7", "text": "not the transcript"}
+    with_meta = json.loads(result_files(transcript(), meta)["json"][0])
+    assert list(with_meta)[:2] == ["input", "generation"] and with_meta["text"] == transcript().text
+    assert {key: with_meta[key] for key in with_meta if key not in meta} == \
+        {key: value for key, value in json.loads(files["json"][0]).items() if key != "text"}
 
 
 def test_text():
