@@ -25,13 +25,13 @@ SAMPLES_PER_S = 250
 # (part, substrings of a frame's "function (file:line)" text), innermost match wins.
 PARTS = [
     ("image decode + preprocess", ("server/images.py", "PIL/", "backends/")),
-    ("multipart parse (core/multipart.py)", ("core/multipart.py", "core/uploads.py", "formparser",
+    ("multipart parse (core/web/multipart.py)", ("core/web/multipart.py", "core/web/uploads.py", "formparser",
                                               "_load_form_data")),
-    ("batcher and runner", ("core/batcher.py", "core/backend.py", "concurrent/futures", "queue.py")),
+    ("batcher and runner", ("core/model/batcher.py", "core/model/runner.py", "concurrent/futures", "queue.py")),
     ("JSON / base64 encoding", ("server/encoding.py", "orjson", "json/")),
-    ("metrics, logging, auth and limits", ("core/metrics.py", "prometheus_client", "logging/", "core/logs.py",
-                                           "core/auth.py", "core/limits.py", "core/body_limits.py",
-                                           "core/admission.py", "flask_limiter", "limits/")),
+    ("metrics, logging, auth and limits", ("core/web/metrics.py", "prometheus_client", "logging/", "core/web/logs.py",
+                                           "core/web/auth.py", "core/web/limits.py", "core/web/body_limits.py",
+                                           "core/model/admission.py", "flask_limiter", "limits/")),
     ("gunicorn HTTP (read, parse headers, write)", ("gunicorn/http", "gunicorn/workers", "socket", "selectors")),
     ("Flask/werkzeug request and response", ("flask/", "werkzeug/")),
 ]

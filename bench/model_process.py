@@ -49,8 +49,8 @@ from multiprocessing.connection import Client, Connection, Listener
 import numpy as np
 
 from bench.harness import ROOT, python, started
-from core.backend import ModelRunner
-from core.batcher import Batcher
+from core.model.batcher import Batcher
+from core.model.runner import ModelRunner
 from server.backends.sim import SimClipBackend
 from server.models import resolve_spec
 from server.settings import ServerSettings

@@ -3,7 +3,7 @@
 - gthread workers: threads = request concurrency, so decoding runs in parallel while the
   batcher thread keeps the model busy. The worker class is gthread's with one addition:
   ``GET /livez`` is answered by the worker's main loop, never queued behind busy threads
-  (core/liveness.py).
+  (core/web/liveness.py).
 - PROMETHEUS_MULTIPROC_DIR is set up here, in the master, so /metrics adds up all workers.
 - One worker process per GPU, each pinned to its own GPU through CUDA_VISIBLE_DEVICES, set in
   ``post_fork`` before the app (and torch/CUDA) is imported. The master never imports the app:
@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import tempfile
 
-from core.admission import WORKER_COUNT_ENV
-from core.cpus import available_cpus
+from core.model.admission import WORKER_COUNT_ENV
+from core.model.cpus import available_cpus
 from core.settings import CoreSettings
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -85,14 +85,14 @@ def default_worker_count(gpus: int, cpus: int, processes_per_gpu: int | None = 1
 
 
 def _post_worker_init(worker) -> None:
-    from core.async_jobs import gunicorn_post_worker_init  # imported late: this module stays light
+    from core.deferred.async_jobs import gunicorn_post_worker_init  # imported late: this module stays light
 
     gunicorn_post_worker_init(worker)
 
 
 def _worker_exit(server, worker) -> None:
-    from core.async_jobs import gunicorn_worker_exit
-    from core.logs import stop_logging
+    from core.deferred.async_jobs import gunicorn_worker_exit
+    from core.web.logs import stop_logging
 
     try:
         gunicorn_worker_exit(server, worker)
@@ -104,7 +104,7 @@ def prepare_metrics_dir(environ=os.environ) -> str:
     """Point PROMETHEUS_MULTIPROC_DIR at an empty directory (a new one when unset); returns it.
 
     Runs in the master before any worker exists, so every worker inherits it and writes its
-    samples there (prometheus-client's multiprocess mode, see core/metrics.py).
+    samples there (prometheus-client's multiprocess mode, see core/web/metrics.py).
     """
     path = environ.get(METRICS_DIR_ENV)
     if not path:
@@ -155,7 +155,7 @@ def apply(namespace: dict, settings: CoreSettings, processes_per_gpu: int | None
 
     namespace.update(
         bind=f"0.0.0.0:{settings.port}",
-        worker_class="core.liveness.LivenessWorker",
+        worker_class="core.web.liveness.LivenessWorker",
         workers=workers,
         threads=settings.web_threads,
         # gthread workers heartbeat from their main loop, so this only catches a wedged worker,
@@ -176,14 +176,14 @@ def apply(namespace: dict, settings: CoreSettings, processes_per_gpu: int | None
         on_starting=on_starting,
         on_exit=on_exit,
         child_exit=child_exit,
-        # Each worker divides the instance's decode-memory budget by this (core/admission.py).
+        # Each worker divides the instance's decode-memory budget by this (core/model/admission.py).
         raw_env=[f"{WORKER_COUNT_ENV}={workers}"],
         # Cloud Run's front end terminates TLS and forwards X-Forwarded-*; trust it.
         forwarded_allow_ips="*",
         logconfig_dict={
             "version": 1,
             "disable_existing_loggers": False,
-            "formatters": {"json": {"()": "core.logs.JsonFormatter"}},
+            "formatters": {"json": {"()": "core.web.logs.JsonFormatter"}},
             "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json",
                                     "stream": "ext://sys.stdout"}},
             "root": {"handlers": ["stdout"], "level": settings.log_level},

@@ -6,7 +6,7 @@ everything below reads it here rather than from a framework global:
 - the runner takes the request's one deadline from it (every stage of a request shares it);
 - the runner's jobs append their batch sizes to it (for the door's log line);
 - the services count what they really processed into it (images, texts, audio seconds), once per
-  input, and each count is passed to the observers (core/metrics.py labels it with the door).
+  input, and each count is passed to the observers (core/web/metrics.py labels it with the door).
 
 It is a ``contextvars.ContextVar``: it follows a request through its own thread, never into
 another one (a callback job's thread opens its own, with door ``callback``).
@@ -42,7 +42,7 @@ class RequestContext:
         return self.deadline
 
 
-# Called with (context, counts) for each count recorded; core/metrics.py adds one.
+# Called with (context, counts) for each count recorded; core/web/metrics.py adds one.
 Observer = Callable[[RequestContext, dict], None]
 _observers: list[Observer] = []
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("request_context", default=None)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from core.async_jobs import install_async_jobs
-from core.backend import ModelRunner
-from core.event_routes import install_events
-from core.health import install_health
-from core.http import build_app
-from core.openapi import install_openapi
+from core.deferred.async_jobs import install_async_jobs
+from core.from_storage.event_routes import install_events
+from core.model.runner import ModelRunner
+from core.web.app import build_app
+from core.web.health import install_health
+from core.web.openapi import install_openapi
 from server.backends import ClipBackend, make_backend
 from server.events import image_handler
 from server.openai_routes import bp as openai_bp

@@ -6,7 +6,7 @@ kept unless ``--force``. Hugging Face models are pinned to a commit: ``CLIP_MODE
 commit>``; an unpinned ``hf:`` model is refused unless ``--allow-unpinned`` (BAKE_ALLOW_UNPINNED=1).
 Random weights bake a manifest only (the image records what it serves). ``--from PATH`` (BAKE_FROM)
 bakes a local checkpoint or Hugging Face directory, a team's own model, to the local path
-CLIP_PRETRAINED (open_clip) or CLIP_MODEL=hf:<path> names, under MODELS_DIR (core/bake_source.py).
+CLIP_PRETRAINED (open_clip) or CLIP_MODEL=hf:<path> names, under MODELS_DIR (core/model/bake_source.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from core.bake_source import BadBakeSource, copy_model
 from core.launcher import options_to_env
+from core.model.bake_source import BadBakeSource, copy_model
 from server.models import MANIFEST, ClipModelSpec, is_local_path, resolve_spec, write_manifest
 from server.settings import ServerSettings
 

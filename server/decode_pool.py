@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Any
 
-from core.cpus import available_cpus
+from core.model.cpus import available_cpus
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()

@@ -15,7 +15,7 @@ OPTIONS = ("labels", "template", "top_k")
 
 
 def image_handler(service: ClipService):
-    """The EventHandler for ``core.event_routes.install_events``: image bytes + options -> result files."""
+    """The EventHandler for ``core.from_storage.event_routes.install_events``: image bytes + options -> result files."""
 
     def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
         unknown = sorted(set(options) - set(OPTIONS))

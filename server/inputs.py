@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from flask import request
 
 from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
-from core.json_body import read_json_body
-from core.uploads import upload_bytes
+from core.web.json_body import read_json_body
+from core.web.uploads import upload_bytes
 
 IMAGE_FIELDS = ("image", "images")
 TEXT_FIELDS = ("text", "texts")

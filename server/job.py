@@ -4,17 +4,17 @@ Output: one JSONL shard per task, ``DST/part-00003-of-00010.jsonl``, one ``{"pat
 line per image in listing order (``path`` as listed), and ``DST/failures/part-....jsonl`` for what
 failed. The shard is rewritten atomically every ``--checkpoint-every`` images, so a task that is
 killed and retried starts after the last checkpoint; exit status 1 when anything failed, so
-``--max-retries`` retries the task. The job itself (listing, shards, resume, pool) is core/batch_job.py.
+``--max-retries`` retries the task. The job itself (listing, shards, resume, pool) is core/from_storage/batch_job.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from core import batch_job, storage
-from core.backend import ModelRunner
-from core.batch_results import JsonlShard
-from core.logs import configure_logging
+from core.from_storage import batch_job, storage
+from core.from_storage.batch_results import JsonlShard
+from core.model.runner import ModelRunner
+from core.web.logs import configure_logging
 from server.backends import make_backend
 from server.service import ClipService
 from server.settings import ServerSettings

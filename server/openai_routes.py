@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, request
 
-from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
+from core.deferred.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
-from core.json_body import read_json_body
-from core.model_list import add_model_list
-from core.openapi import json_content, operation
+from core.web.json_body import read_json_body
+from core.web.model_list import add_model_list
+from core.web.openapi import json_content, operation
 from server.encoding import json_response
 from server.inputs import Inputs, check_count, check_texts, decode_base64_image
 from server.schemas import OPENAI_EMBEDDINGS_REQUEST, OPENAI_EMBEDDINGS_RESPONSE

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, request
 
-from core.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
+from core.deferred.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
-from core.json_body import JsonBounds, loads_bounded
-from core.openapi import json_content, operation
+from core.web.json_body import JsonBounds, loads_bounded
+from core.web.openapi import json_content, operation
 from server import schemas
 from server.encoding import check_encoding_format, json_response
 from server.inputs import check_count, check_texts, read_inputs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.async_jobs import CALLBACK_URL_SCHEMA
+from core.deferred.async_jobs import CALLBACK_URL_SCHEMA
 
 BINARY = {"type": "string", "format": "binary"}
 VECTOR = {"anyOf": [{"type": "array", "items": {"type": "number"}},

@@ -14,9 +14,9 @@ from functools import partial
 import numpy as np
 
 from core import request_context
-from core.admission import MemoryBudget
-from core.backend import ModelRunner, PreprocessAll
 from core.errors import InvalidInput, NotReady, PayloadTooLarge, ServiceError
+from core.model.admission import MemoryBudget
+from core.model.runner import ModelRunner, PreprocessAll
 from server.backends import IMAGE, TEXT
 from server.decode_pool import decode_all, pool_threads
 from server.encoding import check_encoding_format, encode_vector

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core.callbacks import verify
+from core.deferred.callbacks import verify
 
 SECRET = "test-secret"  # what the receiver fixture verifies signatures with
 

@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _write_queued_logs() -> None:
-    logs = sys.modules.get("core.logs")  # not imported by tests that never build an app
+    logs = sys.modules.get("core.web.logs")  # not imported by tests that never build an app
     if logs is not None:
         logs.flush_logs()
 
@@ -74,10 +74,10 @@ def pytest_runtest_teardown(item, nextitem):
 def capsys(capsys):
     """pytest's capsys, but ``readouterr`` first waits for queued log lines to reach stdout.
 
-    core/logs.py writes log lines on a thread of its own, so a line logged during a request can
+    core/web/logs.py writes log lines on a thread of its own, so a line logged during a request can
     still be queued when the response is back; tests that read the log wait for it here.
     """
-    from core.logs import flush_logs
+    from core.web.logs import flush_logs
 
     read = capsys.readouterr
 

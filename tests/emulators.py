@@ -2,7 +2,7 @@
 
 The fixtures are session-scoped (each emulator starts once) and skip with the reason when the tool
 is not installed. ``storage_emulator`` sets ``STORAGE_EMULATOR_HOST`` in this process's
-environment, so ``core.storage`` and services started by ``run_service`` both use it.
+environment, so ``core.from_storage.storage`` and services started by ``run_service`` both use it.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def storage_emulator(tmp_path_factory):
 @pytest.fixture
 def bucket(storage_emulator) -> str:
     """A fresh bucket on the storage emulator; returns its name."""
-    from core.storage import gcs_client
+    from core.from_storage.storage import gcs_client
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     gcs_client().create_bucket(name)

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from flask import Flask
 
-from core.async_jobs import install_async_jobs
-from core.backend import ModelRunner
-from core.event_routes import install_events
-from core.health import install_health
-from core.http import build_app
-from core.openapi import install_openapi
+from core.deferred.async_jobs import install_async_jobs
+from core.from_storage.event_routes import install_events
+from core.model.runner import ModelRunner
+from core.web.app import build_app
+from core.web.health import install_health
+from core.web.openapi import install_openapi
+from worker.backends import make_backend
 from worker.events import audio_handler
-from worker.fake_backend import FAKE_MODEL, FakeWhisperBackend
 from worker.openai_routes import bp as openai_bp
 from worker.routes import bp
 from worker.service import WhisperService
 from worker.settings import WorkerSettings
-from worker.whisper_backend import WhisperBackend
-
-
-def make_backend(settings: WorkerSettings):
-    """The configured Whisper backend: faster-whisper, or the fake one (WHISPER_MODEL=fake)."""
-    return FakeWhisperBackend(settings) if settings.whisper_model == FAKE_MODEL else WhisperBackend(settings)
 
 
 def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:

@@ -8,7 +8,7 @@ with faster-whisper's downloader, pinned to a Hugging Face commit when the name 
 ``--require-pinned`` (BAKE_REQUIRE_PINNED=1) refuses them. A revision that is not a full commit
 (a branch or tag) is refused unless ``--allow-unpinned``. At run time the worker reads only that
 directory, offline. ``--from DIR`` (BAKE_FROM) bakes a local CTranslate2 directory, a team's own
-model: WHISPER_MODEL names where it goes, a path under MODELS_DIR (core/bake_source.py).
+model: WHISPER_MODEL names where it goes, a path under MODELS_DIR (core/model/bake_source.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from core.bake_source import BadBakeSource, copy_model
 from core.launcher import options_to_env
+from core.model.bake_source import BadBakeSource, copy_model
 from worker.models import EMBEDDED_MODEL, baked_dir, embedded_model_dir, is_model_dir
 from worker.settings import WorkerSettings
 
@@ -59,7 +59,7 @@ def bake(settings: WorkerSettings, force: bool = False, allow_unpinned: bool = F
          require_pinned: bool = False) -> Path | None:
     """Write the model WHISPER_MODEL names into MODELS_DIR; returns its directory (None: nothing to do)."""
     name = settings.whisper_model
-    if name == "fake":  # the test stand-in (worker/fake_backend.py) has no weights
+    if name == "fake":  # the test stand-in (worker/backends/fake.py) has no weights
         print(f"{name}: a stand-in model, nothing to bake")
         return None
     if Path(name).expanduser().is_dir() or name.startswith(("/", ".", "~")):

@@ -23,7 +23,7 @@ def _as_fields(options: dict) -> dict[str, list[str]]:
 
 
 def audio_handler(service: WhisperService):
-    """The EventHandler for ``core.event_routes.install_events``: audio bytes + options -> result files."""
+    """The EventHandler for ``core.from_storage.event_routes.install_events``: audio bytes + options -> result files."""
 
     def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
         parsed = service.options(_as_fields(options))

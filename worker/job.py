@@ -5,16 +5,16 @@ language, duration), where ``<name>`` is the input's full path as listed, extens
 (``talks/a.wav`` -> ``talks/a.wav.json``), so ``a.wav`` and ``a.mp3`` get a transcript each; the
 ``.json`` is written last, so its presence means the input is done and a retried task skips it.
 ``DST/failures/part-....jsonl`` lists what failed; exit status 1 when anything failed. The job
-itself (listing, shards, resume, pool) is core/batch_job.py.
+itself (listing, shards, resume, pool) is core/from_storage/batch_job.py.
 """
 
 from __future__ import annotations
 
-from core import batch_job, storage
-from core.backend import ModelRunner
-from core.batch_results import FilesPerInput
-from core.logs import configure_logging
-from worker.app import make_backend
+from core.from_storage import batch_job, storage
+from core.from_storage.batch_results import FilesPerInput
+from core.model.runner import ModelRunner
+from core.web.logs import configure_logging
+from worker.backends import make_backend
 from worker.formats import result_files
 from worker.service import WhisperService
 from worker.settings import WorkerSettings

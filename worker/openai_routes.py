@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
-from core.async_jobs import JOB_ACCEPTED
-from core.model_list import add_model_list
-from core.openapi import operation
+from core.deferred.async_jobs import JOB_ACCEPTED
+from core.web.model_list import add_model_list
+from core.web.openapi import operation
 from worker import routes  # one route body for transcriptions and translations
 from worker.schemas import TRANSCRIPT_CONTENT, upload_form
 from worker.service import WhisperService

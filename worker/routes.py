@@ -9,10 +9,10 @@ import json
 
 from flask import Blueprint, Response, current_app, request
 
-from core.async_jobs import JOB_ACCEPTED, answer, callback_url_from
+from core.deferred.async_jobs import JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
-from core.openapi import operation
-from core.uploads import upload_bytes
+from core.web.openapi import operation
+from core.web.uploads import upload_bytes
 from worker.formats import Transcript
 from worker.schemas import OPTION_FIELDS, TRANSCRIPT_CONTENT, query_options, upload_form
 from worker.service import WhisperService

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.async_jobs import CALLBACK_URL_SCHEMA
-from core.openapi import query
+from core.deferred.async_jobs import CALLBACK_URL_SCHEMA
+from core.web.openapi import query
 from worker.options import RESPONSE_FORMATS, TASKS
 
 BINARY = {"type": "string", "format": "binary"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from core import request_context
-from core.backend import ModelRunner
+from core.model.runner import ModelRunner
 from worker.formats import Transcript, render
 from worker.options import TranscribeOptions, parse_options
 from worker.settings import WorkerSettings
@@ -23,7 +23,7 @@ class WhisperService:
     def __init__(self, runner: ModelRunner, settings: WorkerSettings, reserve: Reserve = no_budget):
         self.runner = runner
         self.settings = settings
-        # reserve(nbytes): the instance's decode-memory budget (e.g. core/admission.py's
+        # reserve(nbytes): the instance's decode-memory budget (e.g. core/model/admission.py's
         # MemoryBudget.reserve); the transcriber calls it once per request, before decoding.
         self.transcriber = Transcriber(runner, reserve)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from core.backend import ModelRunner, Work
+from core.model.runner import ModelRunner, Work
 from worker.audio import AudioUpload
 from worker.fallback import best_attempt, next_temperature
 from worker.formats import Transcript
@@ -71,7 +71,7 @@ class Transcriber:
         """The opened upload, its decoded size held in the memory budget for the block.
 
         MEMORY BUDGET: the one place a request's decoded-audio memory is reserved, from the header
-        alone and before decoding (core/admission.py's MemoryBudget.reserve); 413/429 from there.
+        alone and before decoding (core/model/admission.py's MemoryBudget.reserve); 413/429 from there.
         """
         with AudioUpload(data, self.runner.settings.max_audio_seconds) as upload, self.reserve(upload.decoded_bytes):
             yield upload

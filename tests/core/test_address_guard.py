@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.address_guard import AddressGuard, CallbackRefused, refusal_reason
-from core.callbacks import Deliverer, RetryPolicy
+from core.deferred.address_guard import AddressGuard, CallbackRefused, refusal_reason
+from core.deferred.callbacks import Deliverer, RetryPolicy
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from core.admission import MIB, WORKER_COUNT_ENV, MemoryBudget, auto_budget_bytes, budget_from_settings
 from core.errors import Overloaded, PayloadTooLarge
-from core.memory import container_memory_limit, physical_memory, release_freed_memory
+from core.model.admission import MIB, WORKER_COUNT_ENV, MemoryBudget, auto_budget_bytes, budget_from_settings
+from core.model.memory import container_memory_limit, physical_memory, release_freed_memory
 from core.settings import CoreSettings, SettingsError
 
 pytestmark = pytest.mark.unit
@@ -108,10 +108,10 @@ def test_freed_memory_goes_back_to_the_os_after_a_large_request():
 
 
 def test_memory_is_trimmed_after_a_large_request_or_once_a_burst_of_small_ones_drains(monkeypatch):
-    import core.admission
+    import core.model.admission
 
     trims = []
-    monkeypatch.setattr(core.admission, "release_freed_memory", lambda: trims.append(1))
+    monkeypatch.setattr(core.model.admission, "release_freed_memory", lambda: trims.append(1))
     budget = MemoryBudget(100 * MIB, trim_after_bytes=64 * MIB)
     for _ in range(20):
         with budget.reserve(7 * MIB):

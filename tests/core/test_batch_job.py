@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from core import batch_job
-from core.batch_results import FilesPerInput, JsonlShard, check_distinct, output_name
 from core.errors import InvalidInput
+from core.from_storage import batch_job
+from core.from_storage.batch_results import FilesPerInput, JsonlShard, check_distinct, output_name
 
 pytestmark = pytest.mark.unit
 

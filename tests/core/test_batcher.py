@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.batcher import Batcher
 from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded, Reason
+from core.model.batcher import Batcher
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.unit

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from core.address_guard import AddressGuard
-from core.callbacks import CallbackSender, Deliverer, RetryPolicy, parse_retry_after, sign, verify
+from core.deferred.address_guard import AddressGuard
+from core.deferred.callbacks import CallbackSender, Deliverer, RetryPolicy, parse_retry_after, sign, verify
 from tests.callback_receiver import SECRET, Receiver
 
 pytestmark = pytest.mark.unit

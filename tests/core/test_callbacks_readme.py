@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from core.callbacks import sign
+from core.deferred.callbacks import sign
 from tests.conftest import ROOT, free_port, run_service, wait_until
 from tests.readme_examples import page
 

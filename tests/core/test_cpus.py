@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from core.cpus import available_cpus, cpu_quota
+from core.model.cpus import available_cpus, cpu_quota
 
 pytestmark = pytest.mark.unit
 

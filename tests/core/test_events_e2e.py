@@ -21,7 +21,7 @@ from cloudevents.v1.conversion import to_binary, to_structured
 from cloudevents.v1.http import CloudEvent
 from PIL import Image
 
-from core import storage
+from core.from_storage import storage
 from tests.conftest import ROOT, run_service, wait_until
 from tests.media import encode, speak
 from tests.readme_examples import code_blocks, section

@@ -70,7 +70,7 @@ def test_config_honours_port_threads_and_cloud_runs_shutdown_window(monkeypatch)
     config = {}
     apply(config, ServerSettings.from_env({"PORT": "9123", "WEB_THREADS": "12"}))
     assert config["bind"] == "0.0.0.0:9123" and config["threads"] == 12 and config["workers"] == 1
-    assert config["worker_class"] == "core.liveness.LivenessWorker" and not config["preload_app"]
+    assert config["worker_class"] == "core.web.liveness.LivenessWorker" and not config["preload_app"]
     assert config["graceful_timeout"] < 10
 
 
@@ -91,7 +91,7 @@ def test_the_master_imports_no_metrics_before_the_metrics_directory_is_set():
     import subprocess
     import sys
 
-    code = ("import sys, core.gunicorn_conf, core.liveness, server.gunicorn_conf, worker.gunicorn_conf; "
+    code = ("import sys, core.gunicorn_conf, core.web.liveness, server.gunicorn_conf, worker.gunicorn_conf; "
             "print('prometheus_client' in sys.modules)")
     from tests.conftest import ROOT
 

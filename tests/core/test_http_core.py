@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from core.errors import error_body
-from core.logs import JsonFormatter, trace_from_header
 from core.settings import SettingsError, settings_table
+from core.web.logs import JsonFormatter, trace_from_header
 from server.app import create_app
 from server.settings import ServerSettings
 from tests.conftest import wait_until

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from core.job_store import (
+from core.deferred.job_store import (
     KEY_PREFIX,
     DirectoryJobStore,
     GcsJobStore,

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from core.errors import InvalidInput, PayloadTooLarge
-from core.json_body import JsonBounds, check_json_bytes, loads_bounded
+from core.web.json_body import JsonBounds, check_json_bytes, loads_bounded
 from tests.conftest import ROOT, wait_until
 
 BOUNDS = JsonBounds(max_bytes=1 << 20, max_depth=32, max_items=100)
@@ -69,7 +69,7 @@ def _server_app(tmp_path):
 
 def _worker_app(tmp_path):
     from worker.app import create_app
-    from worker.fake_backend import FakeWhisperBackend
+    from worker.backends.fake import FakeWhisperBackend
     from worker.settings import WorkerSettings
 
     settings = WorkerSettings.from_env({}, whisper_model="fake", log_level="WARNING", events_output=str(tmp_path / "e"),

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from core.liveness import answer_probe, probe_request_length
+from core.web.liveness import answer_probe, probe_request_length
 from server.backends.fake import FakeClipBackend
 from tests.conftest import run_service, wait_until
 from tests.core.test_operations import make_app

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.gunicorn_conf import _worker_exit
-from core.logs import JsonFormatter, configure_logging, flush_logs, stop_logging
+from core.web.logs import JsonFormatter, configure_logging, flush_logs, stop_logging
 from server.app import create_app
 from server.settings import ServerSettings
 from tests.conftest import ROOT, wait_until
@@ -99,7 +99,7 @@ def test_every_queued_line_is_written_when_logging_stops(blocked_stdout, monkeyp
 
 
 def test_lines_still_queued_at_exit_reach_stdout():
-    code = ("import logging; from core.logs import configure_logging; configure_logging('INFO'); "
+    code = ("import logging; from core.web.logs import configure_logging; configure_logging('INFO'); "
             "log = logging.getLogger('tests.exit'); [log.info('line %d', n) for n in range(3000)]")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr

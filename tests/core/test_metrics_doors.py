@@ -39,7 +39,7 @@ def clip_app(**overrides):
 
 
 def test_every_door_is_declared_from_the_start():
-    from core import metrics
+    from core.web import metrics
 
     text = metrics.render_latest().decode()
     for door in DOORS:

@@ -35,7 +35,7 @@ def test_audio_seconds_and_real_time_factor_come_from_the_request_context():
 
 
 def test_gpu_memory_is_only_read_on_cuda():
-    from core.metrics import gpu_memory_bytes
+    from core.web.metrics import gpu_memory_bytes
 
     assert gpu_memory_bytes("cpu") is None and gpu_memory_bytes(None) is None
 
@@ -44,7 +44,7 @@ def test_gpu_memory_is_only_read_on_cuda():
 def test_gpu_memory_reads_the_device_in_use():
     import torch
 
-    from core.metrics import gpu_memory_bytes
+    from core.web.metrics import gpu_memory_bytes
 
     block = torch.ones(64 * 1024 * 1024, device="cuda")  # 256 MiB
     assert gpu_memory_bytes("cuda:0") >= block.numel() * 4

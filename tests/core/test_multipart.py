@@ -1,4 +1,4 @@
-"""core.multipart parses what werkzeug's parser parses, the same way, and says what is wrong with the rest."""
+"""core.web.multipart parses what werkzeug's parser parses, the same way, and says what is wrong with the rest."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import MultiPartParser
 from werkzeug.test import encode_multipart
 
-from core import multipart
 from core.errors import InvalidInput
-from core.multipart import parse_multipart
+from core.web import multipart
+from core.web.multipart import parse_multipart
 
 pytestmark = pytest.mark.unit
 

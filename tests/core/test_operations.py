@@ -206,7 +206,7 @@ def test_an_internal_exception_reaches_the_log_with_the_trace_not_the_client(cap
 
 def test_open_health_drops_paths_and_raw_errors_at_any_depth():
     from core.errors import Reason
-    from core.health import health_body
+    from core.web.health import health_body
 
     details = {"model": "m", "weights": "/srv/w.bin", "stats": {"batches": 3, "last_error": "OSError: /srv/x"}}
     body = health_body(True, None, details, "svc", keyed=False, open_service=True)

@@ -53,9 +53,9 @@ def test_two_instances_share_the_budget_through_redis(redis_url):
 
 
 def test_redis_going_away_fails_open_and_its_password_never_reaches_the_log(tmp_path, capsys, monkeypatch):
-    import core.limits
+    import core.web.limits
 
-    monkeypatch.setattr(core.limits, "STORAGE_RETRY_S", 0.3)  # retry Redis sooner than the 5 s default
+    monkeypatch.setattr(core.web.limits, "STORAGE_RETRY_S", 0.3)  # retry Redis sooner than the 5 s default
     server, port = start_redis(tmp_path, "--requirepass", "hunter2")
     try:
         client = make_client(rate_limit="2/minute", rate_limit_storage_uri=f"redis://:hunter2@127.0.0.1:{port}/0")

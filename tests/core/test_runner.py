@@ -8,10 +8,10 @@ import time
 import pytest
 
 from core import request_context
-from core.backend import ModelRunner
 from core.errors import DeadlineExceeded, NotReady
-from core.http import build_app
+from core.model.runner import ModelRunner
 from core.settings import CoreSettings
+from core.web.app import build_app
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.unit
@@ -91,7 +91,7 @@ def test_an_http_request_opens_its_context_and_the_runner_imports_no_flask():
     import subprocess
     import sys
 
-    code = "import sys, core.backend; sys.exit('flask' in sys.modules)"
+    code = "import sys, core.model.runner; sys.exit('flask' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
     runner = make(SlowBackend(batch_s=0.6), request_timeout_s=1.0)
     wait_until(lambda: runner.batcher.state == "ready", 5)

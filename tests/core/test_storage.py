@@ -1,4 +1,4 @@
-"""core.storage on local folders and on gs:// (the real gcp-storage-emulator started by the fixture)."""
+"""core.from_storage.storage on local folders and on gs:// (the real gcp-storage-emulator started by the fixture)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core import storage
-from core.storage import ObjectNotFound, ObjectTooLarge, StorageUnavailable
+from core.from_storage import storage
+from core.from_storage.storage import ObjectNotFound, ObjectTooLarge, StorageUnavailable
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from flask import request
 from PIL import Image
 from werkzeug.datastructures import FileStorage
 
-from core.uploads import upload_bytes
+from core.web.uploads import upload_bytes
 from server.app import create_app as create_clip_app
 from server.backends.fake import FakeClipBackend
 from server.models import resolve_spec
@@ -20,7 +20,7 @@ from server.settings import ServerSettings
 from tests.conftest import wait_until
 from tests.media import encode
 from worker.app import create_app as create_whisper_app
-from worker.fake_backend import FakeWhisperBackend
+from worker.backends.fake import FakeWhisperBackend
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.unit

@@ -14,7 +14,7 @@ from cloudevents.v1.conversion import to_binary
 from cloudevents.v1.http import CloudEvent
 from PIL import Image
 
-from core import storage
+from core.from_storage import storage
 from server.app import create_app
 from server.backends.fake import FakeClipBackend
 from server.models import resolve_spec

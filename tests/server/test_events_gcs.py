@@ -7,7 +7,7 @@ import json
 import pytest
 from cloudevents.v1.conversion import to_binary, to_structured
 
-from core import storage
+from core.from_storage import storage
 from tests.server.test_events import RED, finalized, make_app, push
 
 pytestmark = pytest.mark.integration

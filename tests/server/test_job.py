@@ -132,7 +132,7 @@ def test_the_job_decodes_within_a_memory_budget(tmp_path):
 
 def test_three_tasks_on_cloud_storage_one_killed_midway_and_rerun(tmp_path, bucket):
     """The same on gs:// (the storage emulator): a manifest in the bucket, shards written back there."""
-    from core import storage
+    from core.from_storage import storage
 
     source = tmp_path / "in"
     names = write_images(source, 36)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from openapi_spec_validator import validate
 
-from core.openapi import routes, undeclared
+from core.web.openapi import routes, undeclared
 from server.app import create_app
 from server.backends.fake import FakeClipBackend
 from server.models import resolve_spec
@@ -30,10 +30,10 @@ def test_document_is_valid_openapi_31_and_matches_the_url_map():
     assert document["openapi"].startswith("3.1")
     assert document_routes(document) == routes(app)
     assert {("/v1/embeddings", "post"), ("/v1/models", "get"), ("/embed", "post")} <= routes(app)
-    assert undeclared(app) == [], "declare these routes' contracts with @core.openapi.operation"
+    assert undeclared(app) == [], "declare these routes' contracts with @core.web.openapi.operation"
     embeddings = document["paths"]["/v1/embeddings"]["post"]
     assert embeddings["requestBody"]["content"]["application/json"]["schema"]["properties"]["modality"]
-    assert document["paths"]["/health"]["get"]["security"] == []  # open, as core.auth leaves it
+    assert document["paths"]["/health"]["get"]["security"] == []  # open, as core.web.auth leaves it
 
 
 @pytest.mark.unit

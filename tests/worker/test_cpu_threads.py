@@ -2,7 +2,7 @@
 
 import pytest
 
-import worker.whisper_backend as whisper_backend
+import worker.backends.whisper_backend as whisper_backend
 
 pytestmark = pytest.mark.unit
 

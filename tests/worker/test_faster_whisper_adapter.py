@@ -1,4 +1,4 @@
-"""Pins the faster-whisper internals worker/faster_whisper_adapter.py relies on (check these on upgrade)."""
+"""Pins the faster-whisper internals worker/backends/faster_whisper_adapter.py relies on (check these on upgrade)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from faster_whisper.transcribe import BatchedInferencePipeline, Segment, WhisperModel, Word, restore_speech_timestamps
 from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
-from worker import faster_whisper_adapter as fw
 from worker.audio import decode_audio, to_float
+from worker.backends import faster_whisper_adapter as fw
 
 pytestmark = pytest.mark.unit
 
@@ -86,7 +86,7 @@ def test_an_unfinished_last_segment_is_kept_not_dropped():
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import WhisperModel
 
-    from worker.faster_whisper_adapter import split_segments
+    from worker.backends.faster_whisper_adapter import split_segments
     from worker.models import embedded_model_dir
 
     tokenizer = Tokenizer(tokenizers.Tokenizer.from_file(str(embedded_model_dir() / "tokenizer.json")), False,

@@ -13,9 +13,9 @@ from openai import OpenAI
 from tests.conftest import wait_until
 from tests.worker.conftest import KEY_WORDS, assert_heard
 from worker.app import create_app
+from worker.backends.whisper_backend import WhisperBackend
 from worker.formats import Segment, Transcript
 from worker.settings import WorkerSettings
-from worker.whisper_backend import WhisperBackend
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from core.openapi import routes, undeclared
+from core.web.openapi import routes, undeclared
 from tests.openapi_fuzz import fuzz_service
 from worker.app import create_app
+from worker.backends.whisper_backend import WhisperBackend
 from worker.settings import WorkerSettings
-from worker.whisper_backend import WhisperBackend
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_document_is_valid_openapi_31_and_matches_the_url_map(whisper_service):
     assert document_routes(document) == routes(app)
     assert {("/v1/audio/transcriptions", "post"), ("/v1/audio/translations", "post"), ("/v1/models", "get"),
             ("/transcribe", "post")} <= routes(app)
-    assert undeclared(app) == [], "declare these routes' contracts with @core.openapi.operation"
+    assert undeclared(app) == [], "declare these routes' contracts with @core.web.openapi.operation"
     formats = document["paths"]["/transcribe"]["post"]["responses"]["200"]["content"]
     assert set(formats) == {"application/json", "text/plain", "application/x-subrip", "text/vtt"}
 

@@ -7,14 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from core.backend import ModelRunner
+from core.model.runner import ModelRunner
 from tests.conftest import wait_until
 from tests.worker.conftest import KEY_WORDS, assert_heard, normalise
+from worker.backends.whisper_backend import WhisperBackend
 from worker.options import TranscribeOptions
 from worker.packing import assign_segments, pack_features, plan_windows
 from worker.settings import WorkerSettings
 from worker.transcriber import Transcriber
-from worker.whisper_backend import WhisperBackend
 
 
 @pytest.mark.unit
@@ -85,8 +85,8 @@ def test_concurrent_clips_share_windows_and_get_their_own_segments(speech):
 
 @pytest.mark.unit
 def test_health_shows_packing_counters_only_when_packing_is_on():
+    from worker.backends.whisper_backend import WhisperBackend
     from worker.settings import WorkerSettings
-    from worker.whisper_backend import WhisperBackend
 
     assert WhisperBackend(WorkerSettings.from_env({})).describe()["packing"] == {"enabled": False}
     on = WhisperBackend(WorkerSettings.from_env({}, pack_short_audio=True)).describe()["packing"]

@@ -1,6 +1,6 @@
 """The transcription flow on the fake model: fallback, language detection, one deadline, lazy chunks, fairness.
 
-The fake backend (worker/fake_backend.py) decodes and chunks real audio but replaces Whisper with a
+The fake backend (worker/backends/fake.py) decodes and chunks real audio but replaces Whisper with a
 hash, so the flow runs in milliseconds; tiny.en (the only Whisper model available offline) is
 English-only and rarely needs a fallback. The real model runs in test_worker_integration.py.
 """
@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from core.backend import ModelRunner
 from core.errors import DeadlineExceeded
+from core.model.runner import ModelRunner
 from tests.conftest import wait_until
 from tests.media import wav_bytes
-from worker.fake_backend import FakeWhisperBackend
+from worker.backends.fake import FakeWhisperBackend
 from worker.fallback import best_attempt, is_silence, needs_fallback, next_temperature
 from worker.options import TranscribeOptions
 from worker.settings import WorkerSettings

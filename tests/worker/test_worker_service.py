@@ -15,10 +15,10 @@ from core.errors import PayloadTooLarge
 from tests.conftest import wait_until
 from tests.media import wav_bytes
 from worker.app import create_app
-from worker.fake_backend import FakeWhisperBackend
+from worker.backends.fake import FakeWhisperBackend
+from worker.backends.whisper_backend import WhisperBackend
 from worker.options import parse_options
 from worker.settings import WorkerSettings
-from worker.whisper_backend import WhisperBackend
 
 
 def transcribe(service, path, **options):

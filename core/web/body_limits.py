@@ -1,4 +1,4 @@
-"""Body limits werkzeug does not enforce by itself: chunked bodies (JSON's own bounds: core/json_body.py).
+"""Body limits werkzeug does not enforce by itself: chunked bodies (JSON's own bounds: core/web/json_body.py).
 
 Also: after a large body, freed memory goes back to the OS (``malloc_trim``).
 
@@ -14,7 +14,7 @@ import io
 from flask import Flask, g, request
 
 from core.errors import PayloadTooLarge
-from core.memory import release_freed_memory
+from core.model.memory import release_freed_memory
 
 _READ_CHUNK = 256 * 1024
 # After a request whose body was at least this large, freed buffers are handed back to the OS:

@@ -28,7 +28,7 @@ from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadW
 
 # gunicorn's master imports this module (the worker class) before its on_starting hook sets
 # PROMETHEUS_MULTIPROC_DIR; nothing imported here may import prometheus_client (a test checks).
-from core.openapi import json_content, operation
+from core.web.openapi import json_content, operation
 
 LIVEZ_PATH = "/livez"
 LIVEZ_SCHEMA = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}

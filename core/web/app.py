@@ -6,16 +6,16 @@ from flask import Flask, g
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core import request_context
-from core.admission import budget_from_settings
-from core.auth import OPEN_PATHS, install_api_key
-from core.body_limits import install_chunked_body_limit
 from core.errors import register_error_handlers
-from core.limits import install_body_limits, install_rate_limits
-from core.liveness import install_liveness
-from core.logs import configure_logging, install_request_logging
-from core.metrics import install_metrics
+from core.model.admission import budget_from_settings
 from core.settings import CoreSettings
-from core.uploads import InMemoryUploadsRequest
+from core.web.auth import OPEN_PATHS, install_api_key
+from core.web.body_limits import install_chunked_body_limit
+from core.web.limits import install_body_limits, install_rate_limits
+from core.web.liveness import install_liveness
+from core.web.logs import configure_logging, install_request_logging
+from core.web.metrics import install_metrics
+from core.web.uploads import InMemoryUploadsRequest
 
 
 def build_app(import_name: str, settings: CoreSettings) -> Flask:
@@ -30,7 +30,7 @@ def build_app(import_name: str, settings: CoreSettings) -> Flask:
         # must key on that, not on the proxy's address.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=1)
     app.extensions["settings"] = settings
-    # One budget per process for decoded inputs (images here, audio in the worker): core/admission.py.
+    # One budget per process for decoded inputs (images here, audio in the worker): core/model/admission.py.
     app.extensions["memory_budget"] = budget_from_settings(settings)
     register_error_handlers(app)
     install_request_context(app)  # first: every hook after it (logs, metrics) reads the context

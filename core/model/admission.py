@@ -24,9 +24,9 @@ import time
 from contextlib import contextmanager
 
 from core.errors import Overloaded, PayloadTooLarge
-from core.memory import container_memory_limit, release_freed_memory
+from core.model.memory import container_memory_limit, release_freed_memory
 
-log = logging.getLogger("core.admission")
+log = logging.getLogger("core.model.admission")
 
 # Share of the container's memory that decoding may hold at once. The rest is the model, the
 # request bodies (MAX_REQUEST_MB x concurrency), Python and the allocator's slack.

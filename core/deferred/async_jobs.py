@@ -31,15 +31,15 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request, url_for
 
 from core import request_context
-from core.address_guard import AddressGuard
-from core.callbacks import CallbackSender, Deliverer, RetryPolicy, new_delivery_record
+from core.deferred.address_guard import AddressGuard
+from core.deferred.callbacks import CallbackSender, Deliverer, RetryPolicy, new_delivery_record
+from core.deferred.job_store import JobStore, make_job_store
 from core.errors import InvalidInput, NotReady, Overloaded, ServiceError
-from core.job_store import JobStore, make_job_store
-from core.logs import context_fields
-from core.openapi import json_content, operation
 from core.settings import CoreSettings
+from core.web.logs import context_fields
+from core.web.openapi import json_content, operation
 
-log = logging.getLogger("core.async_jobs")
+log = logging.getLogger("core.deferred.async_jobs")
 
 CALLBACK_FIELD = "callback_url"
 # Seconds of the graceful timeout kept for delivering the shutting_down failures.

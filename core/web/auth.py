@@ -5,7 +5,7 @@ which leaves ``Authorization`` free). A correct key in either header is enough, 
 pass IAM with the ID token and this check with ``X-API-Key`` at the same time.
 
 ``API_KEY`` may hold several keys separated by commas (one per client, or old and new during a
-rotation); rate limits then count each key apart (see core/limits.py).
+rotation); rate limits then count each key apart (see core/web/limits.py).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import Any
 
 from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded, PayloadTooLarge, Reason
 
-log = logging.getLogger("core.batcher")
+log = logging.getLogger("core.model.batcher")
 
 RunBatch = Callable[[Hashable, list[Any]], Sequence[Any]]
 

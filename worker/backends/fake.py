@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from worker.audio import SAMPLE_RATE, DecodedAudio
+from worker.backends.whisper_backend import clamp_segments, fixed_windows
 from worker.formats import Segment
-from worker.whisper_backend import clamp_segments, fixed_windows
 from worker.whisper_types import DETECT, Chunk, ChunkPlan, ChunkResult, DecodeKey, PreparedAudio
 
 FAKE_MODEL = "fake"

@@ -22,8 +22,8 @@ from concurrent.futures import wait as wait_futures
 from typing import Any, Protocol
 
 from core import request_context
-from core.batcher import Batcher
 from core.errors import DeadlineExceeded, Overloaded, Reason
+from core.model.batcher import Batcher
 from core.settings import CoreSettings
 
 # A request's items in flight at once, in batches: enough to keep the model busy between the

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from flask import Flask, current_app, jsonify
 
-from core.auth import OPEN_PATHS
+from core.web.auth import OPEN_PATHS
 
 OPENAPI_VERSION = "3.1.0"
 IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})  # Flask adds these to every rule by itself

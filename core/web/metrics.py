@@ -35,9 +35,9 @@ from prometheus_client import (
 )
 
 from core import request_context
-from core.openapi import operation
+from core.web.openapi import operation
 
-log = logging.getLogger("core.metrics")
+log = logging.getLogger("core.web.metrics")
 
 # Decided by prometheus-client when it is first imported, from PROMETHEUS_MULTIPROC_DIR.
 MULTIPROCESS = values.ValueClass is not values.MutexValue
@@ -235,7 +235,7 @@ class Monitor(threading.Thread):
             MODEL_LOAD_SECONDS.set(load_seconds)
             _, _, details = runner.health()
             self.device = details.get("device")
-            from core.logs import log_ready
+            from core.web.logs import log_ready
 
             log_ready(logging.getLogger(f"{self.service}.ready"), self.service, details, load_seconds,
                       details.get("batching", {}))

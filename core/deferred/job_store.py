@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from core import storage
+from core.from_storage import storage
 from core.settings import JOB_STORE_SCHEMES
 
 KEY_PREFIX = "inference-job:"

@@ -30,9 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from core.address_guard import AddressGuard, CallbackRefused, CheckedTarget
+from core.deferred.address_guard import AddressGuard, CallbackRefused, CheckedTarget
 
-log = logging.getLogger("core.callbacks")
+log = logging.getLogger("core.deferred.callbacks")
 
 RETRY_STATUSES = frozenset({408, 429})
 USER_AGENT = "inference-callbacks/1"

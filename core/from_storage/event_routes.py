@@ -26,15 +26,16 @@ from collections.abc import Callable
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from core import request_context, storage
+from core import request_context
 from core.errors import InvalidInput, NotConfigured, ServiceError
-from core.events import Ignored, ObjectEvent, PoisonEvent, event_from_cloudevent, event_from_request
-from core.json_body import JsonBounds, read_json_body
-from core.logs import context_fields
-from core.openapi import json_content, operation
+from core.from_storage import storage
+from core.from_storage.events import Ignored, ObjectEvent, PoisonEvent, event_from_cloudevent, event_from_request
 from core.settings import CoreSettings
+from core.web.json_body import JsonBounds, read_json_body
+from core.web.logs import context_fields
+from core.web.openapi import json_content, operation
 
-log = logging.getLogger("core.events")
+log = logging.getLogger("core.from_storage.events")
 
 # (object bytes, options, {"input", "generation"}) -> {extension: (bytes, content type)}; "json" required.
 EventHandler = Callable[[bytes, dict, dict], "dict[str, tuple[bytes, str]]"]

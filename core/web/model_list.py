@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, jsonify
 
-from core.openapi import MODEL_LIST_SCHEMA, json_content, operation
+from core.web.openapi import MODEL_LIST_SCHEMA, json_content, operation
 
 
 def add_model_list(bp: Blueprint, owned_by: str, model: Callable[[], tuple[str, dict]]) -> None:

@@ -17,13 +17,13 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
-from core import metrics
-from core.auth import OPEN_PATHS, key_fingerprint, matching_key
 from core.errors import ServiceError
-from core.logs import mask_uri
 from core.settings import CoreSettings
+from core.web import metrics
+from core.web.auth import OPEN_PATHS, key_fingerprint, matching_key
+from core.web.logs import mask_uri
 
-log = logging.getLogger("core.limits")
+log = logging.getLogger("core.web.limits")
 
 # Non-file multipart fields (texts, labels, options) are small; werkzeug keeps them in memory.
 MAX_FORM_FIELD_BYTES = 1024 * 1024

@@ -6,7 +6,7 @@ refuses inputs whose outputs would collide, takes its deterministic shard by
 runs the app's job function on a thread pool. Each thread calls the app's service (``ClipService``
 / ``WhisperService``), so decoding runs in parallel while the one batcher keeps full batches in
 front of the model: the same path as the HTTP routes, without HTTP. Where results go is
-``core.batch_results``. An app's ``job.py`` adds only its entry point and the shape of its results.
+``core.from_storage.batch_results``. An app's ``job.py`` adds only its entry point and the shape of its results.
 
 Each input is one request through the ``job`` door (core/request_context.py): its own deadline,
 and the inputs its service counted go to this process's metrics (``door="job"``; a job has no
@@ -26,13 +26,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
-from core import metrics, request_context, storage
-from core.admission import MemoryBudget, budget_from_settings
-from core.batch_results import BatchResults, check_distinct
+from core import request_context
 from core.errors import ServiceError
+from core.from_storage import storage
+from core.from_storage.batch_results import BatchResults, check_distinct
+from core.model.admission import MemoryBudget, budget_from_settings
 from core.settings import SettingsError
+from core.web import metrics
 
-log = logging.getLogger("core.batch_job")
+log = logging.getLogger("core.from_storage.batch_job")
 T = TypeVar("T")
 
 MANIFEST_SUFFIXES = (".txt", ".lst", ".manifest")

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from core.errors import InvalidInput, ServiceError
-from core.json_body import DEFAULT_BOUNDS, JsonBounds, check_json_bytes, loads_bounded
+from core.web.json_body import DEFAULT_BOUNDS, JsonBounds, check_json_bytes, loads_bounded
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 # Eventarc with a Pub/Sub source wraps the same push envelope in a CloudEvent of this type.

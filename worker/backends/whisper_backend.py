@@ -16,7 +16,7 @@ concurrent requests share one model call:
 A batch holds only chunks with the same ``DecodeKey`` (language, task, beam, temperature, prompt,
 word timestamps), because one call shares one tokenizer and one set of decoding options. The
 temperature fallback is the transcriber's (worker/fallback.py); faster-whisper's internals are
-called only through worker/faster_whisper_adapter.py.
+called only through worker/backends/faster_whisper_adapter.py.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cpus import available_cpus
 from core.errors import ModelNotBaked
-from worker import faster_whisper_adapter as fw
+from core.model.cpus import available_cpus
 from worker.audio import SAMPLE_RATE, DecodedAudio, to_float
+from worker.backends import faster_whisper_adapter as fw
 from worker.fallback import COMPRESSION_RATIO_THRESHOLD, LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD, is_silence
 from worker.formats import Segment, Word
 from worker.models import resolve_model_dir

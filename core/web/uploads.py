@@ -1,10 +1,10 @@
-"""The request class both apps use: multipart bodies parsed by ``core.multipart``, in memory.
+"""The request class both apps use: multipart bodies parsed by ``core.web.multipart``, in memory.
 
 werkzeug's own parser holds the GIL for a regular expression and a Python event loop per 64 KB
 and spools a file part over 500 KB to a temporary file (a create, write, seek and read of the
-whole upload) before the route reads it back into bytes. ``core.multipart`` splits the body with
+whole upload) before the route reads it back into bytes. ``core.web.multipart`` splits the body with
 ``bytes.find`` into ``io.BytesIO`` parts. Every body is already capped by MAX_REQUEST_MB before it
-is parsed (``core.limits.install_body_limits``; chunked bodies by ``core.body_limits``), so keeping
+is parsed (``core.web.limits.install_body_limits``; chunked bodies by ``core.web.body_limits``), so keeping
 the parts in memory holds no more than the cap allows. ``upload_bytes`` then hands a part's bytes
 to the route without copying them again.
 """
@@ -17,11 +17,11 @@ from flask import Request
 from werkzeug.datastructures import FileStorage
 from werkzeug.formparser import FormDataParser
 
-from core.multipart import malformed, parse_multipart
+from core.web.multipart import malformed, parse_multipart
 
 
 class MultipartFormParser(FormDataParser):
-    """werkzeug's form parser with ``core.multipart`` for multipart bodies (URL-encoded ones as before)."""
+    """werkzeug's form parser with ``core.web.multipart`` for multipart bodies (URL-encoded ones as before)."""
 
     def _parse_multipart(self, stream, mimetype, content_length, options):
         boundary = options.get("boundary", "")
@@ -33,7 +33,7 @@ class MultipartFormParser(FormDataParser):
 
 
 class InMemoryUploadsRequest(Request):
-    """Flask's Request with multipart bodies parsed by ``core.multipart``."""
+    """Flask's Request with multipart bodies parsed by ``core.web.multipart``."""
 
     form_data_parser_class = MultipartFormParser
 

@@ -1,6 +1,6 @@
 """Where a batch job's results go, and which inputs an earlier attempt already finished.
 
-Two shapes, one interface (``BatchResults``), used by ``core.batch_job.run_job``:
+Two shapes, one interface (``BatchResults``), used by ``core.from_storage.batch_job.run_job``:
 
 - ``JsonlShard``: one JSONL file per task, one ``{"path", ...result}`` line per input in listing
   order (the CLIP job). Rewritten atomically every ``checkpoint_every`` results or minute, so a
@@ -21,8 +21,8 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from core import storage
 from core.errors import InvalidInput
+from core.from_storage import storage
 
 CHECKPOINT_EVERY_S = 60.0  # also checkpoint at least this often, however slow the inputs
 RESULT = "json"  # the file written last, whose presence means an input is done

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from flask import Flask, current_app, jsonify
 
-from core.auth import has_valid_key
 from core.errors import Reason
-from core.openapi import HEALTH_SCHEMA, json_content, operation
+from core.web.auth import has_valid_key
+from core.web.openapi import HEALTH_SCHEMA, json_content, operation
 
 HealthCheck = Callable[[], "tuple[bool, Reason | None, dict]"]
 

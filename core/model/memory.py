@@ -24,7 +24,7 @@ import logging
 import os
 from pathlib import Path
 
-log = logging.getLogger("core.memory")
+log = logging.getLogger("core.model.memory")
 
 _CGROUP_V2 = Path("/sys/fs/cgroup/memory.max")
 _CGROUP_V1 = Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")

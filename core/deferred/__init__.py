@@ -1,0 +1,2 @@
+"""Deferred work: callback jobs, their status store, webhook delivery and the address guard.
+"""
