@@ -26,14 +26,6 @@ pytestmark = pytest.mark.unit
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    """The bakes' variables, restored afterwards (main() writes options into os.environ)."""
-    for name in ("CLIP_MODEL", "CLIP_PRETRAINED", "WHISPER_MODEL", "BAKE_ALLOW_UNPINNED", "BAKE_REQUIRE_PINNED"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))
-    return monkeypatch
-
 
 def fake_transformers(calls: list, cache_commit: str) -> types.ModuleType:
     """A stand-in transformers: from_pretrained records (class, repo, revision) and fills the hub cache."""
@@ -62,14 +54,14 @@ def fake_transformers(calls: list, cache_commit: str) -> types.ModuleType:
 
 @pytest.mark.parametrize("model", ["hf:openai/clip-vit-base-patch32", "hf:openai/clip-vit-base-patch32@main",
                                    "hf:openai/clip-vit-base-patch32@v1.0", "hf:org/repo@0123abc"])
-def test_unpinned_hf_model_is_refused_before_anything_is_fetched(clean_env, monkeypatch, capsys, model):
+def test_unpinned_hf_model_is_refused_before_anything_is_fetched(bake_env, monkeypatch, capsys, model):
     monkeypatch.setattr(server_bake, "_bake_hf", lambda *a: pytest.fail("downloaded an unpinned model"))
     assert server_bake.main(["--model", model]) == 2
     err = capsys.readouterr().err
     assert "Pin it to a commit" in err and "--allow-unpinned" in err
 
 
-def test_pinned_hf_model_passes_its_commit_to_every_download(clean_env, monkeypatch, tmp_path):
+def test_pinned_hf_model_passes_its_commit_to_every_download(bake_env, monkeypatch, tmp_path):
     calls = []
     monkeypatch.setitem(sys.modules, "transformers", fake_transformers(calls, COMMIT))
     assert server_bake.main(["--model", f"hf:org/clip@{COMMIT}"]) == 0
@@ -80,10 +72,10 @@ def test_pinned_hf_model_passes_its_commit_to_every_download(clean_env, monkeypa
     assert manifest == {"family": "hf", "name": "org/clip", "revision": COMMIT, "resolved_commit": COMMIT}
 
 
-def test_allow_unpinned_bakes_and_records_the_commit_it_got(clean_env, monkeypatch, tmp_path, capsys):
+def test_allow_unpinned_bakes_and_records_the_commit_it_got(bake_env, monkeypatch, tmp_path, capsys):
     calls = []
     monkeypatch.setitem(sys.modules, "transformers", fake_transformers(calls, COMMIT))
-    clean_env.setenv("BAKE_ALLOW_UNPINNED", "1")
+    bake_env.setenv("BAKE_ALLOW_UNPINNED", "1")
     assert server_bake.main(["--model", "hf:org/clip"]) == 0
     assert calls[0] == ("model", "org/clip", None)
     assert "not pinned" in capsys.readouterr().out
@@ -91,9 +83,9 @@ def test_allow_unpinned_bakes_and_records_the_commit_it_got(clean_env, monkeypat
     assert json.loads((spec.baked_dir(tmp_path / "models") / "manifest.json").read_text())["resolved_commit"] == COMMIT
 
 
-def test_other_families_need_no_pin(clean_env):
+def test_other_families_need_no_pin(bake_env):
     for model in ("demo", "fake", "ViT-B-32", "hf:./local-dir"):
-        clean_env.setenv("CLIP_MODEL", model)
+        bake_env.setenv("CLIP_MODEL", model)
         server_bake.check_pinned(resolve_spec(ServerSettings.from_env()), allow_unpinned=False)
 
 
@@ -121,17 +113,17 @@ def fake_download(monkeypatch):
     return calls
 
 
-def test_worker_pinned_name_downloads_that_commit_into_the_dir_the_worker_reads(clean_env, fake_download):
+def test_worker_pinned_name_downloads_that_commit_into_the_dir_the_worker_reads(bake_env, fake_download):
     name = f"Systran/faster-whisper-tiny.en@{COMMIT}"
-    clean_env.setenv("WHISPER_MODEL", name)
+    bake_env.setenv("WHISPER_MODEL", name)
     assert worker_bake.main([]) == 0
     assert fake_download == [("Systran/faster-whisper-tiny.en", COMMIT)]
     settings = WorkerSettings.from_env()
     assert resolve_model_dir(settings) == worker_bake.baked_dir(settings)
 
 
-def test_worker_unpinned_download_says_which_commit_to_pin(clean_env, fake_download, capsys):
-    clean_env.setenv("WHISPER_MODEL", "small")
+def test_worker_unpinned_download_says_which_commit_to_pin(bake_env, fake_download, capsys):
+    bake_env.setenv("WHISPER_MODEL", "small")
     assert worker_bake.main([]) == 0
     assert fake_download == [("small", None)]
     assert f"WHISPER_MODEL=small@{COMMIT}" in capsys.readouterr().out
@@ -142,15 +134,15 @@ def test_worker_unpinned_download_says_which_commit_to_pin(clean_env, fake_downl
     ("small", [], {"BAKE_REQUIRE_PINNED": "1"}),
     ("large-v3@main", [], {}),
 ])
-def test_worker_refuses_what_is_not_pinned_when_asked(clean_env, fake_download, capsys, name, args, env):
-    clean_env.setenv("WHISPER_MODEL", name)
+def test_worker_refuses_what_is_not_pinned_when_asked(bake_env, fake_download, capsys, name, args, env):
+    bake_env.setenv("WHISPER_MODEL", name)
     for key, value in env.items():
-        clean_env.setenv(key, value)
+        bake_env.setenv(key, value)
     assert worker_bake.main(args) == 2
     assert not fake_download and "commit" in capsys.readouterr().err
 
 
-def test_embedded_model_needs_no_pin(clean_env, fake_download):
-    clean_env.setenv("WHISPER_MODEL", "tiny.en")
+def test_embedded_model_needs_no_pin(bake_env, fake_download):
+    bake_env.setenv("WHISPER_MODEL", "tiny.en")
     assert worker_bake.main(["--require-pinned"]) == 0
     assert not fake_download  # copied from the pinned PyPI package, never downloaded

