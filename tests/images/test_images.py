@@ -128,7 +128,7 @@ def test_jobs_run_inside_the_images_on_a_mounted_folder(tmp_path):
     with containers.Container(containers.WORKER_IMAGE, volumes=(f"{data}:/data",)) as worker:
         done = worker.exec(["python", "-m", "worker.job", "--input", "/data/audio", "--output", "/data/text"])
         assert done.returncode == 0, done.stderr[-2000:]
-    assert "report" in json.loads((data / "text" / "report.json").read_text())["text"].lower()
+    assert "report" in json.loads((data / "text" / "report.wav.json").read_text())["text"].lower()
 
 
 def test_sigterm_drains_an_in_flight_request(tmp_path):
