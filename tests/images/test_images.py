@@ -49,8 +49,10 @@ def test_health_is_200_with_the_baked_models(clip_container, worker_container):
     worker = requests.get(worker_container.url + "/health", headers=KEY, timeout=5)
     assert clip.status_code == 200 and clip.json()["weights"].startswith("/models/clip/"), clip.text
     assert worker.status_code == 200 and worker.json()["model_dir"] == "/models/whisper/tiny.en", worker.text
+    # The same ready line as `make run`. The metrics monitor logs it on its first ready sample, just
+    # after /health turns 200 (core/metrics.py), so wait for it rather than read the log once.
     for container, service in ((clip_container, "server ready"), (worker_container, "worker ready")):
-        assert service in container.output()  # the same ready line as `make run`
+        container.wait_for_line(service, timeout=30)
 
 
 def test_embed_vectors_equal_the_same_model_outside_the_image(clip_container, tmp_path):
