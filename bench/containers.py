@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import requests
 
-ENV = {**os.environ, "STORAGE_DRIVER": os.environ.get("STORAGE_DRIVER", "vfs"),
+ENV = {**os.environ, "STORAGE_DRIVER": os.environ.get("STORAGE_DRIVER", "overlay"),
        "BUILDAH_ISOLATION": os.environ.get("BUILDAH_ISOLATION", "chroot")}
 CLIP_IMAGE = os.environ.get("CLIP_IMAGE", "clip-server:local")
 WORKER_IMAGE = os.environ.get("WORKER_IMAGE", "whisper-worker:local")
@@ -31,7 +31,7 @@ def buildah(*args: str, timeout: float = 600, check: bool = True) -> subprocess.
 
 
 def available() -> bool:
-    """True when buildah runs here (root, vfs storage)."""
+    """True when buildah runs here (root, overlay storage unless STORAGE_DRIVER says otherwise)."""
     return shutil.which("buildah") is not None and buildah("version", check=False).returncode == 0
 
 

@@ -8,7 +8,7 @@
 #   scripts/build-images.sh [TARGET...] [-- EXTRA BUILD ARGS]    (default: clip worker)
 #   IMAGE_TAG=name:tag overrides the tag of a single target (the container tests use it).
 #
-# docker buildx where a Docker engine answers, buildah (vfs storage, chroot isolation, docker
+# docker buildx where a Docker engine answers, buildah (overlay storage, chroot isolation, docker
 # format: OCI images drop HEALTHCHECK) otherwise.
 # With buildah and no registry, the base images come from local stand-ins under the same names
 # (scripts/build-standins.sh, built first when missing); they are labelled and never pushed.
@@ -29,7 +29,7 @@ if docker info >/dev/null 2>&1; then
   builder=docker
 else
   command -v buildah >/dev/null || { echo "error: no Docker engine and no buildah (apt-get install buildah debootstrap)" >&2; exit 2; }
-  export STORAGE_DRIVER=${STORAGE_DRIVER:-vfs} BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
+  export STORAGE_DRIVER=${STORAGE_DRIVER:-overlay} BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
   build() { buildah bud --layers --pull=never --format docker "$@" .; }
   builder=buildah
   bash "$scripts/build-standins.sh"
