@@ -453,7 +453,7 @@ resolve_base_image() {
 refuse_stand_in() {
   local ref=$1 found
   [[ $ref == *@sha256:* ]] && command -v buildah >/dev/null || return 0
-  found=$(STORAGE_DRIVER=${STORAGE_DRIVER:-vfs} buildah inspect --type image --format \
+  found=$(STORAGE_DRIVER=${STORAGE_DRIVER:-overlay} buildah inspect --type image --format \
     '{{index .OCIv1.Config.Labels "template.stand-in"}} {{.FromImageDigest}}' "${ref%@*}" 2>/dev/null) || return 0
   [[ $found != "true ${ref##*@}" ]] \
     || die "base image $ref is a local stand-in (scripts/build-standins.sh), not the published image; never deploy it: pin the real one with scripts/pin-base-images.sh"

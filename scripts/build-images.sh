@@ -29,7 +29,8 @@ if docker info >/dev/null 2>&1; then
   builder=docker
 else
   command -v buildah >/dev/null || { echo "error: no Docker engine and no buildah (apt-get install buildah debootstrap)" >&2; exit 2; }
-  export STORAGE_DRIVER=${STORAGE_DRIVER:-overlay} BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
+  # shellcheck source=scripts/buildah-env.sh
+  source "$scripts/buildah-env.sh"
   build() { buildah bud --layers --pull=never --format docker "$@" .; }
   builder=buildah
   bash "$scripts/build-standins.sh"

@@ -17,8 +17,8 @@ CUDA=docker.io/pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
 # The machine's CA bundle: pip inside a build reaches PyPI through this machine's TLS setup only.
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-export STORAGE_DRIVER=${STORAGE_DRIVER:-overlay}
-export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
+# shellcheck source=scripts/buildah-env.sh
+source scripts/buildah-env.sh  # the cwd is the repository root (cd above)
 force=0; [[ ${1:-} == --force ]] && force=1
 
 have() { buildah inspect --type image "$1" >/dev/null 2>&1; }

@@ -16,7 +16,8 @@ if docker info >/dev/null 2>&1; then
     docker run --rm --init -e "PORT=$1" -p "$1:$1" "$2" & pids+=($!)
   }
 else
-  export STORAGE_DRIVER=${STORAGE_DRIVER:-overlay} BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
+  # shellcheck source=scripts/buildah-env.sh
+  source scripts/buildah-env.sh  # the cwd is the repository root (cd above)
   start() {  # port image: a working container from the image, running the image's CMD
     local ctr cmd
     ctr=$(buildah from --pull-never "$2")
