@@ -61,8 +61,7 @@ class ClipClient:
                     time.monotonic() - self._preprocessing_checked < PREPROCESSING_RETRY_S:
                 return self._preprocessing
             try:
-                models = self.http.request("GET", "/v1/models").json().get("data") or [{}]
-                self._preprocessing = models[0].get("preprocessing") or None
+                self._preprocessing = image_prep.preprocessing_of(self.http.request("GET", "/v1/models").json())
                 self._preprocessing_checked = time.monotonic()
             except NotFound:
                 self._preprocessing_checked = float("inf")  # a server without the route: originals, always
@@ -75,8 +74,7 @@ class ClipClient:
         name, data = read_media(image, default_name)
         if not (self.resize if resize is None else resize) or not image_prep.available():
             return name, data
-        prepared = image_prep.downscale(data, self.preprocessing())
-        return (name if prepared is data else f"{name.rsplit('.', 1)[0]}.jpg"), prepared
+        return image_prep.prepare(name, data, self.preprocessing())
 
     def _image_files(self, images: Sequence[Media], resize: bool | None) -> list[tuple[str, tuple[str, bytes]]]:
         return [("image", self.prepare(image, f"image{n}", resize)) for n, image in enumerate(images)]

@@ -78,7 +78,7 @@ def published_preprocessing(pool: WorkerPool) -> dict | None:
         models = pool.call(lambda http: http.send("GET", "/v1/models").json())
     except (ServiceError, ConnectionFailed, ValueError):
         return None
-    return ((models.get("data") or [{}])[0]).get("preprocessing") or None
+    return image_prep.preprocessing_of(models)
 
 
 def embed_directory(pool: WorkerPool, source_dir: Path, out_file: Path | None = None, *,
@@ -91,15 +91,12 @@ def embed_directory(pool: WorkerPool, source_dir: Path, out_file: Path | None = 
     todo = []
     for name in find_images(source_dir, out_file):
         (summary.skipped if name in done else todo).append(name)
-    preprocessing = published_preprocessing(pool) if resize and todo else None
+    preprocessing = published_preprocessing(pool) if resize and todo and image_prep.available() else None
     write_lock = threading.Lock()
     with open(out_file, "a", encoding="utf-8") as out:
 
         def run(name: str) -> None:
-            data = (source_dir / name).read_bytes()
-            if preprocessing:
-                data = image_prep.downscale(data, preprocessing)
-            files = [("image", (Path(name).name, data))]
+            files = [("image", image_prep.prepare(Path(name).name, (source_dir / name).read_bytes(), preprocessing))]
             body = pool.call(lambda http: http.send("POST", "/embed", files=files).json())
             line = json.dumps({"path": name, "model": body["model"], "vector": body["image_embeddings"][0]})
             with write_lock:

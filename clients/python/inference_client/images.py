@@ -84,6 +84,17 @@ def centre_crop_box(width: int, height: int, preprocessing: dict) -> tuple[int, 
     return (left, top, left + size, top + size) if (width, height) != (size, size) else None
 
 
+def preprocessing_of(models: dict) -> dict | None:
+    """The image preprocessing a server publishes in its ``GET /v1/models`` body, or None."""
+    return ((models.get("data") or [{}])[0]).get("preprocessing") or None
+
+
+def prepare(name: str, data: bytes, preprocessing: dict | None) -> tuple[str, bytes]:
+    """(file name, bytes) to upload: downscaled, and named .jpg, when larger than the model needs."""
+    prepared = downscale(data, preprocessing)
+    return (name if prepared is data else f"{name.rsplit('.', 1)[0]}.jpg"), prepared
+
+
 def downscale(data: bytes, preprocessing: dict | None) -> bytes:
     """``data`` prepared for upload (smaller JPEG bytes), or ``data`` itself when nothing is gained."""
     if not preprocessing or Image is None:
