@@ -75,30 +75,31 @@ class Container:
 
     def wait_for_line(self, text: str, timeout: float = 300) -> float:
         """Seconds from start until the log shows ``text``."""
+        return self._wait(lambda: text in self.output(), f"no {text!r}", timeout)
+
+    def wait_healthy(self, url: str, timeout: float = 300) -> float:
+        """Seconds from start until ``url`` answers 200."""
+
+        def healthy() -> bool:
+            if "start-up failed" in self.output():  # the service stays up, answering 503: fail now
+                raise RuntimeError(f"{self.image}: the model did not load:\n{self.output()[-3000:]}")
+            try:
+                return requests.get(url, timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        return self._wait(healthy, f"{url} not 200", timeout)
+
+    def _wait(self, done, what: str, timeout: float) -> float:
+        """Poll ``done()`` until true (seconds since start), the container exits, or ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.output():
+            if done():
                 return time.monotonic() - self.started_at
             if self.process and self.process.poll() is not None:
                 raise RuntimeError(f"{self.image} exited {self.process.returncode}:\n{self.output()[-3000:]}")
             time.sleep(0.05)
-        raise TimeoutError(f"{self.image}: no {text!r} in {timeout} s:\n{self.output()[-3000:]}")
-
-    def wait_healthy(self, url: str, timeout: float = 300) -> float:
-        """Seconds from start until ``url`` answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url, timeout=2).status_code == 200:
-                    return time.monotonic() - self.started_at
-            except requests.RequestException:
-                pass
-            if self.process and self.process.poll() is not None:
-                raise RuntimeError(f"{self.image} exited {self.process.returncode}:\n{self.output()[-3000:]}")
-            if "start-up failed" in self.output():  # the service stays up, answering 503: fail now
-                raise RuntimeError(f"{self.image}: the model did not load:\n{self.output()[-3000:]}")
-            time.sleep(0.05)
-        raise TimeoutError(f"{self.image}: {url} not 200 in {timeout} s:\n{self.output()[-3000:]}")
+        raise TimeoutError(f"{self.image}: {what} in {timeout} s:\n{self.output()[-3000:]}")
 
     def main_process(self) -> psutil.Process | None:
         """The container's PID 1 after ``python -m server|worker`` exec'd it: the gunicorn master."""

@@ -23,8 +23,8 @@ import numpy as np
 import requests
 
 from bench import containers
+from bench.harness import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {  # image, package, model env outside, first request
     "CLIP server": (containers.CLIP_IMAGE, "server", {"CLIP_MODEL": "demo"}, "embed"),
     "Whisper worker": (containers.WORKER_IMAGE, "worker", {"WHISPER_MODEL": "tiny.en"}, "transcribe"),
@@ -56,7 +56,7 @@ def first_request(url: str, kind: str, sample: Path) -> None:
 
 
 def cold_start_container(image: str, kind: str, sample: Path) -> tuple[float, float]:
-    port = _free_port()
+    port = free_port()
     with containers.Container(image) as container:
         container.start({"PORT": str(port)})
         ready = container.wait_for_line(READY)
@@ -65,7 +65,7 @@ def cold_start_container(image: str, kind: str, sample: Path) -> tuple[float, fl
 
 
 def cold_start_outside(package: str, env: dict, kind: str, sample: Path) -> tuple[float, float]:
-    port = _free_port()
+    port = free_port()
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
         started = time.monotonic()
         process = subprocess.Popen([sys.executable, "-m", package], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -82,14 +82,6 @@ def cold_start_outside(package: str, env: dict, kind: str, sample: Path) -> tupl
         finally:
             process.terminate()
             process.wait(60)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def samples(directory: Path) -> dict[str, Path]:
