@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, request
 
 from core.deferred.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
-from core.web.json_body import JsonBounds, loads_bounded
+from core.web.json_body import app_bounds, loads_bounded
 from core.web.openapi import json_content, operation
 from server import schemas
 from server.encoding import check_encoding_format, json_response
@@ -47,12 +47,7 @@ def _labels(inputs) -> list:
     labels: list = []
     for value in inputs.options.get("labels", []) + inputs.options.get("label", []):
         if isinstance(value, str) and value.strip().startswith("["):  # -F 'labels=["cat","dog"]'
-            try:
-                value = loads_bounded(value, JsonBounds.from_settings(current_app.extensions["settings"]))
-            except InvalidInput as err:
-                if err.code != "invalid_json":
-                    raise  # json_too_deep
-                raise InvalidInput("labels is not a valid JSON list", code="invalid_labels") from None
+            value = loads_bounded(value, app_bounds(), malformed=("invalid_labels", "labels is not a valid JSON list"))
         labels.extend(value if isinstance(value, list) else [value])
     return labels
 

@@ -29,9 +29,10 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from core import request_context
 from core.errors import InvalidInput, NotConfigured, ServiceError
 from core.from_storage import storage
+from core.from_storage.batch_results import RESULT, write_result_files
 from core.from_storage.events import Ignored, ObjectEvent, PoisonEvent, event_from_cloudevent, event_from_request
 from core.settings import CoreSettings
-from core.web.json_body import JsonBounds, read_json_body
+from core.web.json_body import app_bounds, read_json_body
 from core.web.logs import context_fields
 from core.web.openapi import json_content, operation
 
@@ -39,7 +40,6 @@ log = logging.getLogger("core.from_storage.events")
 
 # (object bytes, options, {"input", "generation"}) -> {extension: (bytes, content type)}; "json" required.
 EventHandler = Callable[[bytes, dict, dict], "dict[str, tuple[bytes, str]]"]
-RESULT = "json"
 EVENT_SCHEMA = {"type": "object", "description": "A Pub/Sub push envelope, a CloudEvent, or a job "
                                                  '{"input": "gs://...", "output": ..., options}.'}
 EVENT_ANSWER = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
@@ -67,14 +67,10 @@ def install_events(app: Flask, handler: EventHandler, namespace: str) -> None:
                errors=(400, 413, 501, 503, 504), tags=["events"])
     def pubsub():
         """A Pub/Sub push (storage notification or JSON job), or a bare JSON job (Cloud Tasks)."""
-        settings = _events_settings()
-        try:  # any Content-Type: a Cloud Tasks task without a Content-Type header still carries JSON
-            body = read_json_body()
-        except InvalidInput as err:
-            if err.code != "invalid_json":
-                raise  # json_too_deep
-            raise InvalidInput("send a JSON body: a Pub/Sub push envelope or a job", code="invalid_event") from None
-        bounds = JsonBounds.from_settings(settings)
+        _events_settings()  # 501 before reading a body when events are not configured
+        # Any Content-Type: a Cloud Tasks task without a Content-Type header still carries JSON.
+        body = read_json_body(malformed=("invalid_event", "send a JSON body: a Pub/Sub push envelope or a job"))
+        bounds = app_bounds()
         return _answer(lambda: event_from_request(body, bounds), handler, _message_id(body), namespace)
 
     @bp.post("/events/storage")
@@ -84,7 +80,8 @@ def install_events(app: Flask, handler: EventHandler, namespace: str) -> None:
                errors=(400, 413, 501, 503, 504), tags=["events"])
     def eventarc():
         """An Eventarc CloudEvent for a Cloud Storage object (binary or structured mode)."""
-        bounds = JsonBounds.from_settings(_events_settings())
+        _events_settings()  # 501 before reading a body when events are not configured
+        bounds = app_bounds()
         return _answer(lambda: event_from_cloudevent(request.headers, request.get_data(), bounds), handler,
                        request.headers.get("ce-id", ""), namespace)
 
@@ -187,15 +184,9 @@ def process(event: ObjectEvent, handler: EventHandler, settings: CoreSettings, n
         record = (f"{storage.join(output, namespace, f'{key}@{generation}')}.{FAILURE}" if generation
                   else _failed_record(settings, event.event_id, namespace))
         return {**_fail(record, err, {**meta, "event_id": event.event_id}), "generation": generation}
-    written = []
-    # Everything else first, the .json last: its presence means the whole result is there.
     # Create-only writes: a file left by an interrupted attempt is kept (same input, same result),
     # and the runtime account needs only objectCreator on the output, never delete/overwrite.
-    for extension in sorted(files, key=lambda ext: ext == RESULT):
-        data, content_type = files[extension]
-        uri = f"{base}.{extension}"
-        storage.write_bytes(uri, data, content_type, if_absent=True)
-        written.append(uri)
+    written = write_result_files(base, files, if_absent=True)
     return {"status": "succeeded", "input": event.input, "generation": generation, "results": written}
 
 

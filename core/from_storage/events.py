@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from core.errors import InvalidInput, ServiceError
-from core.web.json_body import DEFAULT_BOUNDS, JsonBounds, check_json_bytes, loads_bounded
+from core.web.json_body import JsonBounds, check_json_bytes, loads_bounded
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 # Eventarc with a Pub/Sub source wraps the same push envelope in a CloudEvent of this type.
@@ -88,7 +88,7 @@ def parse_push(body) -> PushMessage:
                        body.get("subscription"))
 
 
-def event_from_push(message: PushMessage, bounds: JsonBounds = DEFAULT_BOUNDS) -> ObjectEvent:
+def event_from_push(message: PushMessage, bounds: JsonBounds) -> ObjectEvent:
     """A push message -> the object event (a storage notification or a JSON job)."""
     attributes = message.attributes
     if "bucketId" in attributes or "objectId" in attributes:
@@ -124,7 +124,7 @@ def event_from_json(fields, *, source: str = "job", event_id: str = "") -> Objec
     return ObjectEvent(source_uri, None, output, options, source=source, event_id=event_id)
 
 
-def event_from_request(body, bounds: JsonBounds = DEFAULT_BOUNDS) -> ObjectEvent:
+def event_from_request(body, bounds: JsonBounds) -> ObjectEvent:
     """What /events/pubsub receives: a push envelope, or a bare JSON job (Cloud Tasks, curl)."""
     if isinstance(body, dict) and "message" not in body and "input" in body:
         return event_from_json(body, source="job")
@@ -132,7 +132,7 @@ def event_from_request(body, bounds: JsonBounds = DEFAULT_BOUNDS) -> ObjectEvent
 
 
 def event_from_cloudevent(headers: Mapping[str, str], body: bytes,
-                          bounds: JsonBounds = DEFAULT_BOUNDS) -> ObjectEvent:
+                          bounds: JsonBounds) -> ObjectEvent:
     """An Eventarc CloudEvent (binary or structured mode) -> the object event."""
     from cloudevents.v1 import exceptions as ce_errors
     from cloudevents.v1.http import from_http
@@ -149,12 +149,7 @@ def event_from_cloudevent(headers: Mapping[str, str], body: bytes,
         raise Ignored(f"CloudEvent type {event_type}: only {FINALIZED} and {PUBSUB_PUBLISHED} are processed")
     data = event.data
     if isinstance(data, (bytes, str)):
-        try:
-            data = loads_bounded(data, bounds)
-        except InvalidInput as err:
-            if err.code != "invalid_json":
-                raise
-            raise InvalidInput("CloudEvent data is not JSON", code="invalid_event") from None
+        data = loads_bounded(data, bounds, malformed=("invalid_event", "CloudEvent data is not JSON"))
     if event_type == PUBSUB_PUBLISHED:
         return event_from_push(parse_push(data), bounds)
     data = data if isinstance(data, dict) else {}

@@ -46,10 +46,6 @@ class JsonBounds:
         return cls(settings.max_request_bytes, settings.max_json_depth, settings.max_json_items)
 
 
-# For callers without an app's settings (event parsing outside a request): the core defaults.
-DEFAULT_BOUNDS = JsonBounds(max_bytes=30 * 1024 * 1024, max_depth=32, max_items=1024)
-
-
 def check_json_bytes(data: bytes, bounds: JsonBounds) -> None:
     """Refuse ``data`` when it is too large (413), nested too deep (400) or holds too many values (413)."""
     if len(data) > bounds.max_bytes:
@@ -76,25 +72,41 @@ def check_json_bytes(data: bytes, bounds: JsonBounds) -> None:
                                   "at most that many inputs (MAX_INPUTS, MAX_LABELS)", code="too_many_inputs")
 
 
-def loads_bounded(data: bytes | str, bounds: JsonBounds = DEFAULT_BOUNDS):
-    """Check ``data`` against ``bounds``, then parse it; malformed JSON is a 400, never a 500."""
+def loads_bounded(data: bytes | str, bounds: JsonBounds, malformed: tuple[str, str] | None = None):
+    """Check ``data`` against ``bounds``, then parse it; malformed JSON is a 400, never a 500.
+
+    ``malformed``: the (code, message) of that 400 where the caller names what it expected
+    (``invalid_event``: "send a JSON body: ..."); ``invalid_json`` with the parser's words otherwise.
+    Too deep or too large keeps its own code either way.
+    """
     if isinstance(data, str):
         try:
             data = data.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidInput("malformed JSON: not UTF-8 text", code="invalid_json") from None
+            raise _malformed(malformed, "malformed JSON: not UTF-8 text") from None
     check_json_bytes(data or b"", bounds)
     try:
         return json.loads(data or b"")
     except RecursionError:  # unreachable after the scan; kept so a parser change cannot make it a 500
         raise InvalidInput("the JSON body is nested too deeply (MAX_JSON_DEPTH)", code="json_too_deep") from None
     except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidInput(f"malformed JSON: {err}", code="invalid_json") from None
+        raise _malformed(malformed, f"malformed JSON: {err}") from None
 
 
-def read_json_body():
+def _malformed(malformed: tuple[str, str] | None, parser_message: str) -> InvalidInput:
+    code, message = malformed or ("invalid_json", parser_message)
+    return InvalidInput(message, code=code)
+
+
+def app_bounds() -> JsonBounds:
+    """The current app's bounds (MAX_REQUEST_MB, MAX_JSON_DEPTH, its inputs per request)."""
+    from flask import current_app
+
+    return JsonBounds.from_settings(current_app.extensions["settings"])
+
+
+def read_json_body(malformed: tuple[str, str] | None = None):
     """The current request's body as JSON, bounded by the app's settings (any Content-Type)."""
-    from flask import current_app, request
+    from flask import request
 
-    bounds = JsonBounds.from_settings(current_app.extensions["settings"])
-    return loads_bounded(request.get_data(cache=False), bounds)
+    return loads_bounded(request.get_data(cache=False), app_bounds(), malformed)
