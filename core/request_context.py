@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 DOORS = ("http", "callback", "event", "job")
-# The counts that are metrics; other counts (labels, segments) only go to the door's log line.
-METERED = ("images", "texts", "audio_seconds")
 
 
 @dataclass

@@ -97,41 +97,64 @@ class RedisJobStore:
         return None if raw is None else json.loads(raw)
 
 
-class DirectoryJobStore:
-    """One JSON file per job in a directory every process of the instance shares."""
+class ObjectJobStore:
+    """One ``<prefix>/<job_id>.json`` per job (``{"expires_at", "record"}``), through core.from_storage.storage:
+    a local directory or a ``gs://`` prefix alike."""
+
+    def __init__(self, prefix: str, ttl_s: float):
+        self.prefix = str(prefix).rstrip("/")
+        self.ttl_s = ttl_s
+
+    def location(self, job_id: str) -> str | None:
+        """Where the job's record lives; None for an id that could name anything else."""
+        return storage.join(self.prefix, f"{job_id}.json") if _JOB_ID.match(job_id) else None
+
+    def save(self, record: dict) -> None:
+        """Write the record whole (readers never see half of it); one writer per job."""
+        location = self.location(record["job_id"])
+        if location is None:
+            raise ValueError(f"bad job id {record['job_id']!r}")
+        self._before_save(location)
+        body = json.dumps({"expires_at": time.time() + self.ttl_s, "record": record}).encode()
+        storage.write_bytes(location, body, "application/json")
+
+    def get(self, job_id: str) -> dict | None:
+        """The record, or None when unknown or expired."""
+        location = self.location(job_id)
+        try:
+            entry = json.loads(storage.read_bytes(location)) if location is not None else None
+        except (storage.ObjectNotFound, ValueError):  # unknown, or removed while we read it
+            return None
+        if entry is None or entry["expires_at"] <= time.time():
+            if entry is not None:
+                self._expired(location)
+            return None
+        return entry["record"]
+
+    def _before_save(self, location: str) -> None:
+        """Hook: a store with a size cap makes room here."""
+
+    def _expired(self, location: str) -> None:
+        """Hook: a store that cleans up after itself removes the record here."""
+
+
+class DirectoryJobStore(ObjectJobStore):
+    """One JSON file per job in a directory every process of the instance shares, capped in size
+    and swept of expired records (a bucket has lifecycle rules for that; a disk does not)."""
 
     def __init__(self, directory: str | Path, ttl_s: float, max_records: int = MAX_DIRECTORY_RECORDS):
+        super().__init__(str(directory), ttl_s)
         self.directory = Path(directory)
-        self.ttl_s = ttl_s
         self.max_records = max_records
         self._next_sweep = 0.0
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, job_id: str) -> Path | None:
-        return self.directory / f"{job_id}.json" if _JOB_ID.match(job_id) else None
-
-    def save(self, record: dict) -> None:
-        """Write ``{"expires_at", "record"}`` atomically; a new job first makes room if the store is full."""
-        path = self._path(record["job_id"])
-        if path is None:
-            raise ValueError(f"bad job id {record['job_id']!r}")
-        if not path.exists():
+    def _before_save(self, location: str) -> None:
+        if not Path(location).exists():  # a new job: make room first if the store is full
             self._make_room()
-        body = json.dumps({"expires_at": time.time() + self.ttl_s, "record": record}).encode()
-        storage.write_bytes(str(path), body, "application/json")  # temp file + os.replace: never half a file
 
-    def get(self, job_id: str) -> dict | None:
-        """The record, or None when unknown or expired (an expired file is removed)."""
-        path = self._path(job_id)
-        try:
-            entry = json.loads(path.read_bytes()) if path is not None else None
-        except (FileNotFoundError, ValueError):  # unknown, or removed while we read it
-            return None
-        if entry is None or entry["expires_at"] <= time.time():
-            if entry is not None:
-                path.unlink(missing_ok=True)
-            return None
-        return entry["record"]
+    def _expired(self, location: str) -> None:
+        Path(location).unlink(missing_ok=True)
 
     def _make_room(self) -> None:
         """Remove expired records (once a minute), and the oldest when the directory is full."""
@@ -153,27 +176,9 @@ class DirectoryJobStore:
             (self.directory / name).unlink(missing_ok=True)
 
 
-class GcsJobStore:
-    """One ``<prefix>/<job_id>.json`` object per job in Cloud Storage, shared by every instance."""
-
-    def __init__(self, uri: str, ttl_s: float):
-        self.prefix = uri.rstrip("/")
-        self.ttl_s = ttl_s
-
-    def save(self, record: dict) -> None:
-        """Replace the job's object (one writer per job)."""
-        body = json.dumps({"expires_at": time.time() + self.ttl_s, "record": record}).encode()
-        storage.write_bytes(storage.join(self.prefix, f"{record['job_id']}.json"), body, "application/json")
-
-    def get(self, job_id: str) -> dict | None:
-        """The record, or None when unknown or expired."""
-        if not _JOB_ID.match(job_id):
-            return None
-        try:
-            entry = json.loads(storage.read_bytes(storage.join(self.prefix, f"{job_id}.json")))
-        except storage.ObjectNotFound:
-            return None
-        return entry["record"] if entry["expires_at"] > time.time() else None
+class GcsJobStore(ObjectJobStore):
+    """One ``<prefix>/<job_id>.json`` object per job in Cloud Storage, shared by every instance
+    (expired objects are left to the bucket's lifecycle rule)."""
 
 
 def make_job_store(uri: str, ttl_s: float) -> JobStore:

@@ -32,7 +32,7 @@ from core.from_storage import storage
 from core.from_storage.batch_results import BatchResults, check_distinct
 from core.model.admission import MemoryBudget, budget_from_settings
 from core.settings import SettingsError
-from core.web import metrics
+from core.web import metrics  # noqa: F401 - importing it registers the input counters (door="job")
 
 log = logging.getLogger("core.from_storage.batch_job")
 T = TypeVar("T")
@@ -237,7 +237,6 @@ def run_job(source: str, output: str, *, suffixes: tuple[str, ...], unit: str, w
     done = results.finished([name for _, name in inputs])
     todo = [item for item in inputs if item[1] not in done]
     failures: list[dict] = []
-    request_context.observe(metrics.observe_inputs)  # door="job" counts, in this process (idempotent)
     work, batch_size = start() if todo else (None, 0)
     # Started after the model is ready: the rate it reports is the task's steady throughput.
     progress = Progress(len(inputs), shard, unit=unit, already_done=len(inputs) - len(todo))

@@ -28,6 +28,21 @@ CHECKPOINT_EVERY_S = 60.0  # also checkpoint at least this often, however slow t
 RESULT = "json"  # the file written last, whose presence means an input is done
 
 
+def write_result_files(base: str, files: dict[str, tuple[bytes, str]], *, if_absent: bool = False) -> list[str]:
+    """Write ``{extension: (bytes, content type)}`` as ``<base>.<extension>`` -> their URIs.
+
+    Everything else first, the .json last: its presence means the whole result is there (batch
+    jobs and events both read it so). ``if_absent``: create-only writes (events).
+    """
+    written = []
+    for extension in sorted(files, key=lambda ext: ext == RESULT):
+        body, content_type = files[extension]
+        uri = f"{base}.{extension}"
+        storage.write_bytes(uri, body, content_type=content_type, if_absent=if_absent)
+        written.append(uri)
+    return written
+
+
 class BatchResults(Protocol):
     """A job's result sink: what is done already, one result per input, and a final flush."""
 
@@ -127,10 +142,7 @@ class FilesPerInput:
 
     def add(self, name: str, result: dict[str, tuple[bytes, str]]) -> None:
         """Write ``{extension: (bytes, content type)}``; the .json last, so it marks a finished input."""
-        base = self.output_of(name)
-        for extension in sorted(result, key=lambda ext: ext == RESULT):
-            body, content_type = result[extension]
-            storage.write_bytes(f"{base}.{extension}", body, content_type=content_type)
+        write_result_files(self.output_of(name), result)
 
     def close(self) -> None:
         """Nothing pending: every result was written as it came."""
