@@ -146,9 +146,10 @@ def operation(summary: str, *, request: Mapping[str, dict] | None = None, reques
               encoding: Mapping[str, dict] | None = None) -> Callable:
     """Declare a view's contract: request bodies and responses by media type, error statuses.
 
-    ``offered(app)`` False: the app answers the route with a 404 and its document leaves it out (a
-    feature the deployment has not configured). ``encoding``: the multipart body's per-part
-    ``encoding`` (the media types an upload part takes).
+    ``offered(app)`` False: the document leaves the operation out (a feature this deployment has
+    not configured, or its model cannot do), and the route answers a 4xx that says why (the event
+    routes a 404). ``encoding``: the multipart body's per-part ``encoding`` (the media types an
+    upload part takes).
     """
 
     def declare(view: Callable) -> Callable:
