@@ -118,7 +118,7 @@ CLASSIFY_RESPONSE = {
 
 def _model_dim(app) -> dict:
     """``dimensions``: the loaded model's dimension, or any integer while it loads (checked then)."""
-    dim = app.extensions["clip_service"].runner.backend.dim
+    dim = app.extensions["model_runner"].backend.dim
     described = {"description": "Must equal the model's dimension if sent (null: not sent)."}
     return {"enum": [dim, None], **described} if dim else {"type": ["integer", "null"], **described}
 

@@ -23,7 +23,7 @@ _TEMPERATURE = r"(?:0(?:\.[0-9]+)?|1(?:\.0+)?|\.[0-9]+)"  # 0 to 1, as float() r
 
 def multilingual(app) -> bool:
     """Whether the app's model is multilingual (known before it loads, from its vocabulary)."""
-    return app.extensions["whisper_service"].runner.backend.multilingual
+    return app.extensions["model_runner"].backend.multilingual
 
 
 # An English-only model takes language en (or none) and task transcribe only: 400 otherwise.
