@@ -12,11 +12,13 @@ without the services' dependencies (``python -m core.capacity --vcpus 8 --gpus 1
   holds its own CUDA context and model replica, so the count per GPU is also capped by what fits in
   the GPU's memory: ``(memory x (1 - headroom)) // (weights + context)``.
 - Concurrency: Google's GPU guidance sizes it as model instances x (parallel queries + batch
-  size). A process is one model instance; its parallel queries are its gthread threads (requests
-  it works on at once: decoding, waiting on the batch); the batch size on top keeps a batch's worth
-  of requests waiting for the next free thread, so when a batch returns its threads start on the
-  next requests at once instead of waiting for clients to send them. With ``WEB_THREADS`` alone
-  (the old setting), 8 processes shared 32 requests: about 4 each against batches of 32.
+  size). A process is one model instance. While one batch is in its model (the parallel queries:
+  up to a batch of requests waiting on it), the next batch must be forming from other requests,
+  or the model gets whatever arrived in ``MAX_WAIT_MS``: two batches of requests per process,
+  each with a gthread thread to hold it (``batching_threads``). Admitting more than a process has
+  threads only queues them inside gunicorn. The old setting, ``WEB_THREADS`` for the instance,
+  let 8 processes share 32 requests: about 4 each against batches of 32. The figures are in
+  docs/performance.md ("Cloud Run admission").
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ GPU_MEMORY_HEADROOM = 0.10
 # memory.total of an NVIDIA L4 as nvidia-smi reports it (the datasheet's 24 GB), for the deploy kit,
 # which sizes the instance without the GPU in reach.
 L4_MEMORY_BYTES = 23034 * MIB
+# Batches of requests a process holds at once: one in the model, the next forming.
+BATCHES_IN_FLIGHT = 2
 # Cloud Run's largest --concurrency.
 MAX_CLOUD_RUN_CONCURRENCY = 1000
 
@@ -78,15 +82,23 @@ def processes_per_instance(vcpus: int, gpus: int, processes_per_gpu: int | None,
     return gpus * per_gpu
 
 
-def instance_concurrency(processes: int, web_threads: int, max_batch_size: int) -> int:
-    """Cloud Run's --concurrency: processes x (threads + batch size), at most Cloud Run's 1000.
+def batching_threads(max_batch_size: int) -> int:
+    """WEB_THREADS a process needs for its batches to fill: a batch in the model and the next forming."""
+    return BATCHES_IN_FLIGHT * max_batch_size
 
-    Google's model instances x (parallel queries + batch size), with a process as the model instance
-    and its threads as its parallel queries (see the module docstring).
+
+def instance_concurrency(processes: int, web_threads: int, max_batch_size: int) -> int:
+    """Cloud Run's --concurrency: processes x min(threads, 2 batches), at most Cloud Run's 1000.
+
+    Google's model instances x (parallel queries + batch size), with a process as the model instance,
+    a batch in its model as the parallel queries and the batch forming on top (see the module
+    docstring). Requests are counted as one input each, the case that needs the most of them.
+    With ``web_threads`` below ``batching_threads(max_batch_size)`` the threads are the limit.
     """
     if min(processes, web_threads, max_batch_size) < 1:
         raise ValueError("processes, web_threads and max_batch_size must be at least 1")
-    return min(MAX_CLOUD_RUN_CONCURRENCY, processes * (web_threads + max_batch_size))
+    per_process = min(web_threads, batching_threads(max_batch_size))
+    return min(MAX_CLOUD_RUN_CONCURRENCY, processes * per_process)
 
 
 def weights_size(path: str | Path) -> int | None:

@@ -6,6 +6,7 @@ from core.capacity import (
     GIB,
     L4_MEMORY_BYTES,
     MAX_PROCESSES_PER_GPU,
+    batching_threads,
     instance_concurrency,
     main,
     processes_per_gpu_that_fit,
@@ -42,12 +43,14 @@ def test_gpu_memory_caps_the_processes_of_a_large_model():
 
 
 def test_concurrency_lets_every_process_fill_a_batch():
-    # 8 CLIP processes on an L4, 32 threads, batches of 32: 64 requests each, not 32 for all 8.
-    assert instance_concurrency(processes=8, web_threads=32, max_batch_size=32) == 512
-    per_process = instance_concurrency(8, 32, 32) // 8
-    assert per_process >= 32  # a full batch per batcher, and the threads busy
-    assert instance_concurrency(processes=1, web_threads=16, max_batch_size=16) == 32  # Whisper
-    assert instance_concurrency(processes=16, web_threads=64, max_batch_size=64) == 1000  # Cloud Run's cap
+    # 8 CLIP processes on an L4, batches of 32: a batch in the model and one forming, 64 requests
+    # each with the threads to hold them, not 32 for all 8.
+    assert batching_threads(32) == 64
+    assert instance_concurrency(processes=8, web_threads=64, max_batch_size=32) == 512
+    assert instance_concurrency(processes=8, web_threads=32, max_batch_size=32) == 256  # threads limit
+    assert instance_concurrency(processes=8, web_threads=256, max_batch_size=32) == 512  # no more helps
+    assert instance_concurrency(processes=1, web_threads=16, max_batch_size=16) == 16  # Whisper on an L4
+    assert instance_concurrency(processes=16, web_threads=128, max_batch_size=64) == 1000  # Cloud Run's cap
     with pytest.raises(ValueError):
         instance_concurrency(0, 32, 32)
 
@@ -64,6 +67,6 @@ def test_weights_size_reads_a_file_or_a_tree(tmp_path):
 def test_the_command_line_prints_both_numbers(tmp_path, capsys):
     with open(tmp_path / "model.bin", "wb") as weights:
         weights.truncate(3_944_000_000)
-    main(["--vcpus", "8", "--gpus", "1", "--weights", str(tmp_path), "--web-threads", "32",
+    main(["--vcpus", "8", "--gpus", "1", "--weights", str(tmp_path), "--web-threads", "64",
           "--max-batch-size", "32"])
     assert capsys.readouterr().out.split() == ["processes=4", "concurrency=256"]
