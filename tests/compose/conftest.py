@@ -22,14 +22,6 @@ PROFILE = "cpu"
 OFFLINE_MODELS = {"CLIP_CPU_MODEL": "demo", "WHISPER_CPU_MODEL": "tiny.en"}
 
 
-def pytest_collection_modifyitems(config, items):
-    if "compose" not in (config.getoption("-m") or ""):
-        skip = pytest.mark.skip(reason="compose test: run `make test-compose` (after the CPU images are built)")
-        for item in items:
-            if "compose" in item.keywords:
-                item.add_marker(skip)
-
-
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory):
     found = find_engine(tmp_path_factory.mktemp("engine"))
