@@ -50,10 +50,15 @@ def textembed_app(models_dir):
 
 @pytest.fixture(scope="session")
 def textembed_service(models_dir, tmp_path_factory):
-    """``python -m textembed`` (real gunicorn) on loopback, with callbacks to a loopback receiver allowed."""
+    """``python -m textembed`` (real gunicorn) on loopback: callbacks to a loopback receiver allowed,
+    events read from ``running.events_in`` and written to ``running.events_out``."""
     from tests.callback_receiver import SECRET
 
+    folder = tmp_path_factory.mktemp("textembed")
+    (folder / "in").mkdir()
     env = {"MODELS_DIR": models_dir, "MAX_WAIT_MS": "50", "CALLBACK_SECRET": SECRET,
-           "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "CALLBACK_BACKOFF_S": "0.01"}
-    with run_service("textembed", env, tmp_path_factory.mktemp("textembed")) as running:
+           "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "CALLBACK_BACKOFF_S": "0.01",
+           "EVENTS_INPUT_ROOT": str(folder / "in"), "EVENTS_OUTPUT": str(folder / "out")}
+    with run_service("textembed", env, folder) as running:
+        running.events_in, running.events_out = folder / "in", folder / "out"
         yield running
