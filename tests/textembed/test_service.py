@@ -17,6 +17,7 @@ import requests
 from openai import OpenAI
 
 from tests.conftest import ROOT
+from tests.readme_examples import README, code_blocks, run_examples
 from tests.textembed.conftest import LONG, SHORT
 
 pytestmark = pytest.mark.integration
@@ -28,14 +29,16 @@ def embed(url: str, texts: list[str]) -> list[list[float]]:
     return answer.json()["embeddings"]
 
 
-def test_the_readme_curl_example_answers_as_printed(textembed_service):
-    out = subprocess.run(["curl", "-s", "-X", "POST", f"{textembed_service.url}/embed",
-                          "-H", "Content-Type: application/json",
-                          "-d", '{"texts": ["A man is eating food.", "A cat sleeps."]}'],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    body = json.loads(out)
+def test_the_readme_examples_answer_as_printed(textembed_service, tmp_path):
+    embedded, models = run_examples(5003, textembed_service.url, tmp_path)
+    body = json.loads(embedded[1])
     assert body["model"] == "all-MiniLM-L6-v2" and body["dim"] == 384 and len(body["embeddings"]) == 2
-    assert body["usage"] == {"tokens": 14}  # [CLS] ... [SEP] of each, as printed
+    assert body["usage"] == {"tokens": 14}  # as the README prints it
+    assert json.loads(models[1])["data"][0]["id"] == "all-MiniLM-L6-v2"
+    (snippet,) = [block for block in code_blocks(README.read_text(), "python") if "localhost:5003/v1" in block]
+    printed = subprocess.run([sys.executable, "-c", snippet.replace("http://localhost:5003", textembed_service.url)],
+                             capture_output=True, text=True, timeout=60)
+    assert printed.stdout.split() == ["2", "384", "14"], printed.stderr
 
 
 def test_the_openai_sdk_works_unchanged_and_its_base64_default_gives_the_same_vectors(textembed_service):
