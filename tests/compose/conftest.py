@@ -13,13 +13,10 @@ import pytest
 import requests
 import yaml
 
-from tests.compose.engine import BUILT_CPU_IMAGES, container_port, find_engine, services
+from tests.compose.engine import built_image, container_port, find_engine, offline_model_variables, services
 from tests.conftest import free_port
 
 PROFILE = "cpu"
-# The compose variables that choose the cpu profile's models: the ones `make images` bakes into
-# the CPU images (the embedded demo CLIP and tiny.en), so nothing is downloaded.
-OFFLINE_MODELS = {"CLIP_CPU_MODEL": "demo", "WHISPER_CPU_MODEL": "tiny.en"}
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +75,7 @@ def stack(engine, tmp_path_factory):
     scratch = tmp_path_factory.mktemp("compose")
     chosen = services(PROFILE)
     for service in chosen.values():  # the compose file's image names for what `make images` built
-        built = BUILT_CPU_IMAGES[service["build"]["dockerfile"]]
+        built = built_image(service)
         if engine.container("image", "inspect", built, check=False).returncode != 0:
             pytest.fail(f"{built} is not built: run `make test-compose` (it builds the CPU images first)")
         engine.container("tag", built, service["image"])
@@ -88,7 +85,7 @@ def stack(engine, tmp_path_factory):
     override.write_text(yaml.safe_dump({"services": {
         name: {"ports": [f"127.0.0.1:{ports[name]}:{container_port(service)}"]} for name, service in chosen.items()}})
         .replace("ports:", "ports: !override"))
-    running = Stack(engine, f"composetest{uuid.uuid4().hex[:8]}", override, OFFLINE_MODELS)
+    running = Stack(engine, f"composetest{uuid.uuid4().hex[:8]}", override, offline_model_variables(chosen))
     running.urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     try:
         running.compose("--profile", PROFILE, "up", "-d", "--no-build", timeout=600)

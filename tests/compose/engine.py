@@ -9,6 +9,7 @@ buildah's overlay store, where ``make images`` puts the images (scripts/buildah-
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,9 +20,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-# What `make images` (scripts/build-images.sh clip-cpu worker-cpu) builds, by the Dockerfile a
-# compose service builds from: the compose file's CPU services run these, tagged with its names.
-BUILT_CPU_IMAGES = {"Dockerfile.cloudrun": "clip-server:cpu-local", "Dockerfile.slim": "whisper-worker:cpu-local"}
+# The models a test may run without a download, by the setting that names them: what `make images`
+# bakes into the CPU images (the embedded demo CLIP, tiny.en). Other models' defaults are offline already.
+OFFLINE_MODELS = {"CLIP_MODEL": "demo", "WHISPER_MODEL": "tiny.en"}
 PODMAN_CONF = """[containers]
 default_ulimits = []
 
@@ -87,6 +88,23 @@ def services(profile: str) -> dict[str, dict]:
     """The compose file's services in ``profile``, by name."""
     spec = yaml.safe_load(COMPOSE_FILE.read_text())
     return {name: service for name, service in spec["services"].items() if profile in service.get("profiles", ())}
+
+
+def built_image(service: dict) -> str:
+    """The tag `make images` gives the CPU image a compose service runs: NAME:cpu-local for image .../NAME:..."""
+    return service["image"].rsplit("/", 1)[-1].split(":")[0] + ":cpu-local"
+
+
+def offline_model_variables(chosen: dict[str, dict]) -> dict[str, str]:
+    """The compose variables that pick the services' models (``CLIP_MODEL: ${VAR:-default}``), set to
+    the models the built images bake, whatever the compose file names the variables."""
+    variables = {}
+    for service in chosen.values():
+        for key, value in (service.get("environment") or {}).items():
+            found = re.fullmatch(r"\$\{(\w+)(?::?-[^}]*)?\}", str(value).strip())
+            if key in OFFLINE_MODELS and found:
+                variables[found.group(1)] = OFFLINE_MODELS[key]
+    return variables
 
 
 def container_port(service: dict) -> int:
