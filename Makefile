@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-1
 # sharp for the TypeScript client's downscaling tests, at package-lock.json's pinned version.
 NODE_STAMP := clients/typescript/node_modules/.installed
 
-.PHONY: setup system-deps run run-server run-server-vitb32 run-worker test test-fast bench soak lint samples demo-model clean
+.PHONY: setup system-deps run run-server run-server-vitb32 run-worker run-textembed test test-fast bench soak lint samples demo-model clean
 
 setup: system-deps $(STAMP) $(NODE_STAMP)  ## create .venv and install everything (idempotent)
 
@@ -38,6 +38,10 @@ run-server-vitb32: setup  ## CLIP server with production-shaped vectors: ViT-B-3
 
 run-worker: setup
 	$(PY) -m worker
+
+run-textembed: setup  ## text embeddings on :5003 (all-MiniLM-L6-v2, baked offline into models/ first)
+	$(PY) -m textembed.bake
+	$(PY) -m textembed
 
 test: setup  ## the whole suite (what CI runs); the container tests are apart: make images test-images
 	$(PY) -m pytest
@@ -73,7 +77,7 @@ lock:  ## regenerate the hash-locked requirements/{server,worker}.lock after edi
 pin-images:  ## resolve requirements/base-images.lock to digests (needs registry access)
 	bash scripts/pin-base-images.sh
 
-.PHONY: images run-images test-images bench-images
+.PHONY: images run-images test-images bench-images test-compose
 images:  ## build clip-server:local and whisper-worker:local (docker, else buildah with local base stand-ins)
 	bash scripts/build-images.sh
 
@@ -86,3 +90,8 @@ test-images: $(STAMP)  ## container tests against the built images (about 10 min
 
 bench-images: $(STAMP)  ## image size, layers and cold start, in and out of the container (after make images)
 	$(PY) -m bench images
+
+# The CPU images first (from cache once built), then docker-compose.yml's cpu profile for real.
+test-compose: $(STAMP)  ## docker compose (or podman-compose) up of the cpu profile: health, requests, draining down (not in make test)
+	bash scripts/build-images.sh clip-cpu worker-cpu
+	$(PY) -m pytest -m compose
