@@ -1,10 +1,12 @@
 """Schemathesis against every app of the template: the apps it covers and how it runs them.
 
 One entry per app in ``APPS`` (tests/test_openapi_fuzz.py runs each): the package ``python -m``
-starts, and the environment it starts with. Fake backends: the fuzz tests the contract (what the
-documents promise about inputs, statuses and bodies), not the model; real images and audio still
-reach the services' decoders (tests/openapi_media.py). The command is the one `docs/development.md`
-gives for a running service, so `make test` runs what a person runs by hand: every check, phases
+starts, the environment it starts with, and what to prepare first (a baked model). Fake backends
+where the app has one: the fuzz tests the contract (what the documents promise about inputs,
+statuses and bodies), not the model; real images and audio still reach the services' decoders
+(tests/openapi_media.py). The text embedder has no fake and runs on its small real model. The
+command is the one `docs/development.md` gives for a running service, so `make test` runs what a
+person runs by hand: every check, phases
 examples, coverage and fuzzing, deterministic generation (the same cases on every run, so a
 failure reproduces), exclusions only in schemathesis.toml.
 
@@ -15,8 +17,10 @@ line over schemathesis.toml), so ``--checks all`` would also report the excluded
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +38,24 @@ class FuzzedApp:
     name: str
     package: str  # python -m <package>
     env: dict[str, str] = field(default_factory=dict)
+    prepare: Callable[[Path], dict[str, str]] | None = None  # folder -> more env (e.g. MODELS_DIR, baked)
+
+
+def baked(package: str) -> Callable[[Path], dict[str, str]]:
+    """Bake ``package``'s model into the folder with its own bake command (offline); its MODELS_DIR."""
+
+    def bake(folder: Path) -> dict[str, str]:
+        subprocess.run([sys.executable, "-m", f"{package}.bake"], cwd=ROOT, check=True, capture_output=True,
+                       env={**os.environ, "MODELS_DIR": str(folder)}, timeout=300)
+        return {"MODELS_DIR": str(folder)}
+
+    return bake
 
 
 APPS = [
     FuzzedApp("clip-server", "server", {"CLIP_MODEL": "fake"}),
     FuzzedApp("whisper-worker", "worker", {"WHISPER_MODEL": "fake"}),
+    FuzzedApp("text-embedder", "textembed", prepare=baked("textembed")),  # no fake backend: MiniLM itself
 ]
 
 

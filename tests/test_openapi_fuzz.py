@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.mark.parametrize("app", APPS, ids=[app.name for app in APPS])
 def test_the_document_survives_schemathesis(app, tmp_path):
-    with run_service(app.package, app.env, tmp_path) as running:
+    env = {**app.env, **(app.prepare(tmp_path / "models") if app.prepare else {})}
+    with run_service(app.package, env, tmp_path) as running:
         result = fuzz(running.url)
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-12000:]
