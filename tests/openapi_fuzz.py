@@ -6,9 +6,8 @@ where the app has one: the fuzz tests the contract (what the documents promise a
 statuses and bodies), not the model; real images and audio still reach the services' decoders
 (tests/openapi_media.py). The text embedder has no fake and runs on its small real model. The
 command is the one `docs/development.md` gives for a running service, so `make test` runs what a
-person runs by hand: every check, phases
-examples, coverage and fuzzing, deterministic generation (the same cases on every run, so a
-failure reproduces), exclusions only in schemathesis.toml.
+person runs by hand: every check, phases examples, coverage and fuzzing, deterministic generation
+(the same cases on every run, so a failure reproduces), exclusions only in schemathesis.toml.
 
 Every check without ``--checks all``: schemathesis 4 runs them all by default, and a check named
 on its command line overrides the file's per-operation exclusions (4.32.5 merges the command
