@@ -51,8 +51,14 @@ def baked(package: str) -> Callable[[Path], dict[str, str]]:
     return bake
 
 
+def events_output(folder: Path) -> dict[str, str]:
+    """EVENTS_OUTPUT set: the event routes are offered (and fuzzed) only then."""
+    return {"EVENTS_OUTPUT": str(folder)}
+
+
 APPS = [
     FuzzedApp("clip-server", "server", {"CLIP_MODEL": "fake"}),
+    FuzzedApp("clip-server-with-events", "server", {"CLIP_MODEL": "fake"}, prepare=events_output),  # core's routes
     FuzzedApp("whisper-worker", "worker", {"WHISPER_MODEL": "fake"}),
     FuzzedApp("text-embedder", "textembed", prepare=baked("textembed")),  # no fake backend: MiniLM itself
 ]

@@ -142,7 +142,7 @@ def event_from_cloudevent(headers: Mapping[str, str], body: bytes,
         check_json_bytes(body, bounds)  # from_http parses it with json.loads: bound it first
     try:
         event = from_http(dict(headers), body)
-    except ce_errors.GenericException as err:
+    except (ce_errors.GenericException, ValueError) as err:  # ValueError: a body that is not UTF-8 (the fuzz)
         raise InvalidInput(f"not a CloudEvent: {err}", code="invalid_event") from None
     event_type = event["type"]
     if event_type not in (FINALIZED, PUBSUB_PUBLISHED):
