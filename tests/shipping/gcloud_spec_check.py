@@ -17,7 +17,8 @@ def main() -> int:
     sys.path[:0] = [os.path.join(root, "lib"), os.path.join(root, "lib", "third_party")]
     import gcloud  # noqa: F401  the SDK's entry module fixes up sys.path and the google package
     from apitools.base.py import encoding
-    from googlecloudsdk.api_lib.util import apis, messages as messages_util
+    from googlecloudsdk.api_lib.util import apis
+    from googlecloudsdk.api_lib.util import messages as messages_util
     from googlecloudsdk.core import yaml
 
     messages = apis.GetMessagesModule("run", "v1")

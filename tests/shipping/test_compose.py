@@ -1,4 +1,4 @@
-"""docker-compose.yml: valid Compose, the three services, their ports, GPUs and health checks."""
+"""docker-compose.yml: rendered from services.toml, valid Compose, the services, their ports, GPUs and health checks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
+from scripts.services import compose as render_compose
+from scripts.services import load as load_table
 from tests.shipping.helpers import REPO
 
 # The Compose spec schema from shared/ (beside the checkout, or inside it), or COMPOSE_SCHEMA.
@@ -90,14 +92,45 @@ def compose_variables() -> set[str]:
     return set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (REPO / "docker-compose.yml").read_text()))
 
 
-def test_deploy_docs_name_exactly_the_variables_compose_reads():
+def documented_patterns() -> list[str]:
+    """The variable names (or PREFIX/MODEL_VAR patterns) docs/deploy.md's compose table lists."""
     deploy = (REPO / "docs" / "deploy.md").read_text()
     section = deploy.split("### 3. Local runs with docker compose", 1)[1].split("\n### ", 1)[0]
-    table = [line for line in section.splitlines() if line.startswith("| `")]
-    documented = {name for line in table for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", line.split("|")[1])}
-    assert documented == compose_variables(), (
-        f"docs/deploy.md only: {documented - compose_variables()}; compose only: {compose_variables() - documented}")
     assert "docker compose --profile cpu up" in section
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    return [name for line in table for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", line.split("|")[1])]
+
+
+def instances(pattern: str) -> set[str]:
+    """The names a documented pattern stands for, for every service of the table."""
+    names = set()
+    for service in load_table().values():
+        for model_var in service["model"]:
+            names.add(pattern.replace("PREFIX", service["env_prefix"]).replace("MODEL_VAR", model_var))
+    return names
+
+
+def test_deploy_docs_name_exactly_the_variables_compose_reads():
+    documented = set().union(*(instances(p) for p in documented_patterns()))
+    used = compose_variables()
+    # Every variable compose reads is documented, by name or by pattern (so a new service of the
+    # table needs no docs edit); every plain name the docs list is read.
+    assert used <= documented, f"compose only: {used - documented}"
+    plain = {p for p in documented_patterns() if "PREFIX" not in p and "MODEL_VAR" not in p}
+    assert plain <= used, f"docs/deploy.md only: {plain - used}"
+
+
+def test_committed_compose_file_is_the_render_of_the_table():
+    # Edit services.toml, then `make compose`; never docker-compose.yml by hand.
+    assert (REPO / "docker-compose.yml").read_text() == render_compose(load_table())
+
+
+def test_every_service_of_the_table_has_a_gpu_service_and_a_cpu_variant(compose):
+    for name, service in load_table().items():
+        gpu, cpu = compose["services"][service["compose"]["gpu"]], compose["services"][service["compose"]["cpu"]]
+        assert gpu["build"]["dockerfile"] == cpu["build"]["dockerfile"] == service["dockerfile"], name
+        assert gpu["build"]["args"]["APP"] == cpu["build"]["args"]["APP"] == service["package"], name
+        assert gpu["environment"]["PORT"] == str(service["port"]), name
 
 
 def test_images_come_from_the_repo_dockerfiles(compose):
