@@ -714,7 +714,10 @@ grant_buckets() {
 
 # Cloud Run GPU jobs exist only in gcloud's beta track (528); CPU jobs use the GA commands.
 job_gcloud() {
-  if [[ $(setting "$1" job_gpu) == true ]]; then printf '%s\n' gcloud beta; else printf '%s\n' gcloud; fi
+  case $(setting "$1" job_gpu) in
+    true | 1) printf '%s\n' gcloud beta ;;
+    *) printf '%s\n' gcloud ;;
+  esac
 }
 
 job_deploy() {

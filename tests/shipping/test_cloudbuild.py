@@ -1,4 +1,4 @@
-"""cloudbuild.yaml: one config for every service of the table, a registry cache with mode=max, Artifact Registry push."""
+"""cloudbuild.yaml: one config for every service of the table, a registry cache (mode=max), the push."""
 
 from __future__ import annotations
 
