@@ -1,4 +1,5 @@
-"""The layout docs/development.md describes: core/ in rooms, both apps shaped alike.
+"""The layout docs/development.md describes: core/ in rooms, both apps shaped alike, every app of
+services.toml holding what the shipping kit runs.
 
 A file dropped at core/'s top level, or a worker that grows its own place for make_backend, makes
 the layout lie to the next newcomer; these checks fail first.
@@ -6,11 +7,15 @@ the layout lie to the next newcomer; these checks fail first.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from core.settings import settings_table
+from scripts.services import load as load_table
 
 pytestmark = pytest.mark.unit
 
@@ -28,6 +33,35 @@ def test_core_is_a_few_rooms_and_the_files_every_room_uses():
     assert rooms == ROOMS
     for room in ROOMS:
         assert (ROOT / "core" / room / "__init__.py").read_text().startswith('"""'), room  # says what it holds
+
+
+SERVICES = load_table()
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_app_of_the_service_table_has_what_the_kit_runs(name):
+    """The images run `python -m PACKAGE` and `PACKAGE.bake`, the jobs `PACKAGE.job`; the settings class
+    the table names exists (the configuration page documents it, below)."""
+    service = SERVICES[name]
+    package = ROOT / service["package"]
+    for module in ("__main__", "bake", "job", "settings"):
+        assert (package / f"{module}.py").is_file() or (package / module / "__main__.py").is_file(), (
+            f"{service['package']}/{module}.py (services.toml: {name})")
+    assert settings_class(service).__name__ == service["settings"].split(":")[1]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_configuration_page_documents_every_setting_of_every_app(name):
+    configuration = (ROOT / "docs" / "configuration.md").read_text()
+    for line in settings_table(settings_class(SERVICES[name])).splitlines()[2:]:
+        env = line.split("`")[1]
+        assert f"`{env}`" in configuration, f"{env} ({name}) is missing from docs/configuration.md"
+
+
+def settings_class(service: dict):
+    """The settings class a row of services.toml names (module:Class)."""
+    module, _, name = service["settings"].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def test_both_apps_have_the_same_layout():

@@ -113,7 +113,8 @@ def test_redis_uri_comes_from_secret_manager_with_vpc_egress_and_its_password_is
         "CALLBACK_SECRET": "gpu-inference-callback:VERSION"}
     assert PASSWORD not in str(spec) and "RATE_LIMIT_STORAGE_URI" not in env_vars(spec)
     # Direct VPC egress, private ranges only: Memorystore's 10.x address becomes reachable.
-    assert annotations(spec)["run.googleapis.com/network-interfaces"] == '[{"network":"default","subnetwork":"default"}]'
+    interfaces = annotations(spec)["run.googleapis.com/network-interfaces"]
+    assert interfaces == '[{"network":"default","subnetwork":"default"}]'
     assert annotations(spec)["run.googleapis.com/vpc-access-egress"] == "private-ranges-only"
     # The runtime identity may read each secret it is given, and only those.
     granted = {(r, role) for r, _, role in bindings(lines)}
