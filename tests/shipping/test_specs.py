@@ -78,7 +78,8 @@ def test_gpu_services_get_the_l4_its_minimums_cpu_always_allocated_and_probes(pa
             limits = container["resources"]["limits"]
             assert limits["nvidia.com/gpu"] == "1" and float(limits["cpu"]) >= 4
             assert float(limits["memory"].removesuffix("Gi")) >= 16
-            assert annotations["run.googleapis.com/gpu-zonal-redundancy-disabled"] == "true"  # GPU_ZONAL_REDUNDANCY unset
+            # GPU_ZONAL_REDUNDANCY unset: off, the cheaper price
+            assert annotations["run.googleapis.com/gpu-zonal-redundancy-disabled"] == "true"
         startup = container["startupProbe"]
         assert startup["httpGet"]["path"] == "/health" and startup["httpGet"]["port"] == row["port"]
         assert startup["periodSeconds"] * startup["failureThreshold"] <= 240 and startup["initialDelaySeconds"] <= 240
