@@ -149,12 +149,11 @@ def test_runtime_contract(dockerfile, name):
     assert user and user[-1].split(":")[0] not in {"0", "root"}
     healthcheck = [i.args for i in final if i.keyword == "HEALTHCHECK"]
     assert healthcheck and "/health" in healthcheck[-1] and "PORT" in healthcheck[-1]
-    # The model's defaults (sourced by the entrypoint), then `python -m $APP` by exec: the server
-    # is the entrypoint shell's replacement and gets Cloud Run's SIGTERM.
-    entrypoint = json.loads([i.args for i in final if i.keyword == "ENTRYPOINT"][-1])
-    assert entrypoint[:2] == ["/bin/sh", "-c"] and entrypoint[2] == '. /etc/app-env.sh && exec "$@"'
+    # The model's defaults, then `python -m $APP` by exec: the server replaces the shell and gets
+    # Cloud Run's SIGTERM. No ENTRYPOINT: a job's command (python -m APP.job) replaces the CMD whole.
+    assert not [i for i in final if i.keyword == "ENTRYPOINT"]
     cmd = json.loads([i.args for i in final if i.keyword == "CMD"][-1])
-    assert cmd == ["/bin/sh", "-c", 'exec python -m "$APP"']
+    assert cmd == ["/bin/sh", "-c", '. /etc/app-env.sh && exec python -m "$APP"']
     writes = " ".join(i.args for i in final if i.keyword == "RUN")
     assert "/etc/app-env.sh" in writes and f"for pair in {build_args(service)['MODEL_ENV']};" in writes
 
