@@ -31,9 +31,11 @@ run: setup  ## every service of services.toml on its port (CLIP :5001, Whisper :
 	PYTHON=$(PY) bash scripts/run-local.sh
 
 # make run-NAME: one service of services.toml by its name or alias (run-clip, run-server,
-# run-whisper, run-worker, ...), on its port; explicit targets such as run-server-vitb32 win.
+# run-whisper, run-worker, run-textembed, ...) on its port, its default model baked offline into
+# models/ first (a second or two; textembed loads only from there); explicit targets such as
+# run-server-vitb32 win.
 run-%: setup
-	$(PY) -m $$(python3 scripts/services.py get $* package)
+	package=$$(python3 scripts/services.py get $* package) && $(PY) -m $$package.bake && $(PY) -m $$package
 
 run-server-vitb32: setup  ## CLIP server with production-shaped vectors: ViT-B-32, random weights, 512 dims
 	CLIP_MODEL=ViT-B-32 CLIP_PRETRAINED=random $(PY) -m server

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: every service of services.toml on its port (CLIP server :5001, Whisper worker :8080,
-# ...), stopped together. PREFIX_PORT (CLIP_PORT, WORKER_PORT, ...) moves one.
+# ...), stopped together, each default model baked offline into models/ first. PREFIX_PORT
+# (CLIP_PORT, WORKER_PORT, ...) moves one.
 set -euo pipefail
 python=${PYTHON:-.venv/bin/python}
 
@@ -15,7 +16,9 @@ table() { "$python" "$(dirname "${BASH_SOURCE[0]}")/services.py" "$@"; }
 while IFS= read -r name; do
   port_var=$(table get "$name" env_prefix)_PORT
   port=${!port_var:-$(table get "$name" port)}
-  PORT=$port "$python" -m "$(table get "$name" package)" & pids+=($!)
+  package=$(table get "$name" package)
+  "$python" -m "$package.bake" >/dev/null  # the default model into models/ (offline, a second or two)
+  PORT=$port "$python" -m "$package" & pids+=($!)
   echo "$name: http://localhost:$port"
 done < <(table names)
 wait -n  # when one exits, stop the others

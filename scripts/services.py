@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "services.toml"
-REQUIRED = {"package", "settings", "port", "image", "dockerfile", "lock", "model", "local_model", "gpu",
+REQUIRED = {"package", "port", "image", "dockerfile", "lock", "model", "local_model", "gpu",
             "url_env", "env_prefix", "cloudrun", "job", "compose"}
 CLOUDRUN_KEYS = {"service", "cpu", "memory", "timeout", "min_instances", "max_instances", "web_threads",
                  "max_batch_size", "max_wait_ms", "processes_per_gpu"}

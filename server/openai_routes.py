@@ -14,7 +14,7 @@ from flask import Blueprint
 
 from core.deferred.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
-from core.web.encoding import ENCODING_FORMATS, json_response
+from core.web.encoding import ENCODING_FORMATS, check_dimensions, json_response
 from core.web.json_body import choice, read_json_object
 from core.web.model_list import add_model_list
 from core.web.openapi import json_content, operation
@@ -52,14 +52,6 @@ def split_inputs(raw, modality: str | None) -> tuple[Inputs, list[str]]:
     return inputs, kinds
 
 
-def _check_dimensions(dimensions, dim: int | None) -> None:
-    if dimensions is None or dim is None:
-        return
-    if isinstance(dimensions, bool) or dimensions != dim:
-        raise InvalidInput(f"dimensions must be {dim} (the model's dimension) or omitted; this model cannot "
-                           "shorten its vectors", code="invalid_option")
-
-
 @bp.post("/v1/embeddings")
 @operation("Embed texts and images (OpenAI's embeddings API)",
            request=json_content(OPENAI_EMBEDDINGS_REQUEST),
@@ -76,11 +68,11 @@ def embeddings():
     check_count(inputs, service.settings.max_inputs)
     check_texts(inputs.texts)
     dimensions = body.get("dimensions")
-    _check_dimensions(dimensions, service.runner.backend.dim)  # None while loading: checked again below
+    check_dimensions(dimensions, service.runner.backend.dim)  # None while loading: checked again below
 
     def work() -> dict:
         result = service.embed(inputs.images, inputs.texts, encoding_format=encoding_format)
-        _check_dimensions(dimensions, result["dim"])
+        check_dimensions(dimensions, result["dim"])
         vectors = {"image": iter(result.get("image_embeddings", [])), "text": iter(result.get("text_embeddings", []))}
         data = [{"object": "embedding", "index": n, "embedding": next(vectors[kind])} for n, kind in enumerate(kinds)]
         # No per-token billing here: each input (a text, truncated to the model's context, or an image)

@@ -19,6 +19,7 @@ class BaseBackend:
 
     name = "model"
     device = "cpu"
+    warmup_inputs: tuple[tuple[Hashable, Any], ...] = ()  # (kind, raw input): warm-up batches are made of these
     weights: str | None = None  # where the weights come from (for /health, keyed callers only)
 
     def check_weights(self) -> None:
@@ -35,8 +36,8 @@ class BaseBackend:
         return GPU_BATCH_SIZE if self.device.startswith("cuda") else CPU_BATCH_SIZE
 
     def warmup_batches(self, batch_size: int) -> list[tuple[Hashable, list[Any]]]:
-        """No warm-up batch by default; a real model should run one full batch before it is ready."""
-        return []
+        """One full batch of each ``warmup_inputs`` entry, preprocessed as a request's would be."""
+        return [(kind, [self.preprocess(kind, raw)] * batch_size) for kind, raw in self.warmup_inputs]
 
     def preprocess(self, kind: Hashable, raw: Any) -> Any:
         """The raw input as forward() takes it."""
@@ -47,5 +48,18 @@ class BaseBackend:
         return output
 
     def describe(self) -> dict:
-        """Model, device and weights, for /health."""
-        return {"model": self.name, "device": self.device, "weights": self.weights}
+        """Model, device, vector size (embedding models) and weights, for /health."""
+        return {"model": self.name, "device": self.device, "dim": getattr(self, "dim", None), "weights": self.weights}
+
+    @staticmethod
+    def pick_device(setting: str) -> str:
+        """A device setting (auto, cuda, cuda:N, cpu) -> the torch device to load on. ``cuda`` without a
+        usable GPU is an error, not a quiet fall-back to the CPU: a GPU deploy must not serve from the CPU."""
+        import torch
+
+        if setting == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if setting.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {setting!r} was asked for, but CUDA is not available "
+                               f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
+        return setting

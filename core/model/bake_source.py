@@ -13,8 +13,12 @@ would name weights the image does not have.
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -56,3 +60,22 @@ def copy_model(source: str | Path, destination: str | Path, models_dir: str | Pa
     else:
         shutil.copy2(source, destination)
     return destination
+
+
+def bake_command(prog: str, description: str, target: Path, models_dir: str,
+                 bake_default: Callable[[Path], None], argv: list[str] | None = None) -> None:
+    """A bake command's CLI: ``--from PATH`` (or BAKE_FROM) copies a local model to ``target``, else
+    ``bake_default(target)`` bakes the configured one; exits 0, or 2 with one clear line for a bad source."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--from", dest="source", default=os.environ.get("BAKE_FROM") or None,
+                        help="a local model file or directory to copy into the image (also BAKE_FROM)")
+    args = parser.parse_args(argv)
+    try:
+        if args.source:
+            copy_model(args.source, target, models_dir)
+        else:
+            bake_default(target)
+    except BadBakeSource as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"baked into {target}")

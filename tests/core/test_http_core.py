@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from core.errors import error_body
-from core.settings import SettingsError
+from core.settings import SettingsError, settings_table
 from core.web.logs import JsonFormatter, trace_from_header
 from server.app import create_app
 from server.settings import ServerSettings
@@ -41,6 +41,19 @@ def test_settings_parse_types_and_name_the_variable_on_errors():
 def test_service_defaults_differ_where_they_should():
     assert ServerSettings.from_env({}).port == 5001
     assert WorkerSettings.from_env({}).port == 8080
+
+
+def test_configuration_page_documents_every_setting():
+    from pathlib import Path
+
+    from core.declaration import declared
+    from tests.conftest import APP_PACKAGES
+
+    configuration = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for cls in (declared(package).settings for package in APP_PACKAGES):
+        for line in settings_table(cls).splitlines()[2:]:
+            env = line.split("`")[1]
+            assert f"`{env}`" in configuration, f"{env} is missing from docs/configuration.md"
 
 
 def test_api_key_via_bearer_or_header_and_health_stays_open():
