@@ -25,7 +25,9 @@ REQUIRED = {"package", "port", "image", "dockerfile", "lock", "model", "local_mo
 CLOUDRUN_KEYS = {"service", "cpu", "memory", "timeout", "min_instances", "max_instances", "web_threads",
                  "max_batch_size", "max_wait_ms", "processes_per_gpu"}
 JOB_KEYS = {"name", "gpu", "cpu", "memory", "tasks", "parallelism", "max_retries", "task_timeout"}
-COMPOSE_KEYS = {"gpu", "gpu_port", "cpu", "cpu_port"}
+# A CPU service (gpu = false) has only its CPU variant in compose; a GPU service has both.
+COMPOSE_KEYS = {"cpu", "cpu_port"}
+GPU_COMPOSE_KEYS = {"gpu", "gpu_port"}
 # The base image of each variant: a name of requirements/base-images.lock.
 BASE_IMAGES = {"gpu": "CUDA_BASE_IMAGE", "cpu": "CPU_BASE_IMAGE"}
 
@@ -81,7 +83,8 @@ def problems(services: dict[str, dict]) -> list[str]:
         missing = REQUIRED - set(service)
         missing |= {f"cloudrun.{k}" for k in CLOUDRUN_KEYS - set(service.get("cloudrun", {}))}
         missing |= {f"job.{k}" for k in JOB_KEYS - set(service.get("job", {}))}
-        missing |= {f"compose.{k}" for k in COMPOSE_KEYS - set(service.get("compose", {}))}
+        compose_keys = COMPOSE_KEYS | (GPU_COMPOSE_KEYS if service.get("gpu") else set())
+        missing |= {f"compose.{k}" for k in compose_keys - set(service.get("compose", {}))}
         found += [f"{name}: missing {m}" for m in sorted(missing)]
         if missing:
             continue
@@ -91,20 +94,27 @@ def problems(services: dict[str, dict]) -> list[str]:
         if not (ROOT / service["package"] / "__main__.py").is_file():
             found.append(f"{name}: {service['package']}/__main__.py does not exist")
         words = [name, *service.get("aliases", []), service["image"], service["cloudrun"]["service"]]
-        ports = [f"port {service['compose']['gpu_port']}", f"port {service['compose']['cpu_port']}"]
-        for word in dict.fromkeys(words + ports + [service["compose"]["gpu"], service["compose"]["cpu"]]):
+        variants = compose_variants(service)
+        ports = [f"port {service['compose'][f'{v}_port']}" for v in variants]
+        for word in dict.fromkeys(words + ports + [service["compose"][v] for v in variants]):
             if word in seen and seen[word] != name:
                 found.append(f"{name}: {word} is also {seen[word]}'s")
             seen[word] = name
     return found
 
 
+def compose_variants(service: dict) -> tuple[str, ...]:
+    """The compose services of a table entry: the GPU image and its CPU variant, or the CPU image alone."""
+    return ("gpu", "cpu") if service["gpu"] else ("cpu",)
+
+
 def compose(services: dict[str, dict]) -> str:
-    """docker-compose.yml: a GPU service and its CPU variant for each service of the table."""
+    """docker-compose.yml: a GPU service and its CPU variant for each GPU service of the table, the
+    CPU image alone for a CPU service."""
     out = [COMPOSE_HEADER]
     for service in services.values():
         prefix = service["env_prefix"]
-        for variant in ("gpu", "cpu"):
+        for variant in compose_variants(service):
             spec = service["compose"]
             cpu = variant == "cpu"
             # ${VAR:-default}: the GPU variant reads the model's own variables, the CPU one CPU_VAR.

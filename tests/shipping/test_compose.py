@@ -182,3 +182,20 @@ def test_model_cache_is_a_named_volume_and_not_over_the_baked_models(compose):
         assert any(m.startswith("model-cache:") for m in mounts), name
         # A volume over /models would keep serving old weights after a rebuild with another model.
         assert not any(m.split(":")[1] == "/models" for m in mounts), name
+
+
+def cpu_only_table() -> dict:
+    """The table plus a CPU service (gpu = false), as a team's CPU model would add it."""
+    table = load_table()
+    row = json.loads(json.dumps(table["clip"]))
+    row.update(gpu=False, image="cpu-model", env_prefix="CPUMODEL", model={"CPU_MODEL_NAME": "small"},
+               compose={"cpu": "cpu-model", "cpu_port": 5009})
+    return {**table, "cpumodel": row}
+
+
+def test_a_cpu_service_gets_its_cpu_image_alone_and_no_gpu():
+    rendered = yaml.safe_load(render_compose(cpu_only_table()))["services"]
+    service = rendered["cpu-model"]
+    assert service["profiles"] == ["cpu"] and not gpu_devices(service)
+    assert service["ports"] == ["5009:5001"] and "python:3." in service["build"]["args"]["BASE_IMAGE"]
+    assert len(rendered) == len(yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]) + 1

@@ -116,3 +116,21 @@ def test_zonal_redundancy_as_configured_and_stated_for_gpu_jobs(tmp_path, parsed
             assert job["spec"]["template"]["metadata"]["annotations"][
                 "run.googleapis.com/gpu-zonal-redundancy-disabled"] == "true"
         assert task["containers"][0]["args"] == ["-m", f"{row['package']}.job"]
+
+
+def test_a_cpu_service_gets_no_gpu_and_no_zonal_setting(monkeypatch):
+    from scripts import render_spec
+
+    for name, value in {"PROJECT": PROJECT, "REGION": REGION, "IMAGE_TAG": "t1", "STARTUP_PROBE_PERIOD_S": "10",
+                        "STARTUP_PROBE_FAILURE_THRESHOLD": "24", "STARTUP_PROBE_TIMEOUT_S": "5"}.items():
+        monkeypatch.setenv(name, value)
+    row = {**load()["clip"], "gpu": False, "_name": "cpumodel"}
+    row["cloudrun"] = {**row["cloudrun"], "cpu": 2, "memory": "4Gi"}
+    spec = render_spec.render_service(row)["spec"]["template"]
+    (container,) = spec["spec"]["containers"]
+    assert "nodeSelector" not in spec["spec"] and "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "run.googleapis.com/gpu-zonal-redundancy-disabled" not in spec["metadata"]["annotations"]
+    assert "CLIP_DEVICE" not in {e["name"] for e in container["env"]}  # no device forced without a GPU
+    # The L4 minimums hold for a GPU service only; below them a GPU row is refused.
+    with pytest.raises(render_spec.Refused, match="at least 4 CPU"):
+        render_spec.render_service({**row, "gpu": True})
