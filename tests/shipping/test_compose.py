@@ -125,12 +125,15 @@ def test_committed_compose_file_is_the_render_of_the_table():
     assert (REPO / "docker-compose.yml").read_text() == render_compose(load_table())
 
 
-def test_every_service_of_the_table_has_a_gpu_service_and_a_cpu_variant(compose):
+def test_every_service_of_the_table_has_its_cpu_image_and_a_gpu_service_its_gpu_image_too(compose):
     for name, service in load_table().items():
-        gpu, cpu = compose["services"][service["compose"]["gpu"]], compose["services"][service["compose"]["cpu"]]
-        assert gpu["build"]["dockerfile"] == cpu["build"]["dockerfile"] == service["dockerfile"], name
-        assert gpu["build"]["args"]["APP"] == cpu["build"]["args"]["APP"] == service["package"], name
-        assert gpu["environment"]["PORT"] == str(service["port"]), name
+        variants = ["gpu", "cpu"] if service["gpu"] else ["cpu"]
+        for variant in variants:
+            rendered = compose["services"][service["compose"][variant]]
+            assert rendered["build"]["dockerfile"] == service["dockerfile"], name
+            assert rendered["build"]["args"]["APP"] == service["package"], name
+            assert rendered["environment"]["PORT"] == str(service["port"]), name
+            assert bool(gpu_devices(rendered)) == (variant == "gpu"), name
 
 
 def test_images_come_from_the_repo_dockerfiles(compose):
