@@ -179,6 +179,9 @@ def scenario_args(api_key_file: Path) -> dict[str, list[str]]:
         "triggers-all": [*TARGET, "triggers", "worker", "pubsub", "eventarc", "tasks"],
         "triggers-default": [*TARGET, "triggers", "clip"],
         "alerts": [*TARGET, "alerts"],
+        # Every service of the table, its job too (a CPU service: textembed).
+        **{f"deploy-{name}": [*TARGET, "deploy", name, "--image-tag", "t1"] for name in load_table()},
+        **{f"job-{name}-deploy": [*TARGET, "job", name, "deploy", "--image-tag", "t1"] for name in load_table()},
     }
 
 
