@@ -36,11 +36,12 @@ def cuda_available() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     # Container tests build and run the images (minutes, gigabytes): only when asked for by marker.
-    if "images" not in (config.getoption("-m") or ""):
-        skip_images = pytest.mark.skip(reason="container test: run `make test-images` (after `make images`)")
-        for item in items:
-            if "images" in item.keywords:
-                item.add_marker(skip_images)
+    for marker, target in (("images", "make test-images` (after `make images`)"), ("compose", "make test-compose`")):
+        if marker not in (config.getoption("-m") or ""):
+            skip = pytest.mark.skip(reason=f"{marker} test: run `{target}")
+            for item in items:
+                if marker in item.keywords:
+                    item.add_marker(skip)
     if cuda_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from server.backends.base import IMAGE, ClipBackend
-from server.backends.torch_util import dtype_for, resolve_device, stack_to_device, to_unit_rows
+from server.backends.torch_util import check_device, dtype_for, resolve_device, stack_to_device, to_unit_rows
 from server.images import ImageSpec
 from server.models import ModelNotBaked, is_local_path, read_manifest
 
@@ -45,7 +45,8 @@ class HFClipBackend(ClipBackend):
         return baked
 
     def check_weights(self) -> None:
-        """Raise ModelNotBaked now if the model directory is missing."""
+        """Raise now if the model directory is missing or an explicit CUDA device is."""
+        check_device(self.settings.clip_device)
         self._directory()
 
     def load(self) -> None:

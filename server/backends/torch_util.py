@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.settings import SettingsError
+
 
 def resolve_device(setting: str) -> str:
     """CLIP_DEVICE -> a torch device string; auto picks CUDA when it is there."""
@@ -12,8 +14,17 @@ def resolve_device(setting: str) -> str:
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if setting.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"CLIP_DEVICE={setting} but CUDA is not available in this container")
+        # A SettingsError, not a load failure: the start stops with this one line (server/__main__.py)
+        # and the worker does not boot, instead of serving fp32 replicas from the CPU (issue 23).
+        raise SettingsError(f"CLIP_DEVICE={setting} but CUDA is not available in this container "
+                            "(no GPU attached, or its driver failed to initialise)")
     return setting
+
+
+def check_device(setting: str) -> None:
+    """Raise SettingsError at start-up, before any loading, when an explicit CUDA device is missing."""
+    if setting.startswith("cuda"):  # auto and cpu need no torch import here
+        resolve_device(setting)
 
 
 def dtype_for(device: str):
