@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from core.capacity import L4_MEMORY_BYTES, MIB, instance_concurrency, processes_per_instance  # noqa: E402
 from scripts.services import load, resolve, scalar  # noqa: E402
 
 LABELS = {"app": "gpu-inference"}
@@ -173,27 +174,24 @@ def probe(path: str, port: int, prefix: str, startup: bool) -> dict:
     return spec
 
 
-def capacity(service: dict, gpu: bool) -> tuple[int | None, int]:
-    """(processes per instance, concurrency): the one place the render asks core/capacity.py."""
-    cpu = int(float(setting(service, "cpu")))
+def capacity(service: dict, gpu: bool) -> tuple[int, int]:
+    """(processes per instance, concurrency) by core/capacity.py's one rule, for the instance the spec asks
+    for: its vCPUs, one L4 (its memory against the table's weights_mb, when given) or none."""
     threads, batch = int(setting(service, "web_threads")), int(setting(service, "max_batch_size"))
     per_gpu = int(setting(service, "processes_per_gpu")) or None
-    try:
-        from core.capacity import instance_concurrency, processes_per_instance
-    except ImportError:  # before core/capacity.py: the old rule, concurrency = threads of one process
-        return None, threads  # and WEB_WORKERS left to the image's own default
-    processes = processes_per_instance(cpu, 1 if gpu else 0, per_gpu)
+    weights_mb = setting(service, "weights_mb")
+    processes = processes_per_instance(int(float(setting(service, "cpu"))), 1 if gpu else 0, per_gpu,
+                                       L4_MEMORY_BYTES if gpu else None,
+                                       int(weights_mb) * MIB if weights_mb else None)
     return processes, instance_concurrency(processes, threads, batch)
 
 
-def service_env(service: dict, processes: int | None) -> dict[str, str]:
+def service_env(service: dict) -> dict[str, str]:
     """The service's plain settings (PORT is Cloud Run's: it sets it from containerPort)."""
     pairs = {"MODELS_DIR": "/models", "HF_HUB_OFFLINE": "1", **model_settings(service),
              "WEB_THREADS": scalar(setting(service, "web_threads")),
              "MAX_BATCH_SIZE": scalar(setting(service, "max_batch_size")),
              "MAX_WAIT_MS": scalar(setting(service, "max_wait_ms")), "MAX_REQUEST_MB": env("MAX_REQUEST_MB", "30")}
-    if processes:  # the count the concurrency was sized for
-        pairs["WEB_WORKERS"] = str(processes)
     if service["gpu"] and service["cloudrun"].get("device"):
         # Explicit, so a broken CUDA fails the start with a clear log line instead of serving from the CPU.
         pairs[service["cloudrun"]["device"]] = "cuda"
@@ -238,7 +236,7 @@ def render_service(service: dict) -> dict:
             not truthy(env("GPU_ZONAL_REDUNDANCY", "false")))
     volumes, mounts = models_from(service)
     container = {"image": image(service), "ports": [{"name": "http1", "containerPort": port}],
-                 "env": plain_env(service_env(service, processes)) + secret_env(),
+                 "env": plain_env(service_env(service)) + secret_env(),
                  "resources": resources(setting(service, "cpu"), setting(service, "memory"), gpu),
                  "startupProbe": probe("/health", port, "STARTUP_PROBE", startup=True)}
     if env("LIVENESS_PROBE_PATH"):
@@ -354,6 +352,11 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"# {argv[0]} {name}: rendered from services.toml and deploy.env by deploy-cloudrun.sh; "
           f"applied with gcloud run {argv[0]}s replace")
+    if argv[0] == "service":
+        processes, concurrency = capacity(service, bool(service["gpu"]))
+        # WEB_WORKERS stays unset: gunicorn applies the same rule to the weights the image really holds.
+        print(f"# core/capacity.py: {processes} processes per instance x min(WEB_THREADS, 2 x MAX_BATCH_SIZE)"
+              f" = containerConcurrency {concurrency}")
     print(to_yaml(spec))
     return 0
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROOMS = {"model", "web", "deferred", "from_storage"}
 # What every room uses; everything else lives in a room.
 CORE_TOP = {"__init__.py", "settings.py", "errors.py", "request_context.py", "declaration.py", "launcher.py",
-            "gunicorn_conf.py"}
+            "gunicorn_conf.py", "capacity.py"}
 
 
 def test_core_is_a_few_rooms_and_the_files_every_room_uses():
@@ -46,7 +46,8 @@ def test_every_app_of_the_service_table_has_what_the_kit_runs(name):
         path = ROOT / package
         assert (path / f"{module}.py").is_file() or (path / module / "__main__.py").is_file(), (
             f"{package}/{module}.py (services.toml: {name})")
-    assert declared(package).settings is not None
+    # The render sizes Cloud Run's concurrency by the processes gunicorn will start: the same rule.
+    assert (SERVICES[name]["cloudrun"]["processes_per_gpu"] or None) == declared(package).processes_per_gpu
 
 
 def test_both_apps_have_the_same_layout():

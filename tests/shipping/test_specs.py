@@ -12,6 +12,7 @@ import tempfile
 import pytest
 import yaml
 
+from core.capacity import L4_MEMORY_BYTES, MIB, instance_concurrency, processes_per_instance
 from scripts.services import load
 from tests.shipping.helpers import PROJECT, REGION, REPO, run_deploy
 from tests.shipping.test_gcloud_offline import GCLOUD, isolated_env, sdk_python
@@ -85,9 +86,16 @@ def test_gpu_services_get_the_l4_its_minimums_cpu_always_allocated_and_probes(pa
         assert startup["periodSeconds"] * startup["failureThreshold"] <= 240 and startup["initialDelaySeconds"] <= 240
         assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
         env = {e["name"]: e.get("value") for e in container["env"]}
-        # Concurrency of the one formula (core/capacity.py): at least one batch per process in flight.
-        workers = int(env.get("WEB_WORKERS", "1"))
-        assert spec["containerConcurrency"] >= workers * int(env["MAX_BATCH_SIZE"])
+        # Concurrency by the one formula (core/capacity.py), for this instance's vCPUs and GPU: every
+        # process's batcher can fill (CLIP on an L4: 8 processes x 64 = 512).
+        processes = processes_per_instance(int(container["resources"]["limits"]["cpu"]), 1 if row["gpu"] else 0,
+                                           row["cloudrun"]["processes_per_gpu"] or None,
+                                           L4_MEMORY_BYTES if row["gpu"] else None,
+                                           row["cloudrun"].get("weights_mb", 0) * MIB or None)
+        assert spec["containerConcurrency"] == instance_concurrency(processes, int(env["WEB_THREADS"]),
+                                                                    int(env["MAX_BATCH_SIZE"]))
+        assert spec["containerConcurrency"] // processes >= int(env["MAX_BATCH_SIZE"])
+        assert "WEB_WORKERS" not in env  # gunicorn applies the same rule to the weights the image holds
         if row["gpu"] and row["cloudrun"].get("device"):
             assert env[row["cloudrun"]["device"]] == "cuda"
 
