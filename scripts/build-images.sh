@@ -57,9 +57,10 @@ for target in "${targets[@]}"; do
     args+=(--build-arg "$pair")
   done < <(table build-args "$name" "$variant")
   tag=$image:local
-  if [[ $variant == cpu ]]; then
-    tag=$image:cpu-local
-    [[ $(table get "$name" dockerfile) != Dockerfile.cloudrun ]] || args+=("${standin_torch[@]}")
+  [[ $variant != cpu ]] || tag=$image:cpu-local
+  # A CPU base under Dockerfile.cloudrun installs torch (the stand-ins' PyPI torch, see above).
+  if [[ " ${args[*]} " == *" BASE_IMAGE=python:"* && $(table get "$name" dockerfile) == Dockerfile.cloudrun ]]; then
+    args+=("${standin_torch[@]}")
   fi
   tag=${IMAGE_TAG:-$tag}
   echo "==> $builder: $tag (${args[*]} ${extra[*]})" >&2

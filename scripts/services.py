@@ -71,7 +71,7 @@ def build_args(service: dict, variant: str = "") -> dict[str, str]:
         service["compose"].get("cpu_model", service["model"]) if variant == "cpu" else service["model"])
     args = {"APP": service["package"], "LOCK": service["lock"], "BAKE_LOCK": service.get("bake_lock", ""),
             "MODEL_ENV": env_words(model), "PORT": str(service["port"])}
-    if variant == "cpu":
+    if variant == "cpu" or not service["gpu"]:  # a CPU service's image is its CPU variant
         args["BASE_IMAGE"] = "python:3.11-slim"
     return args
 
