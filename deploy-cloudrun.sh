@@ -488,8 +488,15 @@ deploy_service() {
   name=$(setting "$svc" service)
   if [[ $NO_TRAFFIC == true ]]; then
     # The live split is kept and the new revision joins it at 0% under its tag.
-    capture_into CURRENT_SERVICE '{"status": {"traffic": [{"revisionName": "'"$name"'-00001-cur", "percent": 100}]}}' \
-      gcloud run services describe "$name" --format=json --project="$PROJECT" --region="$REGION"
+    local describe=(gcloud run services describe "$name" --format=json --project="$PROJECT" --region="$REGION")
+    if [[ $DRY_RUN == true ]]; then
+      print_cmd "${describe[@]}"
+      CURRENT_SERVICE='{"status": {"traffic": [{"revisionName": "'"$name"'-00001-cur", "percent": 100}]}}'
+    else
+      log "+ $(print_cmd "${describe[@]}")"
+      # A service that does not exist yet has no split to keep: its first revision takes the traffic.
+      CURRENT_SERVICE=$("${describe[@]}" 2>/dev/null) || CURRENT_SERVICE=""
+    fi
   fi
   spec=$(render service "$svc")
   [[ $DRY_RUN != true ]] || log "(dry run) spec of $name: $spec"

@@ -215,8 +215,15 @@ def traffic(name: str) -> list[dict]:
         return [{"latestRevision": True, "percent": 100}]
     tag = env("TRAFFIC_TAG")
     live = json.loads(env("CURRENT_SERVICE") or "{}").get("status", {}).get("traffic", [])
-    kept = [{key: entry[key] for key in ("revisionName", "percent", "tag") if key in entry}
-            for entry in live if entry.get("revisionName") and entry.get("tag") != tag]
+    kept = []
+    for entry in live:
+        if not entry.get("revisionName"):
+            continue
+        # The tag moves to the new revision; the revision that had it keeps its share of traffic.
+        keys = ("revisionName", "percent") if entry.get("tag") == tag else ("revisionName", "percent", "tag")
+        kept_entry = {key: entry[key] for key in keys if key in entry}
+        if kept_entry.get("percent") or "tag" in kept_entry:
+            kept.append(kept_entry)
     if not kept:  # a new service has nothing else to serve
         return [{"latestRevision": True, "percent": 100, "tag": tag}]
     return [*kept, {"latestRevision": True, "percent": 0, "tag": tag}]

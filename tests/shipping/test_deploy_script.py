@@ -3,6 +3,7 @@ against a fake gcloud, cost."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import stat
@@ -302,11 +303,18 @@ FAKE_GCLOUD = """#!/bin/bash
 printf '%s\\n' "$*" >> "$GCLOUD_LOG"
 case "$*" in
   *"describe"*"--format=value(status.url)"*) echo https://clip-server-abc123-uc.a.run.app ;;
+  *"describe"*"--format=json"*) [ "$DESCRIBE_RC" = 0 ] || exit 1; echo "$LIVE_SERVICE" ;;
   *" describe "*) exit "$DESCRIBE_RC" ;;
   *"versions list"*) echo projects/p/secrets/s/versions/1 ;;
 esac
 exit 0
 """
+
+
+LIVE = {"status": {"traffic": [{"revisionName": "clip-server-00007-abc", "percent": 90, "tag": "blue",
+                                 "latestRevision": False, "url": "https://blue---clip-server-abc123-uc.a.run.app"},
+                                {"revisionName": "clip-server-00008-def", "percent": 10, "tag": "canary"},
+                                {"revisionName": "clip-server-00005-old", "percent": 0, "tag": "old"}]}}
 
 
 def run_with_fake_gcloud(tmp_path, *args, describe_rc=0, stdin=""):
@@ -318,7 +326,8 @@ def run_with_fake_gcloud(tmp_path, *args, describe_rc=0, stdin=""):
     fake.chmod(0o755)
     log = tmp_path / "gcloud.log"
     log.write_text("")
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "GCLOUD_LOG": str(log), "DESCRIBE_RC": str(describe_rc)}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "GCLOUD_LOG": str(log), "DESCRIBE_RC": str(describe_rc),
+           "LIVE_SERVICE": json.dumps(LIVE)}
     result = run_deploy(tmp_path, *args, extra_env=env, stdin=stdin)
     return result, log.read_text().splitlines()
 
@@ -339,6 +348,27 @@ def test_real_run_creates_only_what_is_missing_and_prints_the_url(tmp_path, exis
     assert secret_refs(spec) == {"API_KEY": "gpu-inference-api-key:1"}
     assert result.stdout.strip() == "https://clip-server-abc123-uc.a.run.app"
     assert "vercel env add CLIP_SERVER_URL production" in result.stderr
+
+
+def test_a_staged_first_deploy_of_a_new_service_gives_it_the_traffic(tmp_path):
+    # describe fails: the service does not exist yet, so there is no split to keep.
+    result, calls = run_with_fake_gcloud(tmp_path, *TARGET, "deploy", "clip", "--skip-build", "--image-tag",
+                                         "v1", "--no-traffic", "--tag", "canary", describe_rc=1)
+    assert result.returncode == 0, result.stderr
+    (spec,) = specs([f"gcloud {c}" for c in calls]).values()
+    assert spec["spec"]["traffic"] == [{"latestRevision": True, "percent": 100, "tag": "canary"}]
+
+
+def test_a_staged_deploy_keeps_the_live_split_and_moves_its_tag_to_the_new_revision(tmp_path):
+    result, calls = run_with_fake_gcloud(tmp_path, *TARGET, "deploy", "clip", "--skip-build", "--image-tag",
+                                         "v2", "--no-traffic", "--tag", "canary")
+    assert result.returncode == 0, result.stderr
+    (spec,) = specs([f"gcloud {c}" for c in calls]).values()
+    assert spec["spec"]["traffic"] == [
+        {"revisionName": "clip-server-00007-abc", "percent": 90, "tag": "blue"},
+        {"revisionName": "clip-server-00008-def", "percent": 10},  # keeps its 10%, the tag moved
+        {"revisionName": "clip-server-00005-old", "percent": 0, "tag": "old"},
+        {"latestRevision": True, "percent": 0, "tag": "canary"}]
 
 
 def test_real_staged_deploy_points_at_the_tag_url(tmp_path):
