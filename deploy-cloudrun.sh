@@ -1013,10 +1013,12 @@ cmd_cost() {
     [[ $number =~ ^[0-9]+([.][0-9]+)?$ ]] || die "cost: '$number' is not a non-negative number"
   done
   gib=$(memory_gib "$memory")
+  local p_gpu=$PRICE_L4_S p_gpu_zr=$PRICE_L4_ZR_S gpu_label="1 x NVIDIA L4"
+  if [[ $(table get "$svc" gpu) != true ]]; then p_gpu=0 p_gpu_zr=0 gpu_label="no GPU"; fi
   awk -v requests="$COST_REQUESTS" -v seconds="$COST_SECONDS" -v concurrency="${COST_CONCURRENCY:-1}" \
     -v cpu="$cpu" -v gib="$gib" -v min_instances="$min_instances" -v max_instances="$max_instances" \
     -v month="$SECONDS_PER_MONTH" -v p_cpu="$PRICE_VCPU_S" -v p_gib="$PRICE_GIB_S" \
-    -v p_gpu="$PRICE_L4_S" -v p_gpu_zr="$PRICE_L4_ZR_S" -v free_cpu="$FREE_VCPU_S" \
+    -v p_gpu="$p_gpu" -v p_gpu_zr="$p_gpu_zr" -v free_cpu="$FREE_VCPU_S" -v gpu_label="$gpu_label" \
     -v free_gib="$FREE_GIB_S" -v date="$PRICE_DATE" -v svc="$svc" -v mem="$memory" '
     function pos(x) { return x > 0 ? x : 0 }
     BEGIN {
@@ -1028,7 +1030,7 @@ cmd_cost() {
       c_cpu = cpu_s * p_cpu; c_mem = gib_s * p_gib
       f_cpu = pos(cpu_s - free_cpu) * p_cpu; f_mem = pos(gib_s - free_gib) * p_gib
       g = billed * p_gpu; g_zr = billed * p_gpu_zr
-      printf "Cloud Run cost estimate for %s: %d vCPU, %s, 1 x NVIDIA L4 (prices of %s)\n", svc, cpu, mem, date
+      printf "Cloud Run cost estimate for %s: %d vCPU, %s, %s (prices of %s)\n", svc, cpu, mem, gpu_label, date
       printf "  %.0f requests x %.3f s / concurrency %g = %.0f busy instance-seconds (%.2f instances busy on average)\n", requests, seconds, concurrency, busy, busy / month
       printf "  billed instance-seconds: %.0f (min instances %d)\n\n", billed, min_instances
       printf "%-28s %14s %14s\n", "USD per month", "no zonal red.", "zonal red."

@@ -400,3 +400,12 @@ def test_a_job_store_bucket_gives_each_service_a_shared_job_store_it_may_rewrite
         n for n, line in enumerate(lines) if " services replace " in line)
     plain = deploys(dry_run_lines(tmp_path, *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1"))
     assert "JOB_STORE_URI" not in env_vars(plain["clip-server"])  # the services' default: the instance's /tmp
+
+
+def test_cost_of_a_cpu_service_has_no_gpu(tmp_path):
+    (name,) = [n for n, s in load_table().items() if not s["gpu"]][:1] or pytest.skip("no CPU service in the table")
+    # 10,000 x 2 s = 20,000 s at the table's CPU and memory; no GPU line, all under the free tier.
+    rows = cost_table(tmp_path, name, "--requests", "10000", "--seconds", "2", "--cpu", "4", "--memory", "4Gi")
+    assert rows["GPU"] == (0.0, 0.0)
+    assert rows["total"] == pytest.approx((1.60, 1.60), abs=0.005)  # 80,000 x 0.000018 + 80,000 x 0.000002
+    assert rows["total after free tier"] == (0.0, 0.0)
