@@ -547,7 +547,7 @@ cmd_deploy() {
   local targets svc
   targets=$(expand_targets "${1:-all}")  # assigned first: set -e then stops on a bad name
   if [[ $SKIP_BUILD != true ]]; then
-    resolve_base_image
+    for svc in $targets; do resolve_base_image "$svc"; done  # every base pinned, before anything runs
     enable_apis
     ensure_registry
   fi
@@ -584,11 +584,11 @@ cmd_render() {
 
 cmd_build() {
   require_target
-  resolve_base_image
-  enable_apis
-  ensure_registry
   local targets svc
   targets=$(expand_targets "${1:-all}")
+  for svc in $targets; do resolve_base_image "$svc"; done  # every base pinned, before anything runs
+  enable_apis
+  ensure_registry
   for svc in $targets; do build_image "$svc"; done
 }
 
