@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from scripts.services import load as load_services
 from tests.callback_receiver import receiver  # noqa: F401  (shared fixture)
 from tests.emulators import bucket, pubsub_emulator, storage_emulator  # noqa: F401  (shared fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# Every service of the template (one Declaration in <package>/app.py each); tests that must cover
-# them all read this.
-APP_PACKAGES = ("server", "worker", "textembed")
+# Every service of the template: the packages of services.toml (one Declaration in <package>/app.py
+# each); tests that must cover them all (the configuration page, the OpenAPI fuzzing) read this.
+APP_PACKAGES = tuple(service["package"] for service in load_services().values())
 
 
 def cuda_available() -> bool:
