@@ -64,10 +64,12 @@ class InferenceFailed(ServiceError):
 class NotConfigured(ServiceError):
     """A feature this deployment has not set up: no retry can help until its configuration changes.
 
-    501, not 503: a 503 reads as "not ready, retry later" (Eventarc Advanced retries 503, never 501).
+    404, as for any route the service does not offer (its /openapi.json leaves it out too); not 503,
+    which reads as "not ready, retry later" (Eventarc Advanced retries 503, never 404), and not a
+    5xx, which would count against the error-rate alerts and read as a fault of the server.
     """
 
-    status, code = 501, "not_configured"
+    status, code = 404, "not_configured"
 
 
 @dataclass(frozen=True)

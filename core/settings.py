@@ -156,7 +156,7 @@ class CoreSettings:
     events_output: str | None = setting(
         "EVENTS_OUTPUT", None,
         "Where /events/* write results and failure records: a local directory or gs://bucket/prefix; "
-        "unset = the event routes answer 501 events_not_configured.")
+        "unset = the event routes answer 404 events_not_configured and are not in /openapi.json.")
     events_input_root: str | None = setting(
         "EVENTS_INPUT_ROOT", None,
         "The only local directory file:// event inputs may be read from (local runs, tests); unset = "

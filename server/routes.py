@@ -27,14 +27,15 @@ EMBED_OPTIONS = ("encoding_format", CALLBACK_FIELD)
                                                  "application/json": schemas.EMBED_JSON, **schemas.RAW_IMAGE},
            responses={200: ("Embeddings by kind, in input order.", json_content(schemas.EMBED_RESPONSE)),
                       **JOB_ACCEPTED},
-           errors=(400, 413, 415, 500, 503, 504))
+           errors=(400, 413, 415, 500, 503, 504), encoding=schemas.FILE_PARTS)
 def embed():
     """Embed images and/or texts into CLIP's shared space (L2-normalised)."""
     service: ClipService = current_service()
     inputs = read_inputs(EMBED_OPTIONS)
     check_count(inputs, service.settings.max_inputs)
     check_texts(inputs.texts)
-    encoding_format = check_encoding_format(inputs.option("encoding_format") or request.args.get("encoding_format"))
+    sent = inputs.option("encoding_format")
+    encoding_format = check_encoding_format(request.args.get("encoding_format") if sent is None else sent)
     return answer(lambda: service.embed(inputs.images, inputs.texts, encoding_format=encoding_format),
                   callback_url_from(inputs.options), respond=json_response,
                   validate=lambda: service.check_images(inputs.images))
@@ -54,7 +55,7 @@ def _labels(inputs) -> list:
                                                          "application/json": schemas.CLASSIFY_JSON},
            responses={200: ("Labels by probability, per image.", json_content(schemas.CLASSIFY_RESPONSE)),
                       **JOB_ACCEPTED},
-           errors=(400, 413, 415, 500, 503, 504))
+           errors=(400, 413, 415, 500, 503, 504), encoding=schemas.FILE_PARTS)
 def classify():
     """Zero-shot classification of images against candidate labels."""
     service: ClipService = current_service()

@@ -127,7 +127,7 @@ class ClipService:
         if len(labels) > limit:
             raise PayloadTooLarge(f"{len(labels)} labels; the limit is {limit} (MAX_LABELS)",
                                   code="too_many_labels")
-        template = template or DEFAULT_PROMPT_TEMPLATE
+        template = DEFAULT_PROMPT_TEMPLATE if template is None or template == "" else template
         if not isinstance(template, str) or template.count("{}") != 1:
             raise InvalidInput("template must contain '{}' exactly once, where the label goes, e.g. "
                                "'a photo of a {}'", code="invalid_template")
@@ -184,9 +184,11 @@ class ClipService:
 def _top_k(raw, n_labels: int) -> int:
     if raw is None:
         return n_labels
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise InvalidInput("top_k must be a positive integer", code="invalid_option")  # as the schema says
     try:
         top_k = int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput("top_k must be a positive integer", code="invalid_option") from None
     if top_k < 1:
         raise InvalidInput("top_k must be a positive integer", code="invalid_option")

@@ -15,7 +15,7 @@ from core.web.openapi import operation
 from core.web.service_app import current_service
 from core.web.uploads import upload_bytes
 from worker.formats import Transcript
-from worker.schemas import OPTION_FIELDS, TRANSCRIPT_CONTENT, query_options, upload_form
+from worker.schemas import OPTION_FIELDS, TRANSCRIPT_CONTENT, audio_part, query_options, upload_form
 from worker.service import WhisperService
 
 bp = Blueprint("whisper", __name__)
@@ -40,11 +40,10 @@ def read_upload() -> bytes:
 
 
 @bp.post("/transcribe")
-@bp.post("/v1/audio/transcriptions")
-@operation("Transcribe one recording", request={"multipart/form-data": upload_form(tuple(OPTION_FIELDS))},
-           parameters=query_options(tuple(OPTION_FIELDS)),
+@operation("Transcribe one recording", request={"multipart/form-data": upload_form("audio", tuple(OPTION_FIELDS))},
+           parameters=query_options(),
            responses={200: ("The transcript in the requested format.", TRANSCRIPT_CONTENT), **JOB_ACCEPTED},
-           errors=(400, 413, 415, 500, 503, 504))
+           errors=(400, 413, 415, 500, 503, 504), encoding=audio_part("audio"))
 def transcribe():
     """Transcribe one uploaded recording; options as form fields or query parameters."""
     return answer_transcription()

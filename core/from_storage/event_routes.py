@@ -64,10 +64,10 @@ def install_events(app: Flask, handler: EventHandler, namespace: str) -> None:
     @operation("A Pub/Sub push (storage notification or JSON job), or a Cloud Tasks JSON job",
                request=json_content(EVENT_SCHEMA), responses={200: ("Done, skipped, ignored or failed for good "
                                                                     "(acknowledged).", json_content(EVENT_ANSWER))},
-               errors=(400, 413, 501, 503, 504), tags=["events"])
+               errors=(400, 413, 503, 504), tags=["events"], offered=events_configured)
     def pubsub():
         """A Pub/Sub push (storage notification or JSON job), or a bare JSON job (Cloud Tasks)."""
-        _events_settings()  # 501 before reading a body when events are not configured
+        _events_settings()  # 404 before reading a body when events are not configured
         # Any Content-Type: a Cloud Tasks task without a Content-Type header still carries JSON.
         body = read_json_body(malformed=("invalid_event", "send a JSON body: a Pub/Sub push envelope or a job"))
         bounds = app_bounds()
@@ -77,10 +77,10 @@ def install_events(app: Flask, handler: EventHandler, namespace: str) -> None:
     @operation("An Eventarc CloudEvent google.cloud.storage.object.v1.finalized (binary or structured mode)",
                request=json_content(EVENT_SCHEMA), responses={200: ("Done, skipped, ignored or failed for good "
                                                                     "(acknowledged).", json_content(EVENT_ANSWER))},
-               errors=(400, 413, 501, 503, 504), tags=["events"])
+               errors=(400, 413, 503, 504), tags=["events"], offered=events_configured)
     def eventarc():
         """An Eventarc CloudEvent for a Cloud Storage object (binary or structured mode)."""
-        _events_settings()  # 501 before reading a body when events are not configured
+        _events_settings()  # 404 before reading a body when events are not configured
         bounds = app_bounds()
         return _answer(lambda: event_from_cloudevent(request.headers, request.get_data(), bounds), handler,
                        request.headers.get("ce-id", ""), namespace)
@@ -93,11 +93,17 @@ def _message_id(body) -> str:
     return str(message.get("messageId") or "") if isinstance(message, dict) else ""
 
 
+def events_configured(app: Flask) -> bool:
+    """Whether the app offers the event routes (EVENTS_OUTPUT set); /openapi.json lists them only then."""
+    return bool(app.extensions["settings"].events_output)
+
+
 def _events_settings() -> CoreSettings:
     """The app's settings; refused when events are not configured (before the body is read)."""
     settings: CoreSettings = current_app.extensions["settings"]
-    if not settings.events_output:
-        # Not NotReady's 503 "retry later": nothing changes until the deployment sets EVENTS_OUTPUT.
+    if not events_configured(current_app):
+        # A 404 as for any route this deployment does not offer, with a code and message that say
+        # what to set; not NotReady's 503 "retry later": nothing changes until EVENTS_OUTPUT does.
         raise NotConfigured("events are not configured on this service: set EVENTS_OUTPUT to a directory or "
                             "gs:// prefix", code="events_not_configured")
     return settings

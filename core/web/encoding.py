@@ -36,7 +36,7 @@ def base64_float32(text: str) -> np.ndarray:
 
 def check_encoding_format(encoding_format: str | None) -> str:
     """The requested format, "float" when unset; 400 for anything else."""
-    encoding_format = encoding_format or "float"
+    encoding_format = "float" if encoding_format is None else encoding_format
     if encoding_format not in ENCODING_FORMATS:
         raise InvalidInput(f"encoding_format must be one of {', '.join(ENCODING_FORMATS)}, got {encoding_format!r}",
                            code="invalid_option")

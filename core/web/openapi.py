@@ -3,12 +3,19 @@
 Each view declares its request and response schemas next to its definition with ``@operation``;
 ``build_document`` walks the app's url_map, so the document lists exactly the routes Flask serves
 (a route without a declaration still appears, with a generic body, and a test names it).
+
+The document says what this deployment enforces, no less (a fuzzer checks it: tests/openapi_fuzz.py):
+parts that depend on the app (``setting_value``: MAX_INPUTS as ``maxItems``; ``only_if``: the
+``callback_url`` field only where CALLBACK_SECRET turns callbacks on; ``FromApp``: the loaded
+model's dimension) are resolved each time the document is served, and an operation the
+deployment does not offer (``offered``) is left out.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from flask import Flask, current_app, jsonify
 
@@ -26,7 +33,6 @@ ERROR_DESCRIPTIONS = {
     415: "Unsupported media type.",
     429: "Inference queue full (overloaded) or RATE_LIMIT reached; see Retry-After.",
     500: "Inference failed for this request's batch; the service keeps serving.",
-    501: "A feature this deployment has not configured (events without EVENTS_OUTPUT); retrying cannot help.",
     503: "Model not ready (loading or broken); see Retry-After.",
     504: "Waited longer than REQUEST_TIMEOUT_S for the model.",
 }
@@ -56,18 +62,77 @@ HEALTH_SCHEMA = {
                    "reason": {"type": "string"}},
 }  # plus the model, device, batching and stats details, and each service's own (Declaration.health_properties)
 _PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+OMIT = object()  # what a FromSettings resolves to for "leave this key or item out"
+
+
+@dataclass(frozen=True)
+class FromApp:
+    """A part of a schema that depends on the app, resolved when the document is built."""
+
+    resolve: Callable[[Flask], object]  # app -> the value, or OMIT
+
+
+def setting_value(name: str) -> FromApp:
+    """The app's setting ``name`` (``{"maxItems": setting_value("max_inputs")}``)."""
+    return FromApp(lambda app: getattr(app.extensions["settings"], name))
+
+
+def only_if(enabled: Callable[[object], bool], value) -> FromApp:
+    """``value`` where ``enabled(settings)``; otherwise the key or list item is left out."""
+    return FromApp(lambda app: value if enabled(app.extensions["settings"]) else OMIT)
+
+
+def callbacks_enabled(settings) -> bool:
+    """callback_url is accepted only where CALLBACK_SECRET is set (400 callbacks_disabled otherwise)."""
+    return bool(settings.callback_secret)
+
+
+def callback_field(schema: dict, *, nullable: bool = False, lists: bool = False) -> FromApp:
+    """The ``callback_url`` property: ``schema`` where callbacks are on, else left out. ``nullable``
+    (JSON bodies): null too, "no callback"; ``lists``: a list too, of which the last one counts."""
+
+    def field(app: Flask):
+        on = callbacks_enabled(app.extensions["settings"])
+        if not nullable:
+            return schema if on else OMIT
+        one = {"anyOf": [schema, {"type": "null"}]} if on else {"type": "null"}
+        shapes = [one, {"type": "array", "items": one}] if lists else [one]
+        return {"anyOf": shapes,
+                "description": schema["description"] if on else "Callbacks are off (CALLBACK_SECRET unset)."}
+
+    return FromApp(field)
+
+
+def resolved(value, app: Flask):
+    """``value`` with every FromApp in it resolved against ``app`` (OMIT ones dropped)."""
+    if isinstance(value, FromApp):
+        return resolved(value.resolve(app), app)
+    if isinstance(value, Mapping):
+        items = ((key, resolved(item, app)) for key, item in value.items())
+        return {key: item for key, item in items if item is not OMIT}
+    if isinstance(value, list | tuple):
+        return [item for item in (resolved(item, app) for item in value) if item is not OMIT]
+    return value
 
 
 def operation(summary: str, *, request: Mapping[str, dict] | None = None, request_required: bool = True,
               responses: Mapping[int, tuple[str, Mapping[str, dict] | None]],
               errors: Iterable[int] = (), parameters: Iterable[dict] = (), description: str | None = None,
-              tags: Iterable[str] = ()) -> Callable:
-    """Declare a view's contract: request bodies and responses by media type, error statuses."""
+              tags: Iterable[str] = (), offered: Callable[[Flask], bool] | None = None,
+              encoding: Mapping[str, dict] | None = None) -> Callable:
+    """Declare a view's contract: request bodies and responses by media type, error statuses.
+
+    ``offered(app)`` False: the document leaves the operation out (a feature this deployment has
+    not configured, or its model cannot do), and the route answers a 4xx that says why (the event
+    routes a 404). ``encoding``: the multipart body's per-part ``encoding`` (the media types an
+    upload part takes).
+    """
 
     def declare(view: Callable) -> Callable:
         view.openapi = {"summary": summary, "description": description or (view.__doc__ or "").strip(),
                         "request": request, "request_required": request_required, "responses": responses,
-                        "errors": tuple(errors), "parameters": list(parameters), "tags": list(tags)}
+                        "errors": tuple(errors), "parameters": list(parameters), "tags": list(tags),
+                        "offered": offered, "encoding": encoding}
         return view
 
     return declare
@@ -84,10 +149,10 @@ def query(name: str, schema: dict, description: str) -> dict:
 
 
 def routes(app: Flask) -> set[tuple[str, str]]:
-    """(OpenAPI path, lower-case method) for every rule Flask serves, without HEAD/OPTIONS."""
+    """(OpenAPI path, lower-case method) for every rule the app offers, without HEAD/OPTIONS."""
     found = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or not _offered(app, app.view_functions[rule.endpoint]):
             continue
         for method in (rule.methods or set()) - IGNORED_METHODS:
             found.add((openapi_path(rule.rule), method.lower()))
@@ -97,6 +162,11 @@ def routes(app: Flask) -> set[tuple[str, str]]:
 def openapi_path(flask_rule: str) -> str:
     """``/jobs/<int:job_id>`` -> ``/jobs/{job_id}``."""
     return _PARAMETER.sub(r"{\1}", flask_rule)
+
+
+def _offered(app: Flask, view: Callable) -> bool:
+    offered = getattr(view, "openapi", {}).get("offered")
+    return offered is None or offered(app)
 
 
 def undeclared(app: Flask) -> list[str]:
@@ -109,9 +179,9 @@ def build_document(app: Flask, title: str, description: str, version: str = "1.0
     """The OpenAPI 3.1 document of ``app``, from its url_map and each view's declaration."""
     paths: dict[str, dict] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
-            continue
         view = app.view_functions[rule.endpoint]
+        if rule.endpoint == "static" or not _offered(app, view):
+            continue
         declared = getattr(view, "openapi", None)
         path = openapi_path(rule.rule)
         for method in sorted((rule.methods or set()) - IGNORED_METHODS):
@@ -122,7 +192,7 @@ def build_document(app: Flask, title: str, description: str, version: str = "1.0
             if path_params:
                 item["parameters"] = path_params + item.get("parameters", [])
             paths.setdefault(path, {})[method.lower()] = item
-    return {
+    return resolved({
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version, "description": description},
         "paths": paths,
@@ -136,7 +206,7 @@ def build_document(app: Flask, title: str, description: str, version: str = "1.0
         },
         # The key is optional (API_KEY unset = open), hence the empty alternative.
         "security": [{"bearer": []}, {"apiKeyHeader": []}, {}],
-    }
+    }, app)
 
 
 def _error_response(status: int) -> dict:
@@ -157,8 +227,10 @@ def _operation(declared: dict | None, view: Callable, public: bool) -> dict:
     if declared["parameters"]:
         item["parameters"] = list(declared["parameters"])
     if declared["request"]:
-        item["requestBody"] = {"required": declared["request_required"],
-                               "content": {media: {"schema": schema} for media, schema in declared["request"].items()}}
+        content = {media: {"schema": schema} for media, schema in declared["request"].items()}
+        if declared.get("encoding"):
+            content["multipart/form-data"]["encoding"] = dict(declared["encoding"])
+        item["requestBody"] = {"required": declared["request_required"], "content": content}
     responses: dict = {}
     for status, (text, content) in declared["responses"].items():
         responses[str(status)] = {"description": text}
@@ -184,7 +256,6 @@ def install_openapi(app: Flask, title: str, description: str) -> None:
         200: ("The document.", json_content({"type": "object", "required": ["openapi", "paths"]}))})
     def openapi_document():
         """The OpenAPI 3.1 document, built from the routes themselves."""
-        document = current_app.extensions.get("openapi_document")
-        if document is None:  # built on first use: every blueprint is registered by then
-            document = current_app.extensions["openapi_document"] = build_document(current_app, title, description)
-        return jsonify(document)
+        # Built each time (a few routes, microseconds): parts of it follow the app (the model's
+        # dimension once loaded), and every blueprint is registered by the first request.
+        return jsonify(build_document(current_app._get_current_object(), title, description))

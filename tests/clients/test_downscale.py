@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import inference_client.images as image_prep
 import numpy as np
@@ -74,8 +75,13 @@ def test_originals_go_when_the_preprocessing_is_unknown_or_pillow_is_missing(ima
     assert image_prep.downscale(data, None) is data
     assert image_prep.downscale(data, {"resize": "letterbox", "max_useful_size": {"short_side": 224}}) is data
     assert image_prep.downscale(b"not an image", SPEC.published()) == b"not an image"  # the server says why
-    monkeypatch.setattr(image_prep, "Image", None)
-    assert not image_prep.available() and image_prep.downscale(data, SPEC.published()) is data
+    monkeypatch.setattr(image_prep, "Image", None)  # installed with --no-deps: Pillow missing after all
+    monkeypatch.setattr(image_prep, "_warned_missing", False)
+    with pytest.warns(RuntimeWarning, match="Pillow is not installed: photos are uploaded whole"):
+        assert not image_prep.available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once is enough
+        assert not image_prep.available() and image_prep.downscale(data, SPEC.published()) is data
 
 
 @pytest.fixture(scope="module")

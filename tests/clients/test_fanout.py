@@ -16,7 +16,8 @@ from inference_client import NoWorkerAvailable, WorkerPool
 
 from tests.clients.conftest import API_KEY, kill
 from tests.conftest import free_port, wait_until
-from tests.worker.conftest import KEY_WORDS, assert_heard
+from tests.media import SENTENCES
+from tests.worker.conftest import assert_heard_all
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +31,7 @@ def test_transcriptions_spread_over_workers(workers, clips):
     pool = WorkerPool([w.url for w in workers[:2]], API_KEY)  # the third is test_transcribe_cli.py's to kill
     with ThreadPoolExecutor(6) as threads:
         results = list(threads.map(lambda clip: pool.transcribe(clip, "json"), clips))
-    for result, words in zip(results, KEY_WORDS):
-        assert_heard(result["text"], words)
+    assert_heard_all((result["text"], script) for result, script in zip(results, SENTENCES))
     served = [stats["succeeded"] for stats in pool.stats()]
     assert sum(served) == len(clips) and min(served) >= 2, served
     assert all(stats["outstanding"] == 0 for stats in pool.stats())

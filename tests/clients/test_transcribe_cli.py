@@ -13,8 +13,8 @@ from inference_client import WorkerPool, transcribe_directory
 
 from tests.clients.conftest import API_KEY, kill
 from tests.conftest import ROOT, free_port, wait_until
-from tests.media import transcode
-from tests.worker.conftest import KEY_WORDS, assert_heard
+from tests.media import SENTENCES, transcode
+from tests.worker.conftest import assert_heard, assert_heard_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,13 +29,13 @@ def cli(*args: str, timeout: float = 180) -> subprocess.Popen:
 def test_killed_worker_loses_nothing_and_a_rerun_resumes(workers, clips, tmp_path):
     source, out = tmp_path / "recordings", tmp_path / "transcripts"
     (source / "more").mkdir(parents=True)
-    expected = {}  # input name -> key words
+    expected = {}  # input name -> the sentence spoken
     for n, clip in enumerate(clips[:6]):
         shutil.copy(clip, source / f"clip{n}.wav")
-        expected[f"clip{n}.wav"] = KEY_WORDS[n]
+        expected[f"clip{n}.wav"] = SENTENCES[n]
     for n in (6, 7):  # FLAC: lossless, so tiny.en hears the same words as in the WAV
         transcode(clips[n], source / "more" / f"voice{n}.flac")
-        expected[f"more/voice{n}.flac"] = KEY_WORDS[n]
+        expected[f"more/voice{n}.flac"] = SENTENCES[n]
     (source / "broken.wav").write_bytes(b"RIFF, but really just text")
 
     victim = workers[2]
@@ -51,10 +51,9 @@ def test_killed_worker_loses_nothing_and_a_rerun_resumes(workers, clips, tmp_pat
     failures = (out / "failures.tsv").read_text().splitlines()
     assert failures[0] == "file\terror" and len(failures) == 2
     assert failures[1].startswith("broken.wav\tinvalid_audio: "), failures
-    for name, words in expected.items():
-        subtitles = (out / name).with_suffix(".srt").read_text()
-        assert subtitles.startswith("1\n00:00:0"), name
-        assert_heard(subtitles, words)
+    subtitles = {name: (out / name).with_suffix(".srt").read_text() for name in expected}
+    assert all(text.startswith("1\n00:00:0") for text in subtitles.values()), subtitles
+    assert_heard_all((subtitles[name], script) for name, script in expected.items())
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # outputs are only ever renamed into place
     assert f"retry: {victim.url}" in stderr or f"out: {victim.url}" in stderr, stderr  # the kill was noticed
     assert f"transcribed {len(expected)}, skipped 0 (output exists), failed 1" in stderr
@@ -72,7 +71,7 @@ def test_killed_worker_loses_nothing_and_a_rerun_resumes(workers, clips, tmp_pat
     again = cli(str(source), "--workers", workers[0].url, "--out", str(out), "--format", "srt")
     _, stderr = again.communicate(timeout=120)
     assert again.returncode == 0 and f"transcribed 1, skipped {len(expected) - 1}" in stderr, stderr
-    assert_heard((out / "more" / "voice7.srt").read_text(), KEY_WORDS[7])
+    assert_heard((out / "more" / "voice7.srt").read_text(), SENTENCES[7])
 
 
 def test_usage_errors_exit_2(tmp_path):
@@ -90,5 +89,5 @@ def test_json_outputs_through_the_library_call(workers, clips, tmp_path):
                                    progress=False, options={"word_timestamps": True})
     assert summary.transcribed == ["train.wav"] and not summary.failed and summary.failures_file is None
     result = json.loads((out / "train.json").read_text())
-    assert_heard(result["text"], KEY_WORDS[2])
+    assert_heard(result["text"], SENTENCES[2])
     assert "words" in result["segments"][0]

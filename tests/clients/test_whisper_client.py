@@ -8,7 +8,8 @@ import pytest
 from inference_client import RESPONSE_FORMATS, BadRequest, ConfigurationError, Unauthorized, WhisperClient
 
 from tests.clients.conftest import API_KEY
-from tests.worker.conftest import KEY_WORDS, assert_heard
+from tests.media import SENTENCES
+from tests.worker.conftest import assert_heard
 
 pytestmark = pytest.mark.integration
 
@@ -17,13 +18,13 @@ def test_every_response_format(workers, clips):
     client = WhisperClient(workers[0].url, API_KEY)
     results = {fmt: client.transcribe(clips[1], fmt) for fmt in RESPONSE_FORMATS}
     assert set(results["json"]) >= {"text", "language", "duration", "segments"}
-    assert_heard(results["json"]["text"], KEY_WORDS[1])
+    assert_heard(results["json"]["text"], SENTENCES[1])
     assert "avg_logprob" in results["verbose_json"]["segments"][0]
     assert results["text"].strip() == results["json"]["text"]
     assert re.match(r"1\n00:00:00,000 --> 00:00:0\d,\d{3}\n", results["srt"])
     assert results["vtt"].startswith("WEBVTT\n\n00:00:00.000 --> ")
     for subtitles in (results["srt"], results["vtt"]):
-        assert_heard(subtitles, KEY_WORDS[1])
+        assert_heard(subtitles, SENTENCES[1])
 
 
 def test_options_reach_the_worker(workers, clips, monkeypatch):

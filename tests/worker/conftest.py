@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,12 +12,19 @@ import pytest
 from tests.conftest import run_service
 from tests.media import SENTENCES, concat_wavs, speak, transcode
 
-# Words tiny.en reliably hears in each espeak-ng sentence (it garbles a few others).
-KEY_WORDS = [
-    ("lazy", "dog"), ("quarterly", "report", "friday"), ("train", "morning"),
-    ("weather", "breeze", "west"), ("water", "tomatoes", "garden"), ("museum", "exhibition", "egypt"),
-    ("sister", "silver"), ("left", "library"),  # tiny.en hears espeak-ng 1.51+deb12u2's "bakery" as "Mercury"
-]
+# Word error rates tiny.en stays under, against the script espeak-ng spoke. Measured on one Xeon
+# (int8, float32, int8_float32; 1 and 2 threads; docs/development.md): one clip at most 0.33 of its
+# words wrong except "My sister bought a red bicycle..." (0.7, hence pooled bounds over clip sets);
+# eight clips pooled at most 0.2; the minute-long recording 0.1. Wrong audio, a dropped chunk or an
+# empty answer scores near 1.0, so these bounds still catch what breaks.
+MAX_CLIP_WER = 0.5
+MAX_POOLED_WER = 0.35
+# How the real-model tests are run on other kernels (docs/development.md): set in the environment,
+# they reach every tiny.en worker the tests start, in-process (from_env(FORCED)) or as a subprocess.
+FORCED = {name: os.environ[name] for name in ("WHISPER_COMPUTE_TYPE", "WHISPER_CPU_THREADS") if name in os.environ}
+# Whisper writes "7" where espeak-ng said "seven": both count as the same word.
+DIGITS = {str(n): word for n, word in enumerate("zero one two three four five six seven eight nine ten".split())}
+SUBTITLE_CUE = re.compile(r"^(WEBVTT|\d+|[\d:.,]+ --> [\d:.,]+.*)$")  # header, cue number, timing line
 CONTAINERS = {  # extension -> extra ffmpeg arguments
     "wav": (), "mp3": (), "flac": (), "ogg": ("-c:a", "libvorbis"), "opus": ("-c:a", "libopus"),
     "m4a": ("-c:a", "aac"), "webm": ("-c:a", "libopus"),
@@ -37,15 +46,46 @@ class Speech:
 
 
 def normalise(text: str) -> str:
-    """Lower-case words without punctuation, for key-word checks."""
-    return " ".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
+    """Lower-case words without punctuation, digits spelled out ("7" -> "seven")."""
+    words = "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
+    return " ".join(DIGITS.get(word, word) for word in words)
 
 
-def assert_heard(text: str, words) -> None:
-    """Every key word is in the transcript."""
-    heard = normalise(text).split()
-    missing = [word for word in words if word not in heard]
-    assert not missing, f"missing {missing} in {text!r}"
+def spoken_words(transcript: str) -> list[str]:
+    """The words of a transcript in any response format (SRT/VTT cue numbers and timings dropped)."""
+    lines = [line for line in transcript.splitlines() if not SUBTITLE_CUE.match(line.strip())]
+    return normalise(" ".join(lines)).split()
+
+
+def word_errors(script: str, transcript: str) -> int:
+    """Substitutions + deletions + insertions turning the script's words into the transcript's."""
+    reference, heard = normalise(script).split(), spoken_words(transcript)
+    previous = list(range(len(heard) + 1))
+    for i, word in enumerate(reference, 1):
+        current = [i]
+        for j, other in enumerate(heard, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other)))
+        previous = current
+    return previous[-1]
+
+
+def word_error_rate(script: str, transcript: str) -> float:
+    """Word errors per word of the script (0 = every word heard, 1 = as wrong as an empty answer)."""
+    return word_errors(script, transcript) / len(normalise(script).split())
+
+
+def assert_heard(transcript: str, script: str, max_wer: float = MAX_CLIP_WER) -> None:
+    """The transcript is the script, give or take ``max_wer`` of its words."""
+    rate = word_error_rate(script, transcript)
+    assert rate <= max_wer, f"word error rate {rate:.2f} > {max_wer} for {transcript!r} (script {script!r})"
+
+
+def assert_heard_all(pairs, max_wer: float = MAX_POOLED_WER) -> None:
+    """(transcript, script) pairs: their word errors pooled over all their script words under ``max_wer``."""
+    pairs = list(pairs)
+    errors = sum(word_errors(script, transcript) for transcript, script in pairs)
+    rate = errors / sum(len(normalise(script).split()) for _, script in pairs)
+    assert rate <= max_wer, f"pooled word error rate {rate:.2f} > {max_wer}: {pairs}"
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import requests
 
 from tests.callback_receiver import Receiver
 from tests.conftest import run_service, wait_until
-from tests.worker.conftest import KEY_WORDS, assert_heard
+from tests.media import SENTENCES
+from tests.worker.conftest import assert_heard
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SECRET = "worker-secret"
@@ -32,7 +33,7 @@ def test_srt_result_is_delivered_and_sigterm_fails_unfinished_jobs_as_shutting_d
             assert got.signature_ok and got.headers["X-Job-Id"] == job_id
             assert body["status"] == "succeeded" and body["response_format"] == "srt"
             assert body["content_type"].startswith("application/x-subrip") and body["srt"].startswith("1\n00:00:")
-            assert_heard(body["srt"], KEY_WORDS[1])
+            assert_heard(body["srt"], SENTENCES[1])
             record = wait_until(lambda: (r := requests.get(accepted.json()["status_url"], timeout=5).json())
                                 ["callback"]["state"] == "delivered" and r, 10)
             assert record["result"] == body

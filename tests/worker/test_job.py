@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.worker.conftest import KEY_WORDS, assert_heard
+from tests.media import SENTENCES
+from tests.worker.conftest import assert_heard
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +33,8 @@ def test_transcripts_per_input_failures_listed_and_a_rerun_skips_finished_files(
     (source / "calls" / "broken.mp3").write_bytes(b"ID3" + b"\0" * 500)
     first = run_job(source, output, "--option", "language=en")
     assert first.returncode == 1, first.stderr  # one input failed: the task asks to be retried
-    for stem, words in (("report.wav", KEY_WORDS[1]), ("calls/report.m4a", KEY_WORDS[1]),
-                        ("garden.wav", KEY_WORDS[4])):
+    for stem, words in (("report.wav", SENTENCES[1]), ("calls/report.m4a", SENTENCES[1]),
+                        ("garden.wav", SENTENCES[4])):
         body = json.loads((output / f"{stem}.json").read_text())
         assert_heard(body["text"], words)
         assert body["segments"] and body["language"] == "en"
@@ -69,7 +70,7 @@ def test_the_job_decodes_within_a_memory_budget(tmp_path, speech):
     shutil.copy(speech.long, source / "long.wav")
     result = run_job(source, output, "--option", "language=en", env={"DECODE_MEMORY_BUDGET_MB": "1"})
     assert result.returncode == 1, result.stderr
-    assert_heard(json.loads((output / "report.wav.json").read_text())["text"], KEY_WORDS[1])
+    assert_heard(json.loads((output / "report.wav.json").read_text())["text"], SENTENCES[1])
     failures = (output / "failures" / "part-00000-of-00001.jsonl").read_text().splitlines()
     (failure,) = [json.loads(line) for line in failures]
     assert failure["path"] == "long.wav" and failure["error"]["code"] == "input_too_large_to_decode"

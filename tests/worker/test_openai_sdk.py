@@ -11,7 +11,8 @@ import pytest
 from openai import OpenAI
 
 from tests.conftest import wait_until
-from tests.worker.conftest import KEY_WORDS, assert_heard
+from tests.media import SENTENCES
+from tests.worker.conftest import assert_heard
 from worker.app import create_app
 from worker.backends.whisper_backend import WhisperBackend
 from worker.formats import Segment, Transcript
@@ -46,7 +47,7 @@ def test_every_response_format(whisper_service, recording):
                    for fmt, extra in FORMATS.items()}
         results = {fmt: future.result() for fmt, future in futures.items()}
     assert type(results["json"]).__name__ == "Transcription"
-    assert_heard(results["json"].text, KEY_WORDS[1])
+    assert_heard(results["json"].text, SENTENCES[1])
     verbose = results["verbose_json"]
     assert type(verbose).__name__ == "TranscriptionVerbose" and verbose.text == results["json"].text
     assert verbose.language == "en" and 2.0 < verbose.duration < 6.0
@@ -55,7 +56,7 @@ def test_every_response_format(whisper_service, recording):
     assert results["text"] == results["json"].text + "\n"
     for fmt, starts in (("srt", "1\n00:00:0"), ("vtt", "WEBVTT\n\n00:00:0")):
         assert isinstance(results[fmt], str) and results[fmt].startswith(starts) and " --> " in results[fmt]
-        assert_heard(results[fmt], KEY_WORDS[1])
+        assert_heard(results[fmt], SENTENCES[1])
 
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks translations deprecated

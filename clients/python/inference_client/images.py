@@ -13,8 +13,8 @@ greyscale), a resize with the server's filter to ``max_useful_size`` (never upsc
 centre crop where that is exact (``centre_crop_box``): a 224x224 upload for ViT-B-32.
 Anything it cannot reproduce exactly (32-bit integer or float images, unreadable files, an
 unknown preprocessing) goes as the original bytes, so the server's answer is the same as without
-this module, errors included. Needs Pillow (``pip install 'gpu-inference-client[images]'``);
-without it every image goes as it is.
+this module, errors included. Needs Pillow, a dependency of the package; where it is missing all
+the same (``pip install --no-deps``), every image goes as it is and a warning says so, once.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import warnings
 
 try:
     from PIL import Image
-except ImportError:  # optional: without Pillow, originals are sent
+except ImportError:  # installed without its dependencies: originals are sent, with one warning
     Image = None
 
 # JPEG at this quality, 4:4:4 chroma: 10-100 KB at 224 px (a 5.8 MB entropy-heavy 12 MP photo goes as
@@ -45,8 +45,16 @@ _SIXTEEN_BIT = {"I;16": 1, "I;16L": 1, "I;16B": 0}  # mode -> index of the high 
 REDUCING_GAP = 2.0
 
 
+_warned_missing = False
+
+
 def available() -> bool:
-    """Whether Pillow is installed (without it images are sent as they are)."""
+    """Whether Pillow is installed; without it images are sent as they are, and the first call warns."""
+    global _warned_missing
+    if Image is None and not _warned_missing:
+        _warned_missing = True
+        warnings.warn("Pillow is not installed: photos are uploaded whole, not downscaled (more bytes, "
+                      "same vectors); pip install pillow", RuntimeWarning, stacklevel=2)
     return Image is not None
 
 
