@@ -338,8 +338,8 @@ def answer(work: Work, callback_url: str | None, *, respond: Callable[[Any], Any
     jobs: AsyncJobs = current_app.extensions["async_jobs"]
     jobs.check_callback(callback_url)
     runner = current_app.extensions.get("model_runner")
-    if runner is not None:
-        runner.batcher.ensure_accepting()  # 503 while loading, like a synchronous request
+    if runner is not None:  # 503 while loading, like a synchronous request (or wait, if a sibling serves)
+        runner.admit(request_context.deadline(current_app.extensions["settings"].request_timeout_s))
     if validate is not None:
         validate()
     record = jobs.submit(work, callback_url, to_result or (lambda value: value))

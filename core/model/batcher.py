@@ -102,6 +102,8 @@ class Batcher:
         self._expected = 0
         self._expected_lock = threading.Lock()
         self._failure: str | None = None
+        self._started = threading.Event()  # start-up is over, whichever way it went
+        self._on_startup_failure: list[Callable[[], None]] = []
         self._busy_since: float | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -235,6 +237,19 @@ class Batcher:
             return  # start-up finished between the two reads
         raise NotReady(f"not ready: {reason}", reason=reason.code, retry_after=5 if state == "starting" else 30)
 
+    def wait_started(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for start-up to end (ready or failed); True if it has."""
+        return self._started.wait(max(0.0, timeout_s))
+
+    def when_startup_fails(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the model thread) if start-up fails; at once if it already has."""
+        with self._cond:  # registered before the failure or called now, never both
+            failed = self._state == "failed"
+            if not failed:
+                self._on_startup_failure.append(callback)
+        if failed:
+            callback()
+
     def _retry_after(self) -> int:
         # A rough time for the queue to drain: depth / batch size batches of ~1 s.
         return max(1, min(30, self.queue_depth() // max(1, self.max_batch_size)))
@@ -246,12 +261,17 @@ class Batcher:
             if self._startup is not None:
                 self._startup()
         except BaseException as err:  # noqa: BLE001 - any start-up failure must show in /health
-            self._failure = f"{type(err).__name__}: {err}"
-            self._state = "failed"
+            with self._cond:
+                self._failure = f"{type(err).__name__}: {err}"
+                self._state = "failed"
             log.exception("%s start-up failed", self.name)
             self._fail_pending(NotReady(f"not ready: model failed to start: {self._failure}", reason="load_failed"))
+            self._started.set()
+            for callback in list(self._on_startup_failure):
+                callback()
             return
         self._state = "ready"
+        self._started.set()
         try:
             while not self._stopping.is_set():
                 batch = self._collect()
@@ -261,6 +281,7 @@ class Batcher:
             self._failure = f"{type(err).__name__}: {err}"
             log.exception("%s thread died", self.name)  # logged; the thread ends here
         finally:
+            self._started.set()
             if self._stopping.is_set():
                 self._state = "stopped"
             # Waiters learn only that the thread is gone; the code is the one clients got before

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future
@@ -22,6 +24,7 @@ from concurrent.futures import wait as wait_futures
 from typing import Any, Protocol
 
 from core import request_context
+from core.model import instance
 from core.errors import DeadlineExceeded, Overloaded, Reason
 from core.model.batcher import Batcher
 from core.settings import CoreSettings
@@ -31,6 +34,12 @@ from core.settings import CoreSettings
 IN_FLIGHT_BATCHES = 2
 # How long a waiter keeps waiting past the deadline for a batch that already started.
 RUNNING_GRACE_S = 1.0
+# Under gunicorn a process whose model failed to load exits after this long and gunicorn starts
+# another: long enough for /health to show the reason and for a broken model not to spin, short
+# next to a model load.
+LOAD_RETRY_DELAY_S = 5.0
+
+log = logging.getLogger("core.model.runner")
 
 
 class Backend(Protocol):
@@ -206,10 +215,33 @@ class ModelRunner:
             if len(outputs) != len(items):
                 raise RuntimeError(f"warm-up returned {len(outputs)} outputs for {len(items)} inputs")
             self.batcher.record_batch_time(time.monotonic() - started)
+        instance.mark_ready()
 
     def ensure_ready(self) -> None:
         """Raise NotReady (503 + Retry-After) unless the model is loaded and serving."""
         self.batcher.ensure_accepting()
+
+    def admit(self, deadline: float) -> None:
+        """Let a request in: ready, or still loading while a sibling process already serves.
+
+        In the second case the instance has passed its startup probe and traffic arrives here
+        too, so the request waits for this process's model until its deadline instead of getting
+        503 (core/model/instance.py). Otherwise: NotReady (503 + Retry-After) unless serving.
+        """
+        if self.batcher.state == "starting" and instance.another_serves():
+            log.info("request waits for the model to load (a sibling process serves)")
+            self.batcher.wait_started(deadline - time.monotonic())
+        self.batcher.ensure_accepting()
+
+    def exit_on_load_failure(self, exit_process: Callable[[], None], delay_s: float = LOAD_RETRY_DELAY_S) -> None:
+        """If the model fails to load, call ``exit_process`` after ``delay_s`` (gunicorn retries the process)."""
+        def later() -> None:
+            log.error("model failed to load; this process exits in %g s so that another is started", delay_s)
+            timer = threading.Timer(delay_s, exit_process)
+            timer.daemon = True
+            timer.start()
+
+        self.batcher.when_startup_fails(later)
 
     @contextlib.contextmanager
     def work(self, *, deadline: float | None = None) -> Iterator[Work]:
@@ -223,9 +255,9 @@ class ModelRunner:
         if current is not None and current.runner is self:
             yield current
             return
-        self.ensure_ready()  # before decoding: no wasted work while loading
         if deadline is None:
             deadline = request_context.deadline(self.settings.request_timeout_s)
+        self.admit(deadline)  # before decoding: no wasted work while loading
         work = Work(self, deadline, request_context.batch_sizes())
         token = _current_work.set(work)
         try:
@@ -281,3 +313,10 @@ class ModelRunner:
             "stats": self.batcher.stats.snapshot(),
         }
         return ok, reason, details
+
+
+def gunicorn_post_worker_init(worker) -> None:
+    """A worker whose model fails to load leaves, so gunicorn starts a fresh one: never half-ready."""
+    runner = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("model_runner")
+    if runner is not None:
+        runner.exit_on_load_failure(lambda: setattr(worker, "alive", False))  # gthread's loop then ends

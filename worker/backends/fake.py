@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from core.model.fake_faults import simulate_load, simulate_oom
 from worker.audio import SAMPLE_RATE, DecodedAudio
 from worker.backends.whisper_backend import clamp_segments, fixed_windows
 from worker.formats import Segment
@@ -42,7 +43,8 @@ class FakeWhisperBackend:
         """Nothing to bake."""
 
     def load(self) -> None:
-        """Nothing to load."""
+        """Nothing to load, unless a fault is staged (FAKE_LOAD_DELAY_S / FAKE_LOAD_FAILURES)."""
+        simulate_load()
 
     def default_batch_size(self) -> int:
         return 8
@@ -67,6 +69,7 @@ class FakeWhisperBackend:
         return output
 
     def forward(self, key, batch: list[Chunk]) -> list:
+        simulate_oom(len(batch))  # FAKE_OOM_ABOVE: before recording, so ``batches`` lists batches that ran
         with self._lock:
             self.batches.append((key, [chunk.request for chunk in batch]))
         if self.batch_seconds:

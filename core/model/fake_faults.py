@@ -1,0 +1,54 @@
+"""Faults the fake backends can stage on request, for the reliability tests and ``make faults``.
+
+Read from the environment by the fake backends only (never by a real one), so a test can make
+real gunicorn processes load slowly, fail to load or run out of GPU memory:
+
+- ``FAKE_LOAD_DELAY_S=0,3,6``: the n-th process started under one gunicorn master sleeps the
+  n-th delay (cycling) in ``load()``, so replicas finish loading at different times, as replicas
+  loading onto one GPU do;
+- ``FAKE_LOAD_FAILURES=1``: the first that many processes fail ``load()`` (a CUDA OOM on the
+  eighth replica, say); their replacements load normally;
+- ``FAKE_OOM_ABOVE=4``: ``forward()`` raises ``OutOfMemoryError`` for a batch of more items.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+
+
+class OutOfMemoryError(RuntimeError):
+    """Stands in for ``torch.cuda.OutOfMemoryError`` (same name, no torch in the fake backends)."""
+
+
+def _ticket() -> int:
+    """This process's start number among the siblings of one gunicorn master (0, 1, 2, ...)."""
+    path = os.path.join(tempfile.gettempdir(), f"fake-load-tickets-{os.getppid()}")
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # siblings start together: one number each
+        handle.seek(0)
+        taken = len(handle.read())
+        handle.write("x")
+    return taken
+
+
+def simulate_load() -> None:
+    """Sleep and/or fail as FAKE_LOAD_DELAY_S and FAKE_LOAD_FAILURES say (no-op when unset)."""
+    delays = [float(v) for v in os.environ.get("FAKE_LOAD_DELAY_S", "").split(",") if v.strip()]
+    failures = int(os.environ.get("FAKE_LOAD_FAILURES", "0") or 0)
+    if not delays and not failures:
+        return
+    ticket = _ticket()
+    if delays:
+        time.sleep(delays[ticket % len(delays)])
+    if ticket < failures:
+        raise OutOfMemoryError(f"CUDA out of memory (staged by FAKE_LOAD_FAILURES for process #{ticket})")
+
+
+def simulate_oom(batch_size: int) -> None:
+    """Raise OutOfMemoryError when the batch is larger than FAKE_OOM_ABOVE (no-op when unset)."""
+    limit = os.environ.get("FAKE_OOM_ABOVE")
+    if limit and batch_size > int(limit):
+        raise OutOfMemoryError(f"CUDA out of memory: a batch of {batch_size} (staged: FAKE_OOM_ABOVE={limit})")
