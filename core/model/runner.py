@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -26,7 +28,7 @@ from typing import Any, Protocol
 from core import request_context
 from core.model import instance
 from core.errors import DeadlineExceeded, Overloaded, Reason
-from core.model.batcher import Batcher
+from core.model.batcher import Batcher, is_out_of_memory
 from core.settings import CoreSettings
 
 # A request's items in flight at once, in batches: enough to keep the model busy between the
@@ -73,9 +75,23 @@ class Backend(Protocol):
     def describe(self) -> dict:
         """Model name, device, dim and the like, for /health and logs."""
 
+    # Optional: ``free_memory()`` after a GPU out-of-memory error (default: ``free_accelerator_memory``)
+    # and ``is_out_of_memory(err)`` for a runtime whose OOM the default test does not recognise.
+
 
 # Preprocesses all raws of one kind at once (e.g. on a pool) -> one item per raw, in order.
 PreprocessAll = Callable[[Sequence[Any]], Sequence[Any]]
+
+def free_accelerator_memory() -> None:
+    """After an OOM: drop garbage and return PyTorch's cached CUDA blocks to the device.
+
+    torch is looked up, never imported: only a backend that already imported it can hold CUDA memory.
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
 
 _current_work: contextvars.ContextVar[Work | None] = contextvars.ContextVar("model_work", default=None)
 
@@ -196,6 +212,8 @@ class ModelRunner:
             max_queue=settings.max_queue,
             startup=self._startup,
             name=f"{name}-batcher",
+            free_memory=getattr(backend, "free_memory", None) or free_accelerator_memory,
+            out_of_memory=getattr(backend, "is_out_of_memory", None) or is_out_of_memory,
         )
 
     def start(self) -> ModelRunner:
@@ -210,12 +228,28 @@ class ModelRunner:
         # One full batch of each kind: allocator, kernels and caches are ready before traffic,
         # and a model that cannot run a batch never reports healthy.
         for kind, items in self.backend.warmup_batches(self.batcher.max_batch_size):
+            self._warm_up(kind, items)
+        instance.mark_ready()
+
+    def _warm_up(self, kind: Hashable, items: list) -> None:
+        """Run one warm-up batch; out of memory, halve it (and the batch limit) until it fits."""
+        while True:
             started = time.monotonic()
-            outputs = self.backend.forward(kind, items)
+            try:
+                outputs = self.backend.forward(kind, items)
+            except Exception as err:
+                if len(items) <= 1 or not self.batcher.out_of_memory(err):
+                    raise
+                self.batcher.free_memory()
+                self.batcher.stats.oom_splits += 1
+                items = items[: len(items) // 2]
+                self.batcher.shrink_to(len(items))
+                log.warning("warm-up batch ran out of memory; batch limit now %d", len(items))
+                continue
             if len(outputs) != len(items):
                 raise RuntimeError(f"warm-up returned {len(outputs)} outputs for {len(items)} inputs")
             self.batcher.record_batch_time(time.monotonic() - started)
-        instance.mark_ready()
+            return
 
     def ensure_ready(self) -> None:
         """Raise NotReady (503 + Retry-After) unless the model is loaded and serving."""
@@ -309,6 +343,9 @@ class ModelRunner:
                 "max_wait_ms": self.settings.max_wait_ms,
                 "max_queue": self.settings.max_queue,
                 "queue_depth": self.batcher.queue_depth(),
+                # Out-of-memory errors lowered the limit: batches stay this small until a restart.
+                **({"shrunk_after_oom": {"from": self.batcher.shrunk_from, "to": self.batcher.max_batch_size}}
+                   if self.batcher.shrunk_from else {}),
             },
             "stats": self.batcher.stats.snapshot(),
         }
