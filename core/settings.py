@@ -146,6 +146,13 @@ class CoreSettings:
         "JOB_STORE_URI", "file:///tmp/inference-jobs",
         "Where callback_url job records live for GET /jobs/<id>: file:///DIR is shared by the processes "
         "of one instance; redis://HOST:6379 or gs://BUCKET/PREFIX by every instance; memory:// is per process.")
+    job_lease_s: float = setting(
+        "JOB_LEASE_S", 30.0,
+        "A callback_url job whose process stopped renewing its lease this long ago is taken over and run "
+        "again by another process; a client waits at most about 4/3 of this after a crash.", minimum=1)
+    job_max_attempts: int = setting(
+        "JOB_MAX_ATTEMPTS", 3,
+        "Runs of one callback_url job across lost processes; then it fails with code worker_lost.", minimum=1)
     async_queue: int = setting(
         "ASYNC_QUEUE", 256, "callback_url jobs waiting to run before new ones get 429 + Retry-After.",
         minimum=1)

@@ -8,7 +8,8 @@ real gunicorn processes load slowly, fail to load or run out of GPU memory:
   loading onto one GPU do;
 - ``FAKE_LOAD_FAILURES=1``: the first that many processes fail ``load()`` (a CUDA OOM on the
   eighth replica, say); their replacements load normally;
-- ``FAKE_OOM_ABOVE=4``: ``forward()`` raises ``OutOfMemoryError`` for a batch of more items.
+- ``FAKE_OOM_ABOVE=4``: ``forward()`` raises ``OutOfMemoryError`` for a batch of more items;
+- ``FAKE_BATCH_DELAY_S=0.5``: each ``forward()`` takes that long (jobs in flight when a fault hits).
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def simulate_load() -> None:
         raise OutOfMemoryError(f"CUDA out of memory (staged by FAKE_LOAD_FAILURES for process #{ticket})")
 
 
-def simulate_oom(batch_size: int) -> None:
-    """Raise OutOfMemoryError when the batch is larger than FAKE_OOM_ABOVE (no-op when unset)."""
+def simulate_forward(batch_size: int) -> None:
+    """Take FAKE_BATCH_DELAY_S; raise OutOfMemoryError above FAKE_OOM_ABOVE items (no-ops when unset)."""
+    delay = os.environ.get("FAKE_BATCH_DELAY_S")
+    if delay:
+        time.sleep(float(delay))
     limit = os.environ.get("FAKE_OOM_ABOVE")
     if limit and batch_size > int(limit):
         raise OutOfMemoryError(f"CUDA out of memory: a batch of {batch_size} (staged: FAKE_OOM_ABOVE={limit})")

@@ -11,7 +11,7 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from core.model.fake_faults import simulate_load, simulate_oom
+from core.model.fake_faults import simulate_forward, simulate_load
 from server.backends.base import ClipBackend, l2_normalize
 from server.images import ImageSpec
 
@@ -32,7 +32,7 @@ class FakeClipBackend(ClipBackend):
         return np.pad(ids.astype(np.int64), (0, self.context_length - len(ids)))
 
     def forward(self, kind: Hashable, batch: list[np.ndarray]) -> list[np.ndarray]:
-        simulate_oom(len(batch))  # FAKE_OOM_ABOVE
+        simulate_forward(len(batch))  # FAKE_BATCH_DELAY_S, FAKE_OOM_ABOVE
         vectors = []
         for item in batch:
             seed = int.from_bytes(hashlib.sha256(item.tobytes()).digest()[:8], "little")

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from core.model.fake_faults import simulate_load, simulate_oom
+from core.model.fake_faults import simulate_forward, simulate_load
 from worker.audio import SAMPLE_RATE, DecodedAudio
 from worker.backends.whisper_backend import clamp_segments, fixed_windows
 from worker.formats import Segment
@@ -69,7 +69,7 @@ class FakeWhisperBackend:
         return output
 
     def forward(self, key, batch: list[Chunk]) -> list:
-        simulate_oom(len(batch))  # FAKE_OOM_ABOVE: before recording, so ``batches`` lists batches that ran
+        simulate_forward(len(batch))  # FAKE_BATCH_DELAY_S, FAKE_OOM_ABOVE (before recording: ``batches`` ran)
         with self._lock:
             self.batches.append((key, [chunk.request for chunk in batch]))
         if self.batch_seconds:
