@@ -36,6 +36,12 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "images" in item.keywords:
                 item.add_marker(skip_images)
+    # The fault matrix's heavier rows stop and start real dependencies (a minute or more): on demand.
+    if "faults" not in (config.getoption("-m") or ""):
+        skip_faults = pytest.mark.skip(reason="fault matrix row: run `make faults` (or pytest -m faults)")
+        for item in items:
+            if "faults" in item.keywords:
+                item.add_marker(skip_faults)
     if cuda_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")

@@ -36,10 +36,13 @@ from core.settings import CoreSettings
 IN_FLIGHT_BATCHES = 2
 # How long a waiter keeps waiting past the deadline for a batch that already started.
 RUNNING_GRACE_S = 1.0
-# Under gunicorn a process whose model failed to load exits after this long and gunicorn starts
-# another: long enough for /health to show the reason and for a broken model not to spin, short
-# next to a model load.
-LOAD_RETRY_DELAY_S = 5.0
+# Under gunicorn a process whose model failed to load stops taking connections at once and exits;
+# gunicorn starts another, whose boot and load are the back-off. Any wait here would only let the
+# failed process answer 503 to requests its siblings could serve.
+LOAD_RETRY_DELAY_S = 0.0
+# A load that runs out of GPU memory is retried in the process this often, after 1, 2, 4 s.
+LOAD_OOM_RETRIES = 3
+LOAD_OOM_BACKOFF_S = 1.0
 
 log = logging.getLogger("core.model.runner")
 
@@ -222,7 +225,21 @@ class ModelRunner:
         return self
 
     def _startup(self) -> None:
-        self.backend.load()
+        for attempt in range(LOAD_OOM_RETRIES + 1):
+            try:
+                self.backend.load()
+                break
+            except Exception as err:
+                # Out of memory while loading: other replicas may be mid-warm-up on the same GPU.
+                # Retry here, so requests already waiting for this process keep waiting; any other
+                # failure (or OOM after the retries) fails the start-up (and, under gunicorn, the process).
+                if attempt == LOAD_OOM_RETRIES or not self.batcher.out_of_memory(err):
+                    raise
+                delay = LOAD_OOM_BACKOFF_S * 2 ** attempt
+                log.warning("model load ran out of memory; retrying in %g s", delay,
+                            extra={"error": f"{type(err).__name__}: {err}"})
+                self.batcher.free_memory()
+                time.sleep(delay)
         if self.settings.max_batch_size is None:
             self.batcher.max_batch_size = self.backend.default_batch_size()
         # One full batch of each kind: allocator, kernels and caches are ready before traffic,
@@ -270,7 +287,7 @@ class ModelRunner:
     def exit_on_load_failure(self, exit_process: Callable[[], None], delay_s: float = LOAD_RETRY_DELAY_S) -> None:
         """If the model fails to load, call ``exit_process`` after ``delay_s`` (gunicorn retries the process)."""
         def later() -> None:
-            log.error("model failed to load; this process exits in %g s so that another is started", delay_s)
+            log.error("model failed to load; this process exits so that another is started")
             timer = threading.Timer(delay_s, exit_process)
             timer.daemon = True
             timer.start()
