@@ -113,8 +113,8 @@ def callback_env(receiver: Receiver, store: str, **extra: str) -> dict[str, str]
 
 def whisper_env(receiver: Receiver, store: str, **extra: str) -> dict[str, str]:
     """The fake Whisper worker, each batch taking a while, so that jobs are in flight when faults hit."""
-    return callback_env(receiver, store, WHISPER_MODEL="fake", FAKE_BATCH_DELAY_S="0.3", MAX_BATCH_SIZE="1",
-                        ASYNC_WORKERS="2", WEB_THREADS="8", **extra)
+    return callback_env(receiver, store, **{"WHISPER_MODEL": "fake", "FAKE_BATCH_DELAY_S": "0.3", "MAX_BATCH_SIZE": "1",
+                                            "ASYNC_WORKERS": "2", "WEB_THREADS": "8", **extra})
 
 
 def recording(n: int) -> bytes:
