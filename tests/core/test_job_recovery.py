@@ -160,3 +160,30 @@ def test_submits_get_a_clear_503_when_the_job_store_is_down(receiver, tmp_path):
     refused = app.test_client().post("/embed", data={"text": "x", "callback_url": receiver.url()})
     assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "job_store_unavailable"
     assert refused.headers["Retry-After"]
+
+
+@pytest.fixture(params=["gs", "redis"])
+def shared_store(request, tmp_path):
+    """A job store every instance reaches: a bucket on the storage emulator, or a real redis-server."""
+    if request.param == "gs":
+        yield f"gs://{request.getfixturevalue('bucket')}/jobs/clip"
+        return
+    from tests.core.test_rate_limit_redis import start_redis
+
+    server, port = start_redis(tmp_path)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.kill()
+
+
+@pytest.mark.integration
+def test_with_a_shared_store_another_instance_takes_the_job_over(receiver, shared_store, tmp_path):
+    lost = make_app(receiver, tmp_path, backend=HeldBackend, job_store_uri=shared_store)
+    job_id = lost.test_client().post("/embed", data={"text": "x", "callback_url": receiver.url()}).get_json()["job_id"]
+    assert job_id in lost.extensions["async_jobs"].store.spooled_ids("server.app")
+    lost.extensions["async_jobs"].recovery.stop()
+    survivor = make_app(receiver, tmp_path, job_store_uri=shared_store)
+    (got,) = receiver.wait_for(1, 20)
+    assert json.loads(got.body)["status"] == "succeeded" and got.headers["X-Job-Id"] == job_id
+    wait_until(lambda: job_id not in survivor.extensions["async_jobs"].store.spooled_ids("server.app"), 10)
