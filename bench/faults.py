@@ -21,6 +21,7 @@ import requests
 
 from bench.faults_kit import (
     SECRET,
+    Emulators,
     Jobs,
     Outcome,
     Redis,
@@ -320,9 +321,44 @@ def redis_down() -> Outcome:
         receiver.close()
 
 
+def durable_instance_lost() -> Outcome:
+    """Durable mode: the instance's process group killed mid-jobs; another "instance" on the same bucket
+    and topic (the same address, as Cloud Run routes to any): Pub/Sub's redelivery ends every job."""
+    work, receiver = scratch(), Receiver(SECRET)
+    emulators = Emulators(work)
+    first = second = None
+    try:
+        bucket, port = emulators.bucket(), free_port()
+        emulators.topics.create_topic("jobs")
+        emulators.topics.create_push_subscription("jobs-push", "jobs", f"http://127.0.0.1:{port}/events/pubsub",
+                                                  ack_deadline_s=10)
+        env = {**whisper_env(receiver, f"gs://{bucket}/jobs/whisper", FAKE_BATCH_DELAY_S="0.5", WEB_WORKERS="2"),
+               **emulators.env, "JOB_TOPIC": f"projects/{Emulators.PROJECT}/topics/jobs", "WEB_THREADS": "16"}
+        first = Service("worker", env, work, port=port)
+        first.wait_ready()
+        jobs = Jobs(receiver)
+        for n in range(IN_FLIGHT):
+            jobs.submit(first.url, n)
+        time.sleep(0.8)  # pushed, some running
+        delivered_before = len(jobs.bodies())
+        first.kill_tree()
+        second = Service("worker", env, work, port=port)
+        second.wait_ready()
+        jobs.wait(120)
+        return jobs.outcome("instance lost in durable mode (Pub/Sub emulator, bucket on the storage emulator)",
+                            synchronous_answers(second.url, range(IN_FLIGHT)),
+                            f"{delivered_before} delivered before the kill; redelivered by Pub/Sub")
+    finally:
+        for service in (first, second):
+            if service is not None:
+                service.stop()
+        emulators.stop()
+        receiver.close()
+
+
 ROWS = {"worker-sigkill": worker_sigkill, "tree-sigkill": tree_sigkill, "sync-sigkill": sync_sigkill,
         "cold-start-3": lambda: cold_start(3), "cold-start-8": lambda: cold_start(8), "oom": oom_under_load,
-        "replica-oom": replica_fails_to_load, "replica-crash": lambda: replica_fails_to_load("FAKE_LOAD_CRASHES"), "receiver-down": callback_receiver_down, "redis-down": redis_down}
+        "durable-instance-lost": durable_instance_lost, "replica-oom": replica_fails_to_load, "replica-crash": lambda: replica_fails_to_load("FAKE_LOAD_CRASHES"), "receiver-down": callback_receiver_down, "redis-down": redis_down}
 
 
 def table(outcomes: list[Outcome]) -> str:

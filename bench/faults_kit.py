@@ -45,9 +45,9 @@ class Outcome:
 class Service:
     """``python -m PACKAGE`` (gunicorn) on a free loopback port, in its own process group."""
 
-    def __init__(self, package: str, env: dict[str, str], log_dir: Path):
+    def __init__(self, package: str, env: dict[str, str], log_dir: Path, port: int | None = None):
         self.package = package
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{package}-{self.port}.log"
         with open(self.log_path, "wb") as log:
@@ -225,3 +225,50 @@ class Redis:
 def scratch() -> Path:
     """A fresh directory for logs and stores."""
     return Path(tempfile.mkdtemp(prefix="faults-"))
+
+
+class Emulators:
+    """The Cloud Storage emulator (gcp-storage-emulator) and the Pub/Sub emulator (gcloud), on loopback,
+    started the way the tests start them (tests/emulators.py); ``env`` points a service at both."""
+
+    PROJECT = "faults-project"
+
+    def __init__(self, log_dir: Path):
+        from tests.emulators import PubSub, _start, free_port as emulator_port  # the suite's own starters
+
+        gcloud = shutil.which("gcloud")
+        if not gcloud or not shutil.which("java"):
+            raise RuntimeError("the Pub/Sub emulator needs gcloud (google-cloud-cli-pubsub-emulator) and java")
+        storage_port, pubsub_port = emulator_port(), emulator_port()
+        self.storage = _start([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                               "--port", str(storage_port), "--in-memory"],
+                              f"http://127.0.0.1:{storage_port}/storage/v1/b", log_dir / "storage-emulator.log")
+        (log_dir / "pubsub").mkdir()
+        self.pubsub = _start([gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{pubsub_port}",
+                              f"--data-dir={log_dir / 'pubsub'}"], f"http://127.0.0.1:{pubsub_port}/",
+                             log_dir / "pubsub-emulator.log",
+                             env={"CLOUDSDK_CONFIG": str(log_dir / "gcloud"), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
+                             timeout_s=90)
+        from tests.emulators import Emulator
+
+        self.env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{storage_port}",
+                    "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{pubsub_port}", "NO_GCE_CHECK": "true"}
+        self.topics = PubSub(Emulator(f"http://127.0.0.1:{pubsub_port}", f"127.0.0.1:{pubsub_port}",
+                                      log_dir / "pubsub-emulator.log"), self.PROJECT)
+
+    def bucket(self) -> str:
+        """A new bucket on the storage emulator."""
+        import uuid
+
+        name = f"faults-{uuid.uuid4().hex[:10]}"
+        answer = requests.post(f"{self.env['STORAGE_EMULATOR_HOST']}/storage/v1/b?project={self.PROJECT}",
+                               json={"name": name}, timeout=10)
+        answer.raise_for_status()
+        return name
+
+    def stop(self) -> None:
+        """Stop both."""
+        from tests.emulators import _stop
+
+        _stop(self.pubsub)
+        _stop(self.storage)

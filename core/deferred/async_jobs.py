@@ -38,6 +38,7 @@ from core import request_context
 from core.deferred.address_guard import AddressGuard
 from core.deferred import spool
 from core.deferred.callbacks import CallbackSender, Deliverer, RetryPolicy, new_delivery_record
+from core.deferred.durable import Publisher
 from core.deferred.job_store import JobStore, make_job_store
 from core.deferred.recovery import Recovery
 from core.errors import InvalidInput, NotReady, Overloaded, ServiceError
@@ -62,6 +63,12 @@ class JobStoreUnavailable(ServiceError):
     """The job store cannot keep the job now, so it is not accepted (503 at submit time)."""
 
     status, code = 503, "job_store_unavailable"
+
+
+class JobHeldHere(ServiceError):
+    """A Pub/Sub redelivery of a job this process is running: not acknowledged, so it comes back."""
+
+    status, code = 409, "job_running"
 
 
 class ShuttingDown(ServiceError):
@@ -102,6 +109,8 @@ class AsyncJobs:
         self._kill_at: float | None = None
         self._mean_job_s = 1.0
         self.recovery: Recovery | None = None  # set by start_recovery (under gunicorn)
+        # Durable mode (JOB_TOPIC): accepted jobs are published and run by the push (core/deferred/durable.py).
+        self.publisher = Publisher(settings.job_topic) if settings.job_topic else None
         self._threads = [threading.Thread(target=self._serve, name=f"async-job-{n}", daemon=True)
                          for n in range(settings.async_workers)]
         for thread in self._threads:
@@ -132,6 +141,10 @@ class AsyncJobs:
             raise self._full()
         if self.recovery is not None and spooled is not None:
             self._spool(job, spooled)
+            if self.publisher is not None:
+                self._publish(job)
+                log.info("job accepted and published", extra={"job_id": job.job_id})
+                return job.record
         with self._lock:
             try:
                 self._queue.put_nowait(job)
@@ -161,6 +174,42 @@ class AsyncJobs:
             log.warning("job store unavailable; job refused", extra={"error": f"{type(err).__name__}: {err}"})
             raise JobStoreUnavailable("the job store is unavailable, so the job cannot be kept; retry shortly",
                                       retry_after=5) from None
+
+    def _publish(self, job: _Job) -> None:
+        try:
+            self.publisher.publish(job.job_id)
+        except Exception as err:  # noqa: BLE001 - not published = not accepted
+            self._unspool(job)
+            log.warning("job topic unavailable; job refused", extra={"error": f"{type(err).__name__}: {err}"})
+            raise JobStoreUnavailable("the job queue (Pub/Sub) is unavailable, so the job cannot be kept; "
+                                      "retry shortly", retry_after=5) from None
+
+    def run_published(self, job_id: str, attempt: int) -> dict:
+        """Durable mode: run a job a Pub/Sub push delivered, here and now; returns the push's answer.
+
+        Answers (2xx, acknowledged) once the result is stored and its delivery started; a process
+        lost before that never answers, and Pub/Sub delivers the job again to any instance.
+        """
+        if self.recovery is None:
+            raise JobStoreUnavailable("this process does not run durable jobs (not under gunicorn)", retry_after=5)
+        record = self.store.get(job_id)
+        blob = self.store.spooled(self.recovery.space, job_id) if record is not None else None
+        if record is None or blob is None or record.get("callback", {}).get("state") in ("delivered", "failed"):
+            return {"status": "ignored", "reason": "unknown, expired or already delivered"}
+        if self.holds(job_id):
+            raise JobHeldHere(f"job {job_id} is running in this process", retry_after=10)
+        spooled = spool.load(blob)
+        record.update(owner=self.recovery.owner, attempt=attempt)
+        if record["status"] in ("succeeded", "failed"):
+            self.redeliver(record, spooled.callback_url)
+            return {"status": "redelivered"}
+        if attempt > self.settings.job_max_attempts:
+            self.fail_lost(record, spooled.callback_url, attempt - 1)
+            return {"status": "failed", "code": "worker_lost"}
+        record.update(status="queued", result=None)
+        job = self._adopt(record, spooled.callback_url, lambda: spool.replay(self.recovery.app, spooled))
+        self._run(job)
+        return {"status": job.record["status"]}
 
     def _unspool(self, job: _Job) -> None:
         try:

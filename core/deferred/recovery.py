@@ -12,7 +12,9 @@ one process wins) and then
   result, so a request that kills every process it lands on ends);
 - or delivers the stored result again, if it had finished but its callback was not final.
 
-Callbacks stay at-least-once with the same ``job_id``. A client waits at most about
+In durable mode (``JOB_TOPIC``, core/deferred/durable.py) Pub/Sub runs unfinished jobs again;
+the scan then only delivers finished results again. Callbacks stay at-least-once with the same
+``job_id``. A client waits at most about
 ``JOB_LEASE_S * 4/3`` after a crash before its job runs again (docs/async.md).
 Which processes can take a job over is where the store reaches: file:// the processes of the
 instance (and the next one on the same disk), redis:// and gs:// every instance.
@@ -84,6 +86,8 @@ class Recovery:
             owner = record.get("owner")
             if owner and self.store.owner_alive(owner):
                 continue
+            if self.jobs.publisher is not None and record["status"] not in ("succeeded", "failed"):
+                continue  # durable mode: Pub/Sub delivers an unfinished job again, not this scan
             if not self.jobs.has_room():
                 break  # the rest wait for the next beat (or for a process with room)
             attempt = int(record.get("attempt", 1)) + 1

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from core import request_context
+from core.deferred.durable import published_job
 from core.errors import InvalidInput, NotConfigured, ServiceError
 from core.from_storage import storage
 from core.from_storage.batch_results import RESULT, write_result_files
@@ -67,9 +68,17 @@ def install_events(app: Flask, handler: EventHandler, namespace: str) -> None:
                errors=(400, 413, 501, 503, 504), tags=["events"])
     def pubsub():
         """A Pub/Sub push (storage notification or JSON job), or a bare JSON job (Cloud Tasks)."""
-        _events_settings()  # 501 before reading a body when events are not configured
+        jobs = current_app.extensions.get("async_jobs")
+        durable = jobs is not None and jobs.publisher is not None  # JOB_TOPIC: callback jobs arrive here too
+        if not durable:
+            _events_settings()  # 501 before reading a body when events are not configured
         # Any Content-Type: a Cloud Tasks task without a Content-Type header still carries JSON.
         body = read_json_body(malformed=("invalid_event", "send a JSON body: a Pub/Sub push envelope or a job"))
+        if durable:
+            job = published_job(body)
+            if job is not None:  # a durable callback job (core/deferred/durable.py)
+                return jsonify(jobs.run_published(*job))
+            _events_settings()
         bounds = app_bounds()
         return _answer(lambda: event_from_request(body, bounds), handler, _message_id(body), namespace)
 
