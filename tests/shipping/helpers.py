@@ -174,6 +174,7 @@ def scenario_args(api_key_file: Path) -> dict[str, list[str]]:
         "job-gpu-logs": [*TARGET, "job", "worker", "logs"],
         "triggers-all": [*TARGET, "triggers", "worker", "pubsub", "eventarc", "tasks"],
         "triggers-default": [*TARGET, "triggers", "clip"],
+        "durable": [*TARGET, "durable", "worker"],
         "alerts": [*TARGET, "alerts"],
     }
 
@@ -193,4 +194,5 @@ SCENARIO_ENV = {"deploy-zonal": {"RATE_LIMIT": "10/second,100/minute"},
                 "job-cpu-deploy": EVENTS_ENV, "job-gpu-deploy": {**EVENTS_ENV, **REDIS_ENV},
                 # Eventarc cannot carry the API key: its scenario deploys without one (IAM only).
                 "triggers-all": {**EVENTS_ENV, "API_KEY_SECRET": "", "ALLOW_UNAUTHENTICATED": "false"},
-                "alerts": {"ALERT_CHANNELS": "projects/demo-project-123/notificationChannels/123"}}
+                "alerts": {"ALERT_CHANNELS": "projects/demo-project-123/notificationChannels/123"},
+                "durable": {"JOB_STORE_BUCKET": "my-jobs"}}
