@@ -89,7 +89,8 @@ def tree_sigkill() -> Outcome:
 
 
 def sync_sigkill() -> Outcome:
-    """A worker SIGKILLed mid-batch on a synchronous request: 5xx or a closed connection, never a hang; the next works."""
+    """A worker SIGKILLed mid-batch on a synchronous request: 5xx or a closed connection, never a hang;
+    the next request works."""
     work = scratch()
     timeout_s = 10.0
     service = Service("worker", {"WHISPER_MODEL": "fake", "WEB_WORKERS": "1", "FAKE_BATCH_DELAY_S": "2",
@@ -210,7 +211,8 @@ def replica_fails_to_load(failure: str = "FAKE_LOAD_FAILURES") -> Outcome:
                 break
             time.sleep(0.2)
         oom = failure == "FAKE_LOAD_FAILURES"
-        how = "out of memory, loaded again in the process" if oom else "crashed; the process exits, gunicorn starts another"
+        how = ("out of memory, loaded again in the process" if oom
+               else "crashed; the process exits, gunicorn starts another")
         # A 503 with Retry-After is a refusal, not an accepted request lost: counted apart. Out of
         # memory, there must be none (the requests waiting there keep waiting); a crash answers
         # 503 to the requests that were waiting in the crashing process (they retry elsewhere).
@@ -357,8 +359,10 @@ def durable_instance_lost() -> Outcome:
 
 
 ROWS = {"worker-sigkill": worker_sigkill, "tree-sigkill": tree_sigkill, "sync-sigkill": sync_sigkill,
-        "cold-start-3": lambda: cold_start(3), "cold-start-8": lambda: cold_start(8), "oom": oom_under_load,
-        "durable-instance-lost": durable_instance_lost, "replica-oom": replica_fails_to_load, "replica-crash": lambda: replica_fails_to_load("FAKE_LOAD_CRASHES"), "receiver-down": callback_receiver_down, "redis-down": redis_down}
+        "durable-instance-lost": durable_instance_lost, "redis-down": redis_down,
+        "receiver-down": callback_receiver_down, "cold-start-3": lambda: cold_start(3),
+        "cold-start-8": lambda: cold_start(8), "oom": oom_under_load, "replica-oom": replica_fails_to_load,
+        "replica-crash": lambda: replica_fails_to_load("FAKE_LOAD_CRASHES")}
 
 
 def table(outcomes: list[Outcome]) -> str:

@@ -234,7 +234,8 @@ class Emulators:
     PROJECT = "faults-project"
 
     def __init__(self, log_dir: Path):
-        from tests.emulators import PubSub, _start, free_port as emulator_port  # the suite's own starters
+        from tests.emulators import PubSub, _start  # the suite's own starters
+        from tests.emulators import free_port as emulator_port
 
         gcloud = shutil.which("gcloud")
         if not gcloud or not shutil.which("java"):

@@ -35,8 +35,8 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request, url_for
 
 from core import request_context
-from core.deferred.address_guard import AddressGuard
 from core.deferred import spool
+from core.deferred.address_guard import AddressGuard
 from core.deferred.callbacks import CallbackSender, Deliverer, RetryPolicy, new_delivery_record
 from core.deferred.durable import Publisher
 from core.deferred.job_store import JobStore, make_job_store

@@ -242,7 +242,8 @@ class ObjectJobStore:
 
     def owner_alive(self, owner: str) -> bool:
         try:
-            return json.loads(storage.read_bytes(storage.join(self.prefix, "owners", owner)))["expires_at"] > time.time()
+            beat = json.loads(storage.read_bytes(storage.join(self.prefix, "owners", owner)))
+            return beat["expires_at"] > time.time()
         except (storage.ObjectNotFound, ValueError, KeyError):
             return False
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from typing import TYPE_CHECKING
 

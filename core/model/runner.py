@@ -26,8 +26,8 @@ from concurrent.futures import wait as wait_futures
 from typing import Any, Protocol
 
 from core import request_context
-from core.model import instance
 from core.errors import DeadlineExceeded, Overloaded, Reason
+from core.model import instance
 from core.model.batcher import Batcher, is_out_of_memory
 from core.settings import CoreSettings
 

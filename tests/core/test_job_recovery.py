@@ -146,7 +146,8 @@ def test_without_recovery_nothing_is_spooled_and_the_store_holds_only_records(re
 
 def test_a_spool_round_trips_and_refuses_truncated_bytes(tmp_path, receiver):
     app = make_app(receiver, tmp_path, recover=False)
-    with app.test_request_context("/embed?x=1", method="POST", data={"text": ["a", "b"], "image": (io.BytesIO(PNG), "p.png")}):
+    form = {"text": ["a", "b"], "image": (io.BytesIO(PNG), "p.png")}
+    with app.test_request_context("/embed?x=1", method="POST", data=form):
         blob = spool.capture("http://h/hook")
     loaded = spool.load(blob)
     assert loaded.form == [["text", "a"], ["text", "b"]] and loaded.file_data == [PNG] and loaded.query_string == "x=1"
