@@ -270,13 +270,14 @@ def redis_down() -> Outcome:
     """Redis (job store, rate limits) stopped under load, then restarted: no 5xx storm, clear 503s, nothing lost."""
     work, receiver = scratch(), Receiver(SECRET)
     redis = Redis(work)
-    redis.start()
     env = {**whisper_env(receiver, redis.url, WEB_WORKERS="2", FAKE_BATCH_DELAY_S="0.05"),
            "RATE_LIMIT": "100000/minute", "RATE_LIMIT_STORAGE_URI": redis.url}
-    service = Service("worker", env, work)
     statuses: dict[str, list[int]] = {"sync": [], "submit": []}
     stop = threading.Event()
+    service = None
     try:
+        redis.start()
+        service = Service("worker", env, work)
         service.wait_ready()
         jobs = Jobs(receiver)
 
@@ -318,7 +319,8 @@ def redis_down() -> Outcome:
         return outcome
     finally:
         stop.set()
-        service.stop()
+        if service is not None:
+            service.stop()
         redis.stop()
         receiver.close()
 

@@ -245,11 +245,17 @@ class Emulators:
                                "--port", str(storage_port), "--in-memory"],
                               f"http://127.0.0.1:{storage_port}/storage/v1/b", log_dir / "storage-emulator.log")
         (log_dir / "pubsub").mkdir()
-        self.pubsub = _start([gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{pubsub_port}",
-                              f"--data-dir={log_dir / 'pubsub'}"], f"http://127.0.0.1:{pubsub_port}/",
-                             log_dir / "pubsub-emulator.log",
-                             env={"CLOUDSDK_CONFIG": str(log_dir / "gcloud"), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
-                             timeout_s=90)
+        try:
+            self.pubsub = _start([gcloud, "beta", "emulators", "pubsub", "start",
+                                  f"--host-port=127.0.0.1:{pubsub_port}", f"--data-dir={log_dir / 'pubsub'}"],
+                                 f"http://127.0.0.1:{pubsub_port}/", log_dir / "pubsub-emulator.log",
+                                 env={"CLOUDSDK_CONFIG": str(log_dir / "gcloud"), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"},
+                                 timeout_s=90)
+        except Exception:
+            from tests.emulators import _stop
+
+            _stop(self.storage)
+            raise
         from tests.emulators import Emulator
 
         self.env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{storage_port}",
