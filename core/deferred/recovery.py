@@ -25,24 +25,36 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from flask import Flask
 
 from core.deferred import spool
-
-if TYPE_CHECKING:
-    from core.deferred.async_jobs import AsyncJobs
+from core.deferred.job_store import JobStore
 
 log = logging.getLogger("core.deferred.recovery")
 
 FINAL_DELIVERY = ("delivered", "failed")
 
 
+class Jobs(Protocol):
+    """What recovery needs of ``core.deferred.async_jobs.AsyncJobs`` (which imports this module)."""
+
+    store: JobStore
+    publisher: Any
+
+    def holds(self, job_id: str) -> bool: ...
+    def has_room(self) -> bool: ...
+    def rerun(self, record: dict, callback_url: str, work: Callable[[], dict]) -> None: ...
+    def redeliver(self, record: dict, callback_url: str) -> None: ...
+    def fail_lost(self, record: dict, callback_url: str, runs: int) -> None: ...
+
+
 class Recovery:
     """This process's heartbeat, and the take-over of jobs whose process is gone."""
 
-    def __init__(self, jobs: AsyncJobs, app: Flask, lease_s: float, max_attempts: int):
+    def __init__(self, jobs: Jobs, app: Flask, lease_s: float, max_attempts: int):
         self.jobs = jobs
         self.store = jobs.store
         self.app = app
