@@ -91,6 +91,7 @@ class _Job:
     finished: bool = False
     record: dict = field(default_factory=dict)
     save_lock: threading.Lock = field(default_factory=threading.Lock)  # store writes in snapshot order
+    pushed: bool = False  # durable mode: run for a Pub/Sub push, which delivers it again if we stop
 
 
 class AsyncJobs:
@@ -208,6 +209,7 @@ class AsyncJobs:
             return {"status": "failed", "code": "worker_lost"}
         record.update(status="queued", result=None)
         job = self._adopt(record, spooled.callback_url, lambda: spool.replay(self.recovery.app, spooled))
+        job.pushed = True
         self._run(job)
         return {"status": job.record["status"]}
 
@@ -383,12 +385,13 @@ class AsyncJobs:
         """Wait for jobs until the drain deadline, fail the rest as shutting_down, deliver, return."""
         self.begin_shutdown()
         with self._lock:
-            while any(not job.finished for job in self._jobs.values()):
+            while any(not job.finished and not job.pushed for job in self._jobs.values()):
                 remaining = self._drain_deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._lock.wait(remaining)
-            unfinished = [job for job in self._jobs.values() if not job.finished]
+            # A pushed job is not failed: its push goes unanswered and Pub/Sub delivers it again.
+            unfinished = [job for job in self._jobs.values() if not job.finished and not job.pushed]
         if self.sender is None:
             return
         self.sender.finalize()  # from here each delivery gets one short attempt
