@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-1
 # sharp for the TypeScript client's downscaling tests, at package-lock.json's pinned version.
 NODE_STAMP := clients/typescript/node_modules/.installed
 
-.PHONY: setup system-deps run run-server run-server-vitb32 run-worker test test-fast bench soak faults lint samples demo-model clean
+.PHONY: setup system-deps run run-server run-server-vitb32 run-worker run-textembed test test-fast bench soak faults lint samples demo-model clean
 
 setup: system-deps $(STAMP) $(NODE_STAMP)  ## create .venv and install everything (idempotent)
 
@@ -38,6 +38,10 @@ run-server-vitb32: setup  ## CLIP server with production-shaped vectors: ViT-B-3
 
 run-worker: setup
 	$(PY) -m worker
+
+run-textembed: setup  ## text embeddings on :5003 (all-MiniLM-L6-v2, baked offline into models/ first)
+	$(PY) -m textembed.bake
+	$(PY) -m textembed
 
 test: setup  ## the whole suite (what CI runs); the container tests are apart: make images test-images
 	$(PY) -m pytest

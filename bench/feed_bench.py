@@ -86,7 +86,7 @@ def cpu_per_request(requests: int = 200) -> str:
     client = app.test_client()
     while client.get("/health").status_code != 200:
         time.sleep(0.05)
-    backend = app.extensions["clip_service"].runner.backend
+    backend = app.extensions["service"].runner.backend
     timers = _Timers()
     totals: list[float] = []
     inner = app.wsgi_app

@@ -28,7 +28,7 @@ PARTS = [
     ("multipart parse (core/web/multipart.py)", ("core/web/multipart.py", "core/web/uploads.py", "formparser",
                                               "_load_form_data")),
     ("batcher and runner", ("core/model/batcher.py", "core/model/runner.py", "concurrent/futures", "queue.py")),
-    ("JSON / base64 encoding", ("server/encoding.py", "orjson", "json/")),
+    ("JSON / base64 encoding", ("core/web/encoding.py", "orjson", "json/")),
     ("metrics, logging, auth and limits", ("core/web/metrics.py", "prometheus_client", "logging/", "core/web/logs.py",
                                            "core/web/auth.py", "core/web/limits.py", "core/web/body_limits.py",
                                            "core/model/admission.py", "flask_limiter", "limits/")),

@@ -48,7 +48,7 @@ from multiprocessing.connection import Client, Connection, Listener
 
 import numpy as np
 
-from bench.harness import ROOT, python, started
+from bench.harness import python, started
 from core.model.batcher import Batcher
 from core.model.runner import ModelRunner
 from server.backends.sim import SimClipBackend
@@ -217,7 +217,9 @@ def request_app():
 
 def request_argv() -> list[str]:
     """The request processes: real gunicorn with the server's config, serving ``request_app()``."""
-    return [python(), "-m", "gunicorn", "--config", str(ROOT / "server" / "gunicorn_conf.py"),
+    # APP_PACKAGE=server: the CLIP server's gunicorn settings (core/launcher.py); the app given
+    # on the command line replaces the declared one.
+    return ["env", "APP_PACKAGE=server", python(), "-m", "gunicorn", "--config", "python:core.gunicorn_conf",
             "bench.model_process:request_app()"]
 
 

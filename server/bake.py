@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from core.launcher import options_to_env
-from core.model.bake_source import BadBakeSource, copy_model
+from core.model.bake_source import BadBakeSource, UnpinnedModel, copy_model, is_commit, split_revision
 from server.models import MANIFEST, ClipModelSpec, is_local_path, resolve_spec, write_manifest
 from server.settings import ServerSettings
 
@@ -44,25 +43,12 @@ def _bake_open_clip(spec: ClipModelSpec, target: Path) -> None:
     write_manifest(target, family="open_clip", name=spec.name, pretrained=spec.pretrained, cache_dir="cache")
 
 
-COMMIT = re.compile(r"[0-9a-f]{40}")
-
-
-class UnpinnedModel(ValueError):
-    """A Hugging Face model named without a commit revision, and --allow-unpinned not given."""
-
-
-def split_revision(name: str) -> tuple[str, str | None]:
-    """``org/repo@rev`` -> (``org/repo``, ``rev``); no ``@`` -> (name, None)."""
-    repo, sep, revision = name.partition("@")
-    return repo, (revision if sep else None)
-
-
 def check_pinned(spec: ClipModelSpec, allow_unpinned: bool) -> None:
     """Refuse an ``hf:`` download that is not pinned to a full commit hash (before anything is fetched)."""
     if spec.family != "hf" or not spec.needs_bake:
         return
     repo, revision = split_revision(spec.name)
-    if revision is not None and COMMIT.fullmatch(revision):
+    if is_commit(revision):
         return
     what = f"revision {revision!r} is a branch or tag, not a commit" if revision else "no revision"
     if not allow_unpinned:

@@ -10,45 +10,26 @@ convention). The work is ``server.service.ClipService.embed``, as for /embed.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint
 
 from core.deferred.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
-from core.web.json_body import read_json_body
+from core.web.encoding import ENCODING_FORMATS, check_dimensions, json_response
+from core.web.json_body import choice, read_json_object
 from core.web.model_list import add_model_list
 from core.web.openapi import json_content, operation
-from server.encoding import json_response
+from core.web.service_app import current_service
 from server.inputs import Inputs, check_count, check_texts, decode_base64_image
-from server.schemas import OPENAI_EMBEDDINGS_REQUEST, OPENAI_EMBEDDINGS_RESPONSE
+from server.schemas import OPENAI_EMBEDDINGS_REQUEST, OPENAI_EMBEDDINGS_RESPONSE, PREPROCESSING_PROPERTY
 from server.service import ClipService
 
 bp = Blueprint("clip_openai", __name__)
-ENCODINGS = ("float", "base64")
 MODALITIES = ("text", "image")
 KNOWN_KEYS = ("input", "model", "encoding_format", "dimensions", "modality", "user", CALLBACK_FIELD)
 
 
-def _service() -> ClipService:
-    return current_app.extensions["clip_service"]
-
-
 def _body() -> dict:
-    if request.mimetype != "application/json":
-        raise InvalidInput('send a JSON body: {"input": ["a photo of a cat"], "model": "..."}', code="invalid_json")
-    body = read_json_body()
-    if not isinstance(body, dict):
-        raise InvalidInput("the JSON body must be an object", code="invalid_json")
-    unknown = sorted(set(body) - set(KNOWN_KEYS))
-    if unknown:
-        raise InvalidInput(f"unexpected key '{unknown[0]}'; expected {', '.join(KNOWN_KEYS)}", code="unknown_field")
-    return body
-
-
-def _choice(body: dict, key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
-    value = body.get(key, default)
-    if value is not None and value not in allowed:
-        raise InvalidInput(f"{key} must be one of {', '.join(allowed)}", code="invalid_option")
-    return value
+    return read_json_object(KNOWN_KEYS, '{"input": ["a photo of a cat"], "model": "..."}')
 
 
 def split_inputs(raw, modality: str | None) -> tuple[Inputs, list[str]]:
@@ -71,14 +52,6 @@ def split_inputs(raw, modality: str | None) -> tuple[Inputs, list[str]]:
     return inputs, kinds
 
 
-def _check_dimensions(dimensions, dim: int | None) -> None:
-    if dimensions is None or dim is None:
-        return
-    if isinstance(dimensions, bool) or dimensions != dim:
-        raise InvalidInput(f"dimensions must be {dim} (the model's dimension) or omitted; this model cannot "
-                           "shorten its vectors", code="invalid_option")
-
-
 @bp.post("/v1/embeddings")
 @operation("Embed texts and images (OpenAI's embeddings API)",
            request=json_content(OPENAI_EMBEDDINGS_REQUEST),
@@ -87,19 +60,19 @@ def _check_dimensions(dimensions, dim: int | None) -> None:
            errors=(400, 413, 415, 500, 503, 504), tags=["openai"])
 def embeddings():
     """OpenAI's POST /v1/embeddings; ``usage`` counts one token per input (text or image)."""
-    service = _service()
+    service: ClipService = current_service()
     body = _body()
-    encoding_format = _choice(body, "encoding_format", ENCODINGS, "float")
-    modality = _choice(body, "modality", MODALITIES, None)
+    encoding_format = choice(body, "encoding_format", ENCODING_FORMATS, "float")
+    modality = choice(body, "modality", MODALITIES, None)
     inputs, kinds = split_inputs(body.get("input"), modality)
     check_count(inputs, service.settings.max_inputs)
     check_texts(inputs.texts)
     dimensions = body.get("dimensions")
-    _check_dimensions(dimensions, service.runner.backend.dim)  # None while loading: checked again below
+    check_dimensions(dimensions, service.runner.backend.dim)  # None while loading: checked again below
 
     def work() -> dict:
         result = service.embed(inputs.images, inputs.texts, encoding_format=encoding_format)
-        _check_dimensions(dimensions, result["dim"])
+        check_dimensions(dimensions, result["dim"])
         vectors = {"image": iter(result.get("image_embeddings", [])), "text": iter(result.get("text_embeddings", []))}
         data = [{"object": "embedding", "index": n, "embedding": next(vectors[kind])} for n, kind in enumerate(kinds)]
         # No per-token billing here: each input (a text, truncated to the model's context, or an image)
@@ -113,9 +86,9 @@ def embeddings():
 
 def _model() -> tuple[str, dict]:
     """The model's id and, once it is loaded, its image preprocessing (for clients that downscale)."""
-    backend = _service().runner.backend
+    backend = current_service().runner.backend
     spec = backend.image_spec
     return backend.spec.label, ({"preprocessing": spec.published()} if spec else {})
 
 
-add_model_list(bp, "clip-server", _model)
+add_model_list(bp, "clip-server", _model, PREPROCESSING_PROPERTY)

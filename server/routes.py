@@ -5,24 +5,21 @@ Routes only read the request and render the answer; the work is ``server.service
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request
 
 from core.deferred.async_jobs import CALLBACK_FIELD, JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
+from core.web.encoding import check_encoding_format, json_response
 from core.web.json_body import app_bounds, loads_bounded
 from core.web.openapi import json_content, operation
+from core.web.service_app import current_service
 from server import schemas
-from server.encoding import check_encoding_format, json_response
 from server.inputs import check_count, check_texts, read_inputs
 from server.service import ClipService
 
 bp = Blueprint("clip", __name__)
 CLASSIFY_OPTIONS = ("labels", "label", "template", "top_k", CALLBACK_FIELD)
 EMBED_OPTIONS = ("encoding_format", CALLBACK_FIELD)
-
-
-def _service() -> ClipService:
-    return current_app.extensions["clip_service"]
 
 
 @bp.post("/embed")
@@ -33,7 +30,7 @@ def _service() -> ClipService:
            errors=(400, 413, 415, 500, 503, 504))
 def embed():
     """Embed images and/or texts into CLIP's shared space (L2-normalised)."""
-    service = _service()
+    service: ClipService = current_service()
     inputs = read_inputs(EMBED_OPTIONS)
     check_count(inputs, service.settings.max_inputs)
     check_texts(inputs.texts)
@@ -60,7 +57,7 @@ def _labels(inputs) -> list:
            errors=(400, 413, 415, 500, 503, 504))
 def classify():
     """Zero-shot classification of images against candidate labels."""
-    service = _service()
+    service: ClipService = current_service()
     inputs = read_inputs(CLASSIFY_OPTIONS)
     if inputs.texts:
         raise InvalidInput("/classify takes images and labels; embed texts with /embed", code="invalid_field")

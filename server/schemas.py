@@ -89,3 +89,27 @@ OPENAI_EMBEDDINGS_RESPONSE = {
                   "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
     },
 }
+
+# The CLIP server's image preprocessing (server.images.ImageSpec.published), in /v1/models and /health.
+PREPROCESSING_SCHEMA = {
+    "type": "object",
+    "description": "What the server does to every image. A client may do the same before upload: an image larger "
+                   "than max_useful_size, downscaled to it with the same filter, gives the same embedding.",
+    "required": ["input_size", "resize", "resize_size", "filter", "crop", "max_useful_size"],
+    "properties": {
+        "input_size": {"type": "integer", "description": "the model sees input_size x input_size pixels"},
+        "resize": {"enum": ["shortest_side", "squash"],
+                   "description": "shortest_side: the shortest side is resized to resize_size, aspect kept; "
+                                  "squash: both sides to resize_size"},
+        "resize_size": {"type": "integer"},
+        "filter": {"enum": ["bicubic", "bilinear", "nearest", "lanczos"]},
+        "crop": {"enum": ["center", "none"], "description": "center: then a centre crop of input_size"},
+        "max_useful_size": {"type": "object", "description": "{short_side} (shortest_side) or {width, height} "
+                            "(squash): larger uploads lose nothing when downscaled to it before upload",
+                            "properties": {"short_side": {"type": "integer"}, "width": {"type": "integer"},
+                                           "height": {"type": "integer"}}},
+    },
+}
+# /health and /v1/models publish it once the model is loaded (clients downscale photos by it).
+PREPROCESSING_PROPERTY = {"preprocessing": {**PREPROCESSING_SCHEMA, "description": "Once the model is loaded. "
+                                            + PREPROCESSING_SCHEMA["description"]}}

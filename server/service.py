@@ -17,9 +17,9 @@ from core import request_context
 from core.errors import InvalidInput, NotReady, PayloadTooLarge, ServiceError
 from core.model.admission import MemoryBudget
 from core.model.runner import ModelRunner, PreprocessAll
+from core.web.encoding import check_encoding_format, encode_vector
 from server.backends import IMAGE, TEXT
 from server.decode_pool import decode_all, pool_threads
-from server.encoding import check_encoding_format, encode_vector
 from server.images import estimate_decoded_bytes
 from server.label_cache import LabelCache
 from server.settings import DEFAULT_PROMPT_TEMPLATE, ServerSettings

@@ -19,6 +19,11 @@ from tests.emulators import bucket, pubsub_emulator, storage_emulator  # noqa: F
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Every service of the template (one Declaration in <package>/app.py each); tests that must cover
+# them all read this.
+APP_PACKAGES = ("server", "worker", "textembed")
+
+
 def cuda_available() -> bool:
     """True when torch sees a CUDA device (GPU tests skip otherwise)."""
     try:

@@ -1,39 +1,32 @@
-"""The Whisper worker's app factory (gunicorn entry: ``worker.app:create_app()``)."""
+"""The Whisper transcription worker, declared: the core builds its app, launcher, job and contract from this."""
 
 from __future__ import annotations
 
-from flask import Flask
-
-from core.deferred.async_jobs import install_async_jobs
-from core.from_storage.event_routes import install_events
-from core.model.runner import ModelRunner
-from core.web.app import build_app
-from core.web.health import install_health
-from core.web.openapi import install_openapi
+from core.declaration import Declaration, JobDeclaration, Option
 from worker.backends import make_backend
 from worker.events import audio_handler
-from worker.openai_routes import bp as openai_bp
-from worker.routes import bp
+from worker.job import transcribe_file
 from worker.service import WhisperService
 from worker.settings import WorkerSettings
 
+AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".mp4", ".flac", ".ogg", ".oga", ".opus", ".webm", ".aac", ".mkv",
+                  ".mov", ".wma", ".amr")
 
-def create_app(settings: WorkerSettings | None = None, backend=None) -> Flask:
-    """Build the app; the model loads in the background and /health says when it is ready."""
-    settings = settings or WorkerSettings.from_env()
-    app = build_app(__name__, settings)
-    backend = backend or make_backend(settings)
-    backend.check_weights()  # a missing model fails the worker's boot at once (see server/app.py)
-    runner = ModelRunner(backend, settings, name="whisper")
-    app.extensions["model_runner"] = runner
-    service = WhisperService(runner, settings, reserve=app.extensions["memory_budget"].reserve)
-    app.extensions["whisper_service"] = service
-    install_health(app, runner.health, service="whisper-worker")
-    install_async_jobs(app, settings)
-    app.register_blueprint(bp)
-    app.register_blueprint(openai_bp)
-    install_openapi(app, "Whisper transcription worker", "Speech to text with faster-whisper (CTranslate2).")
-    install_events(app, audio_handler(service), namespace="whisper")
-    app.logger.info("starting", extra={"settings": settings.public_dict()})
-    runner.start()
-    return app
+WHISPER = Declaration(
+    name="whisper", package="worker", service_name="whisper-worker", title="Whisper transcription worker",
+    description="Speech to text with faster-whisper (CTranslate2).",
+    settings=WorkerSettings, make_backend=make_backend,
+    make_service=lambda runner, settings, budget: WhisperService(runner, settings, reserve=budget.reserve),
+    routes=("worker.routes", "worker.openai_routes"), units=("audio_seconds",),
+    events=audio_handler,
+    # Whole-file uploads to the HTTP route are capped by the request limit; a job reads from storage,
+    # so it takes larger files (the duration limit, MAX_AUDIO_SECONDS, still applies).
+    job=JobDeclaration(suffixes=AUDIO_SUFFIXES, unit="files", run=transcribe_file, results="files",
+                       prepare=lambda service, raw: service.options(raw), max_input_bytes=2 * 1024 ** 3),
+    # One process per GPU: a Whisper replica is large (3 GB for large-v3 in fp16) and the worker's CPU
+    # side per 30 s window is a few percent of the GPU's time for it (docs/performance.md, "Feeding the GPU").
+    processes_per_gpu=1,
+    options=(Option("--model", "WHISPER_MODEL", "WHISPER_MODEL: tiny.en, small, large-v3, or a model directory"),
+             Option("--device", "WHISPER_DEVICE", "WHISPER_DEVICE: auto, cuda, cpu")),
+)
+create_app = WHISPER.create_app  # gunicorn's entry: worker.app:create_app()

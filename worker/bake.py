@@ -15,32 +15,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
 from core.launcher import options_to_env
-from core.model.bake_source import BadBakeSource, copy_model
+from core.model.bake_source import BadBakeSource, UnpinnedModel, copy_model, is_commit, split_revision
 from worker.models import EMBEDDED_MODEL, baked_dir, embedded_model_dir, is_model_dir
 from worker.settings import WorkerSettings
-
-COMMIT = re.compile(r"[0-9a-f]{40}")
-
-
-class UnpinnedModel(ValueError):
-    """A download not pinned to a commit where the options ask for one."""
 
 
 def pinned_source(name: str, allow_unpinned: bool, require_pinned: bool) -> tuple[str, str | None]:
     """``large-v3@<commit>`` -> (``large-v3``, commit), refusing revisions that are not commits."""
-    model, sep, revision = name.partition("@")
-    if sep and COMMIT.fullmatch(revision):
+    model, revision = split_revision(name)
+    if is_commit(revision):
         return model, revision
-    if sep and not allow_unpinned:
+    if revision is not None and not allow_unpinned:
         raise UnpinnedModel(f"WHISPER_MODEL={name}: revision {revision!r} is a branch or tag, not a "
                             "40-hex commit; pin a commit or pass --allow-unpinned")
-    if not sep and require_pinned and not allow_unpinned:
+    if revision is None and require_pinned and not allow_unpinned:
         raise UnpinnedModel(f"WHISPER_MODEL={name} is not pinned: use {name}@<40-hex commit of its "
                             "Hugging Face repo>, or pass --allow-unpinned")
     return model, (revision or None)
@@ -50,7 +43,7 @@ def resolved_commit(directory: Path) -> str | None:
     """The commit huggingface_hub recorded for a local_dir download (its .metadata files), if any."""
     for metadata in sorted(directory.glob(".cache/huggingface/download/*.metadata")):
         first = metadata.read_text().split("\n", 1)[0].strip()
-        if COMMIT.fullmatch(first):
+        if is_commit(first):
             return first
     return None
 

@@ -7,21 +7,17 @@ other entry point.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
 from core.deferred.async_jobs import JOB_ACCEPTED
 from core.web.model_list import add_model_list
 from core.web.openapi import operation
+from core.web.service_app import current_service
 from worker import routes  # one route body for transcriptions and translations
 from worker.schemas import TRANSCRIPT_CONTENT, upload_form
-from worker.service import WhisperService
 
 bp = Blueprint("whisper_openai", __name__)
 TRANSLATION_FIELDS = ("model", "prompt", "response_format", "temperature", "language", "callback_url")
-
-
-def _service() -> WhisperService:
-    return current_app.extensions["whisper_service"]
 
 
 @bp.post("/v1/audio/translations")
@@ -34,4 +30,4 @@ def translations():
     return routes.answer_transcription(task="translate")
 
 
-add_model_list(bp, "whisper-worker", lambda: (_service().runner.backend.name, {}))
+add_model_list(bp, "whisper-worker", lambda: (current_service().runner.backend.name, {}))

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from core.deferred.async_jobs import JOB_ACCEPTED, answer, callback_url_from
 from core.errors import InvalidInput
 from core.web.openapi import operation
+from core.web.service_app import current_service
 from core.web.uploads import upload_bytes
 from worker.formats import Transcript
 from worker.schemas import OPTION_FIELDS, TRANSCRIPT_CONTENT, query_options, upload_form
@@ -55,7 +56,7 @@ def answer_transcription(task: str | None = None):
     Options first: on an English-only model a translation's 400 names the real problem, whatever
     the upload. The upload is read in full here: a callback_url job outlives the request.
     """
-    service: WhisperService = current_app.extensions["whisper_service"]
+    service: WhisperService = current_service()
     fields = {**request.args.to_dict(flat=False), **request.form.to_dict(flat=False)}
     callback_url = callback_url_from(fields)
     options = service.options({**fields, "task": [task]} if task else fields)

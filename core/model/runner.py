@@ -48,7 +48,8 @@ log = logging.getLogger("core.model.runner")
 
 
 class Backend(Protocol):
-    """What the core needs from a model backend (see the module docstring for threads).
+    """What the core needs from a model backend (see the module docstring for threads;
+    core/model/backend.py's BaseBackend has a default for all but ``load`` and ``forward``).
 
     ``name`` (and any other fact a request is validated against, such as ``multilingual`` or
     ``dim``) is an attribute set in ``__init__``, before ``load()``: requests arriving while the
@@ -56,6 +57,10 @@ class Backend(Protocol):
     """
 
     name: str
+
+    def check_weights(self) -> None:
+        """Raise ModelNotBaked now if the weights are not on disk (no loading). At start-up, in the
+        launcher's foreground and in each worker before it serves: a missing model fails the boot."""
 
     def load(self) -> None:
         """Load weights onto the device. Batcher thread, once."""

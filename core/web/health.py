@@ -10,7 +10,7 @@ configured, minus file paths); the raw failure text only with a key, and always 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from flask import Flask, current_app, jsonify
 
@@ -46,15 +46,17 @@ def health_body(ok: bool, reason: Reason | None, details: dict, service: str, *,
     return body
 
 
-def install_health(app: Flask, check: HealthCheck, service: str) -> None:
-    """Register /health backed by ``check`` (usually ``ModelRunner.health``)."""
+def install_health(app: Flask, check: HealthCheck, service: str, properties: Mapping[str, dict] | None = None) -> None:
+    """Register /health backed by ``check`` (usually ``ModelRunner.health``); ``properties`` are the
+    service's own detail fields for the schema (the CLIP server's ``preprocessing``)."""
     app.extensions["health_check"] = check
     app.extensions["service_name"] = service
+    schema = {**HEALTH_SCHEMA, "properties": {**HEALTH_SCHEMA["properties"], **(properties or {})}}
 
     @app.get("/health")
     @operation("Readiness: 200 when the model serves, 503 while loading or broken",
-               responses={200: ("Ready.", json_content(HEALTH_SCHEMA)),
-                          503: ("Not ready; see reason and Retry-After.", json_content(HEALTH_SCHEMA))})
+               responses={200: ("Ready.", json_content(schema)),
+                          503: ("Not ready; see reason and Retry-After.", json_content(schema))})
     def health():
         ok, reason, details = check()
         keyed = has_valid_key(current_app)

@@ -115,3 +115,29 @@ def read_json_body(malformed: tuple[str, str] | None = None):
         # A callback job spools its request before the 202 (core/deferred/spool.py): keep these bytes.
         request.environ["inference.raw_body"] = raw
     return body
+
+
+def read_json_object(known_keys: tuple[str, ...], example: str) -> dict:
+    """The request's JSON object body; 400 for another media type, a non-object or an unknown key.
+
+    ``example`` is a minimal valid body, quoted in the error a client gets for a wrong media type.
+    """
+    from flask import request
+
+    if request.mimetype != "application/json":
+        raise InvalidInput(f"send a JSON body: {example}", code="invalid_json")
+    body = read_json_body()
+    if not isinstance(body, dict):
+        raise InvalidInput("the JSON body must be an object", code="invalid_json")
+    unknown = sorted(set(body) - set(known_keys))
+    if unknown:
+        raise InvalidInput(f"unexpected key '{unknown[0]}'; expected {', '.join(known_keys)}", code="unknown_field")
+    return body
+
+
+def choice(body: dict, key: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
+    """``body[key]`` when it is one of ``allowed`` (``default`` when absent); 400 otherwise."""
+    value = body.get(key, default)
+    if value is not None and value not in allowed:
+        raise InvalidInput(f"{key} must be one of {', '.join(allowed)}", code="invalid_option")
+    return value

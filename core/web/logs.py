@@ -174,6 +174,8 @@ def configure_logging(level: str = "INFO") -> None:
     # Third-party chatter that would otherwise drown the request lines.
     for noisy in ("faster_whisper", "urllib3", "PIL", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # transformers' "Loading weights" bar writes half-lines to stderr between the JSON lines.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def flush_logs(timeout_s: float = 5.0) -> None:

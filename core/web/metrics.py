@@ -68,13 +68,18 @@ BATCH_FILL = Histogram("inference_batch_fill_ratio", "Batch size / MAX_BATCH_SIZ
 FORWARD_SECONDS = Histogram("model_forward_seconds", "Time of one model call (one batch), by kind.",
                             ["kind"], buckets=_LATENCY_BUCKETS)
 BATCH_FAILURES = Counter("inference_batch_failures_total", "Model calls that raised, by kind.", ["kind"])
-# By door (http, callback, event, job): counted by the services, once per input they processed.
-IMAGES = Counter("images_processed_total", "Images embedded or classified, by door.", ["door"])
-TEXTS = Counter("texts_processed_total", "Texts embedded, by door.", ["door"])
-AUDIO_SECONDS = Counter("audio_seconds_processed_total", "Seconds of audio transcribed, by door.", ["door"])
-REAL_TIME_FACTOR = Histogram("transcription_real_time_factor",
-                             "Request wall time / audio duration (below 1 = faster than real time).",
-                             buckets=_RTF_BUCKETS)
+# Input units a service may declare (Declaration.units): counted by the services, once per input
+# they processed, by door (http, callback, event, job), as ``<unit>_processed_total``. Only the units
+# the service declared appear in its /metrics; a unit not listed here gets a generic help text.
+UNITS = {
+    "images": "Images embedded or classified, by door.",
+    "texts": "Texts embedded, by door.",
+    "tokens": "Tokens embedded (after truncation), by door.",
+    "audio_seconds": "Seconds of audio transcribed, by door.",
+}
+_unit_counters: dict[str, Counter] = {}
+REAL_TIME_FACTOR_NAME = "transcription_real_time_factor"  # with the audio_seconds unit only
+_real_time_factor: list[Histogram] = []
 MODEL_LOAD_SECONDS = Gauge("model_load_seconds", "Seconds from app start to ready (load + warm-up), per worker.",
                            multiprocess_mode="max")
 MODEL_READY = Gauge("model_ready", "1 when the worker's model serves, else 0 (summed over workers).",
@@ -114,30 +119,37 @@ def observe_queue_wait(seconds: float) -> None:
     QUEUE_WAIT.observe(max(0.0, seconds))
 
 
-def observe_audio(audio_seconds: float, wall_seconds: float, door: str = "http") -> None:
-    """Record one transcription: audio seconds and its real-time factor."""
-    if audio_seconds > 0:
-        AUDIO_SECONDS.labels(door).inc(audio_seconds)
-        REAL_TIME_FACTOR.observe(wall_seconds / audio_seconds)
+def declare_units(app, units) -> None:
+    """Create this process's counters for ``units`` (each door's series at 0 from the start, in every
+    process alike) and remember them as the app's, so its /metrics shows only these."""
+    for unit in units:
+        if unit not in _unit_counters:
+            counter = Counter(f"{unit}_processed_total", UNITS.get(unit, f"{unit} processed, by door."), ["door"])
+            for door in request_context.DOORS:
+                counter.labels(door)
+            _unit_counters[unit] = counter
+    if "audio_seconds" in units and not _real_time_factor:
+        _real_time_factor.append(Histogram(REAL_TIME_FACTOR_NAME,
+                                           "Request wall time / audio duration (below 1 = faster than real time).",
+                                           buckets=_RTF_BUCKETS))
+    if app is not None:  # None: a batch job, which has no /metrics
+        app.extensions["metric_units"] = tuple(units)
 
 
 def observe_inputs(context: request_context.RequestContext, counts: dict) -> None:
     """Count inputs a service processed, labelled with the door of the request that sent them."""
     try:
-        if counts.get("images"):
-            IMAGES.labels(context.door).inc(counts["images"])
-        if counts.get("texts"):
-            TEXTS.labels(context.door).inc(counts["texts"])
-        if counts.get("audio_seconds"):
-            observe_audio(float(counts["audio_seconds"]), time.monotonic() - context.started, context.door)
+        for unit, amount in counts.items():
+            counter = _unit_counters.get(unit)
+            if counter is not None and amount:
+                counter.labels(context.door).inc(amount)
+        audio_seconds = float(counts.get("audio_seconds") or 0)
+        if audio_seconds > 0 and _real_time_factor:
+            _real_time_factor[0].observe((time.monotonic() - context.started) / audio_seconds)
     except Exception:  # noqa: BLE001 - a metric must never fail the work it counts
         log.exception("input metrics failed")
 
 
-# Every door's series exists from the start (0 until used), in every process alike.
-for _door in request_context.DOORS:
-    for _counter in (IMAGES, TEXTS, AUDIO_SECONDS):
-        _counter.labels(_door)
 request_context.observe(observe_inputs)
 
 
@@ -270,15 +282,34 @@ def _route() -> str:
     return rule.rule if rule is not None else "unmatched"  # bounded label values, never raw paths
 
 
-def render_latest() -> bytes:
-    """The Prometheus text of every worker (multiprocess mode) or of this process."""
+def render_latest(units: tuple[str, ...] | None = None) -> bytes:
+    """The Prometheus text of every worker (multiprocess mode) or of this process.
+
+    In one process several apps may have declared units (tests build many): ``units`` keeps only
+    the counters of the app asking. Under gunicorn only the app's own processes write samples.
+    """
     if MULTIPROCESS:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
-    return generate_latest(REGISTRY)
+    if units is None:
+        return generate_latest(REGISTRY)
+    skip = {f"{unit}_processed" for unit in _unit_counters if unit not in units}
+    if "audio_seconds" not in units:
+        skip.add(REAL_TIME_FACTOR_NAME)
+    return generate_latest(_Without(skip))
+
+
+class _Without:
+    """This process's registry minus some metric families."""
+
+    def __init__(self, names: set[str]):
+        self.names = names
+
+    def collect(self):
+        return (family for family in REGISTRY.collect() if family.name not in self.names)
 
 
 def install_metrics(app: Flask) -> None:
@@ -315,7 +346,7 @@ def install_metrics(app: Flask) -> None:
         runner = current_app.extensions.get("model_runner")
         if runner is not None:
             QUEUE_DEPTH.set(runner.batcher.queue_depth())  # this worker's, fresh
-        return Response(render_latest(), content_type=CONTENT_TYPE_LATEST,
+        return Response(render_latest(current_app.extensions.get("metric_units")), content_type=CONTENT_TYPE_LATEST,
                         headers={"Cache-Control": "no-store"})
 
     Monitor(app).start()

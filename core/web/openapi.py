@@ -22,7 +22,7 @@ ERROR_DESCRIPTIONS = {
     400: "Bad input: the message says what to send instead.",
     401: "Missing or wrong API key (only when API_KEY is set).",
     404: "No such resource.",
-    413: "Too large: body, inputs, labels, pixels or audio length over a limit.",
+    413: "Too large: the body, or an input over one of the service's limits (the message names it).",
     415: "Unsupported media type.",
     429: "Inference queue full (overloaded) or RATE_LIMIT reached; see Retry-After.",
     500: "Inference failed for this request's batch; the service keeps serving.",
@@ -41,44 +41,20 @@ ERROR_SCHEMA = {
                        "type": {"type": "string"}},
     }},
 }
-# The CLIP server's image preprocessing (server.images.ImageSpec.published), in /v1/models and /health.
-PREPROCESSING_SCHEMA = {
-    "type": "object",
-    "description": "What the server does to every image. A client may do the same before upload: an image larger "
-                   "than max_useful_size, downscaled to it with the same filter, gives the same embedding.",
-    "required": ["input_size", "resize", "resize_size", "filter", "crop", "max_useful_size"],
-    "properties": {
-        "input_size": {"type": "integer", "description": "the model sees input_size x input_size pixels"},
-        "resize": {"enum": ["shortest_side", "squash"],
-                   "description": "shortest_side: the shortest side is resized to resize_size, aspect kept; "
-                                  "squash: both sides to resize_size"},
-        "resize_size": {"type": "integer"},
-        "filter": {"enum": ["bicubic", "bilinear", "nearest", "lanczos"]},
-        "crop": {"enum": ["center", "none"], "description": "center: then a centre crop of input_size"},
-        "max_useful_size": {"type": "object", "description": "{short_side} (shortest_side) or {width, height} "
-                            "(squash): larger uploads lose nothing when downscaled to it before upload",
-                            "properties": {"short_side": {"type": "integer"}, "width": {"type": "integer"},
-                                           "height": {"type": "integer"}}},
-    },
-}
 MODEL_LIST_SCHEMA = {
     "type": "object",
     "required": ["object", "data"],
     "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
         "type": "object", "required": ["id", "object", "created", "owned_by"],
         "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
-                       "owned_by": {"type": "string"},
-                       "preprocessing": {**PREPROCESSING_SCHEMA,
-                                         "description": "CLIP server only, once the model is loaded. "
-                                                        + PREPROCESSING_SCHEMA["description"]}}}}},
-}
+                       "owned_by": {"type": "string"}}}}},
+}  # plus each service's own model fields (add_model_list's ``properties``)
 HEALTH_SCHEMA = {
     "type": "object",
     "required": ["status", "service"],
     "properties": {"status": {"enum": ["ok", "unavailable"]}, "service": {"type": "string"},
-                   "reason": {"type": "string"},
-                   "preprocessing": PREPROCESSING_SCHEMA},
-}  # plus the model, device, batching and stats details (preprocessing: the CLIP server's, once loaded)
+                   "reason": {"type": "string"}},
+}  # plus the model, device, batching and stats details, and each service's own (Declaration.health_properties)
 _PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 

@@ -11,6 +11,7 @@ from collections.abc import Hashable
 
 import numpy as np
 
+from core.model.backend import BaseBackend
 from server.images import ImageSpec, decode_image
 from server.models import ClipModelSpec
 from server.settings import ServerSettings
@@ -18,19 +19,13 @@ from server.settings import ServerSettings
 IMAGE = "image"
 TEXT = "text"
 
-# Batch size when MAX_BATCH_SIZE is auto. On an L4, ViT-B/L batches of 32 keep the GPU busy
-# without making the first request of a batch wait long; on a CPU, throughput stops growing
-# around 8 and larger batches only add latency (measured: bench/clip_bench.py).
-GPU_BATCH_SIZE = 32
-CPU_BATCH_SIZE = 8
-
 # Texts are cut to this many characters per context token before tokenising: no BPE token is
 # longer, so the first ``context_length`` tokens are unchanged, and a 30 MB text cannot stall
 # a request thread in the tokenizer.
 CHARS_PER_TOKEN_BOUND = 64
 
 
-class ClipBackend:
+class ClipBackend(BaseBackend):
     """Base class: shared preprocessing/postprocessing; subclasses own the model."""
 
     def __init__(self, settings: ServerSettings, spec: ClipModelSpec):
@@ -44,18 +39,9 @@ class ClipBackend:
         self.logit_scale = 100.0  # CLIP's learned temperature; subclasses read the real one
         self.weights: str | None = None  # where the weights were loaded from (for /health)
 
-    # ---- implemented by subclasses -------------------------------------------------------
-    def check_weights(self) -> None:
-        """Cheap check at start-up (no model load): raise ModelNotBaked if weights are missing."""
-
-    def load(self) -> None:
-        raise NotImplementedError
-
+    # ---- implemented by subclasses (and load, forward, check_weights: core/model/backend.py) ----
     def tokenize(self, text: str) -> np.ndarray:
         """One text -> int64 token ids of length context_length (truncated)."""
-        raise NotImplementedError
-
-    def forward(self, kind: Hashable, batch: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
     # ---- shared ---------------------------------------------------------------------------
@@ -64,13 +50,6 @@ class ClipBackend:
         if kind == IMAGE:
             return decode_image(raw, self.image_spec, self.settings.max_image_pixels)
         return self.tokenize(raw[: CHARS_PER_TOKEN_BOUND * self.context_length])
-
-    def postprocess(self, kind: Hashable, output: np.ndarray) -> np.ndarray:
-        """Forward outputs are already L2-normalised float32 vectors."""
-        return output
-
-    def default_batch_size(self) -> int:
-        return GPU_BATCH_SIZE if self.device.startswith("cuda") else CPU_BATCH_SIZE
 
     def warmup_batches(self, batch_size: int) -> list[tuple[str, list[np.ndarray]]]:
         size = self.image_spec.size

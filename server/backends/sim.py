@@ -38,7 +38,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from server.backends.base import GPU_BATCH_SIZE, ClipBackend, l2_normalize
+from core.model.backend import GPU_BATCH_SIZE
+from server.backends.base import ClipBackend, l2_normalize
 from server.images import ImageSpec
 from server.models import ALIASES
 

@@ -14,7 +14,7 @@ def test_a_stack_goes_to_its_innermost_known_part():
         == "image decode + preprocess"
     assert part_of(request + ["read_inputs (server/inputs.py:6)", "_next_delimiter (core/web/multipart.py:7)"]) \
         == "multipart parse (core/web/multipart.py)"
-    assert part_of(request + ["json_response (server/encoding.py:7)"]) == "JSON / base64 encoding"
+    assert part_of(request + ["json_response (core/web/encoding.py:7)"]) == "JSON / base64 encoding"
     assert part_of(request) == "Flask/werkzeug request and response"
     assert part_of(["Thread.run (threading.py:1)", "ThreadWorker.handle (gunicorn/workers/gthread.py:2)",
                     "Request.parse (gunicorn/http/message.py:3)"]) == "gunicorn HTTP (read, parse headers, write)"

@@ -50,19 +50,21 @@ def test_worker_count_follows_gpus_and_vcpus():
 
 
 def test_the_clip_server_config_sizes_workers_from_the_vcpus(monkeypatch):
-    import importlib
-
     import core.gunicorn_conf as conf
-    import server.gunicorn_conf
-    import worker.gunicorn_conf
+
+    def workers(package: str) -> int:
+        config: dict = {}
+        conf.configure(config, package)  # what gunicorn gets with APP_PACKAGE=<package>
+        assert config["wsgi_app"] == f"{package}.app:create_app()"
+        return config["workers"]
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     monkeypatch.delenv("WEB_WORKERS", raising=False)
     monkeypatch.setattr(conf, "available_cpus", lambda: 3)
-    assert importlib.reload(server.gunicorn_conf).workers == 3
-    assert importlib.reload(worker.gunicorn_conf).workers == 1
+    assert workers("server") == 3
+    assert workers("worker") == 1
     monkeypatch.setenv("WEB_WORKERS", "2")
-    assert importlib.reload(server.gunicorn_conf).workers == 2
+    assert workers("server") == 2
 
 
 def test_config_honours_port_threads_and_cloud_runs_shutdown_window(monkeypatch):
@@ -91,7 +93,8 @@ def test_the_master_imports_no_metrics_before_the_metrics_directory_is_set():
     import subprocess
     import sys
 
-    code = ("import sys, core.gunicorn_conf, core.web.liveness, server.gunicorn_conf, worker.gunicorn_conf; "
+    code = ("import sys, core.gunicorn_conf, core.web.liveness; "
+            "[core.gunicorn_conf.configure({}, app) for app in ('server', 'worker')]; "
             "print('prometheus_client' in sys.modules)")
     from tests.conftest import ROOT
 

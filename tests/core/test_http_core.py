@@ -46,8 +46,11 @@ def test_service_defaults_differ_where_they_should():
 def test_configuration_page_documents_every_setting():
     from pathlib import Path
 
+    from core.declaration import declared
+    from tests.conftest import APP_PACKAGES
+
     configuration = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    for cls in (ServerSettings, WorkerSettings):
+    for cls in (declared(package).settings for package in APP_PACKAGES):
         for line in settings_table(cls).splitlines()[2:]:
             env = line.split("`")[1]
             assert f"`{env}`" in configuration, f"{env} is missing from docs/configuration.md"

@@ -95,7 +95,7 @@ def test_a_job_whose_process_is_lost_is_run_again_elsewhere_and_delivers_the_syn
     accepted = lost.test_client().post(**fresh(with_callback(name, receiver.url(f"/{name}"))))
     assert accepted.status_code == 202, accepted.get_json()
     job_id = accepted.get_json()["job_id"]
-    assert (tmp_path / "spool" / "server.app" / job_id).exists()  # spooled before the 202
+    assert (tmp_path / "spool" / lost.import_name / job_id).exists()  # spooled before the 202
     lost.extensions["async_jobs"].recovery.stop()  # its heartbeat ends, as with SIGKILL
 
     survivor = make_app(receiver, tmp_path)
@@ -108,7 +108,7 @@ def test_a_job_whose_process_is_lost_is_run_again_elsewhere_and_delivers_the_syn
     record = wait_until(lambda: (r := survivor.test_client().get(f"/jobs/{job_id}").get_json())
                         ["callback"]["state"] == "delivered" and r, 10)
     assert record["attempt"] == 2 and "owner" not in record
-    assert not (tmp_path / "spool" / "server.app" / job_id).exists()  # final: nothing left to take over
+    assert not (tmp_path / "spool" / lost.import_name / job_id).exists()  # final: nothing left to take over
 
 
 def test_a_job_that_loses_its_process_every_time_ends_failed_worker_lost(receiver, tmp_path):
@@ -182,9 +182,9 @@ def shared_store(request, tmp_path):
 def test_with_a_shared_store_another_instance_takes_the_job_over(receiver, shared_store, tmp_path):
     lost = make_app(receiver, tmp_path, backend=HeldBackend, job_store_uri=shared_store)
     job_id = lost.test_client().post("/embed", data={"text": "x", "callback_url": receiver.url()}).get_json()["job_id"]
-    assert job_id in lost.extensions["async_jobs"].store.spooled_ids("server.app")
+    assert job_id in lost.extensions["async_jobs"].store.spooled_ids(lost.import_name)
     lost.extensions["async_jobs"].recovery.stop()
     survivor = make_app(receiver, tmp_path, job_store_uri=shared_store)
     (got,) = receiver.wait_for(1, 20)
     assert json.loads(got.body)["status"] == "succeeded" and got.headers["X-Job-Id"] == job_id
-    wait_until(lambda: job_id not in survivor.extensions["async_jobs"].store.spooled_ids("server.app"), 10)
+    wait_until(lambda: job_id not in survivor.extensions["async_jobs"].store.spooled_ids(lost.import_name), 10)

@@ -38,13 +38,20 @@ def clip_app(**overrides):
     return client
 
 
-def test_every_door_is_declared_from_the_start():
-    from core.web import metrics
+def test_each_service_shows_its_declared_units_with_every_door_from_the_start():
+    from worker.app import create_app as create_worker
+    from worker.settings import WorkerSettings
 
-    text = metrics.render_latest().decode()
-    for door in DOORS:
-        for name in ("images_processed_total", "texts_processed_total", "audio_seconds_processed_total"):
-            assert f'{name}{{door="{door}"}}' in text
+    units = {"images_processed_total", "texts_processed_total", "audio_seconds_processed_total"}
+    clip = clip_app().get("/metrics").get_data(as_text=True)
+    whisper = create_worker(WorkerSettings.from_env({}, whisper_model="fake", log_level="WARNING")).test_client()
+    whisper = whisper.get("/metrics").get_data(as_text=True)
+    for text, declared in ((clip, {"images_processed_total", "texts_processed_total"}),
+                           (whisper, {"audio_seconds_processed_total"})):
+        for name in units:
+            for door in DOORS:
+                assert (f'{name}{{door="{door}"}}' in text) == (name in declared), (name, door)
+    assert "transcription_real_time_factor" in whisper and "transcription_real_time_factor" not in clip
 
 
 def test_http_door_counts_images_and_texts():
@@ -92,7 +99,8 @@ def test_event_door_counts_the_event_image_once(tmp_path):
 
 
 def test_job_door_counts_in_process_and_in_the_summary_line(tmp_path, monkeypatch, capsys):
-    from server import job
+    from core.from_storage import job_entry
+    from server.app import CLIP
     from tests.media import encode, photo_like
 
     source = tmp_path / "in"
@@ -102,7 +110,7 @@ def test_job_door_counts_in_process_and_in_the_summary_line(tmp_path, monkeypatc
     monkeypatch.setenv("CLIP_MODEL", "fake")
     monkeypatch.setenv("LOG_LEVEL", "WARNING")
     images = counts("images_processed_total")
-    assert job.main(["--input", str(source), "--output", str(tmp_path / "out")]) == 0
+    assert job_entry.main(CLIP, "embed", ["--input", str(source), "--output", str(tmp_path / "out")]) == 0
     assert moved(images, "images_processed_total") == {"job": 3}
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     (summary,) = [line for line in lines if line.get("message") == "job finished"]

@@ -16,9 +16,11 @@ def registry_value(name: str, **labels) -> float:
 
 def test_audio_seconds_and_real_time_factor_come_from_the_request_context():
     from core import request_context
+    from core.web.metrics import declare_units
     from tests.core.test_operations import make_app
 
     app = make_app()
+    declare_units(app, ("audio_seconds",))  # what the worker's declaration gives its app
 
     @app.post("/fake-transcribe")
     def fake_transcribe():

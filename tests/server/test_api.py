@@ -102,7 +102,7 @@ def test_classify_options_template_top_k_and_json_list(client):
 
 def test_classify_caches_label_embeddings():
     app, client = make_client()
-    cache = app.extensions["label_cache"]
+    cache = app.extensions["service"].label_cache
     client.post("/classify", data=upload(RED, labels=["cat", "dog"]))
     assert (cache.hits, cache.misses) == (0, 2)
     client.post("/classify", data=upload(BLUE, labels=["dog", "cat", "owl"]))

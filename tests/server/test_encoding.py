@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.encoding import base64_float32, float32_base64, json_response, vector
+from core.web.encoding import base64_float32, float32_base64, json_response, vector
 from tests.media import encode
 from tests.server.test_api import make_client
 

@@ -100,11 +100,12 @@ def test_failures_are_listed_and_the_task_exits_non_zero_for_a_retry(tmp_path):
     assert failure["path"] == str(source / "broken.png") and failure["error"]["code"] == "invalid_image"
     assert sorted(shard_paths(output)) == sorted(str(source / name) for name in names)
     # The embedding is the model's, not a placeholder: a red circle is nearest its own caption.
+    from core.from_storage.job_entry import start_service
+    from server.app import CLIP
     from server.backends import TEXT
-    from server.job import start_service
     from server.settings import ServerSettings
 
-    service = start_service(ServerSettings.from_env({}))
+    service = start_service(CLIP, ServerSettings.from_env({}))
     lines = {record["path"]: record["embedding"] for record in jsonl(output / "part-00000-of-00001.jsonl")}
     captions = [f"a photo of a {c} {s}" for c, s in SHAPES]
     text = np.stack(service.runner.run(TEXT, captions))

@@ -102,7 +102,7 @@ def test_translation_on_a_multilingual_model_asks_the_service_for_task_translate
     settings = WorkerSettings.from_env({}, whisper_model="tiny.en", log_level="ERROR")
     app = create_app(settings, backend=MultilingualStub(settings))
     wait_until(lambda: app.test_client().get("/health").status_code == 200, 30)
-    service = app.extensions["whisper_service"]
+    service = app.extensions["service"]
     asked = []
 
     def fake_transcribe(data, options):

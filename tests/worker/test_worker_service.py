@@ -158,7 +158,7 @@ def test_decoded_audio_is_charged_to_the_memory_budget_before_decoding():
     short = client.post("/transcribe", data={"audio": (io.BytesIO(wav_bytes(2)), "short.wav")})
     assert short.status_code == 200 and app.extensions["memory_budget"].snapshot()["in_use_mb"] == 0
     # The check before a callback_url job's 202 decodes within the same budget.
-    service = app.extensions["whisper_service"]
+    service = app.extensions["service"]
     with pytest.raises(PayloadTooLarge):
         service.check_audio(wav_bytes(60))
     service.check_audio(wav_bytes(2))

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from core.model.backend import BaseBackend
 from core.model.fake_faults import simulate_forward, simulate_load
 from worker.audio import SAMPLE_RATE, DecodedAudio
 from worker.backends.whisper_backend import clamp_segments, fixed_windows
@@ -27,7 +28,7 @@ WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel
 SILENCE_LEVEL = 8  # int16 peak below which a chunk counts as silence
 
 
-class FakeWhisperBackend:
+class FakeWhisperBackend(BaseBackend):
     """The WhisperBackend interface with a hash for a model (English-only, like tiny.en)."""
 
     def __init__(self, settings=None, *, batch_seconds: float = 0.0, multilingual: bool = False):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ModelNotBaked
+from core.model.backend import BaseBackend
 from core.model.cpus import available_cpus
 from worker.audio import SAMPLE_RATE, DecodedAudio, to_float
 from worker.backends import faster_whisper_adapter as fw
@@ -97,7 +98,7 @@ def clamp_segments(segments: list[dict], duration: float) -> list[Segment]:
             for n, s in enumerate(segments, start=1)]
 
 
-class WhisperBackend:
+class WhisperBackend(BaseBackend):
     """Loads a CTranslate2 Whisper model and serves batched chunk decoding."""
 
     def __init__(self, settings: WorkerSettings):

@@ -43,6 +43,15 @@ def check_encoding_format(encoding_format: str | None) -> str:
     return encoding_format
 
 
+def check_dimensions(dimensions, dim: int | None) -> None:
+    """OpenAI's ``dimensions``: absent, or the model's own (None while the model loads: not checked)."""
+    if dimensions is None or dim is None:
+        return
+    if isinstance(dimensions, bool) or dimensions != dim:
+        raise InvalidInput(f"dimensions must be {dim} (the model's dimension) or omitted; this model cannot "
+                           "shorten its vectors", code="invalid_option")
+
+
 def encode_vector(values: np.ndarray, encoding_format: str) -> list[float] | str:
     """One embedding in the requested ``encoding_format`` ("float" or "base64")."""
     return float32_base64(values) if encoding_format == "base64" else vector(values)

@@ -1,0 +1,65 @@
+"""``BaseBackend``: defaults for the Backend protocol (core/model/runner.py), so a new model writes
+only ``load`` and ``forward`` (and ``preprocess`` when its inputs need work on the request threads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+# MAX_BATCH_SIZE=auto: a GPU keeps busy with batches of 32 without making the first request of a
+# batch wait long; on a CPU throughput stops growing around 8 (bench/clip_bench.py measured CLIP).
+GPU_BATCH_SIZE = 32
+CPU_BATCH_SIZE = 8
+
+
+class BaseBackend:
+    """A backend with the protocol's defaults; subclasses set ``name`` and ``device`` and implement
+    ``load`` (batcher thread) and ``forward`` (one output per input, in order)."""
+
+    name = "model"
+    device = "cpu"
+    warmup_inputs: tuple[tuple[Hashable, Any], ...] = ()  # (kind, raw input): warm-up batches are made of these
+    weights: str | None = None  # where the weights come from (for /health, keyed callers only)
+
+    def check_weights(self) -> None:
+        """Nothing to check by default; a backend with files on disk raises ModelNotBaked here."""
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def forward(self, kind: Hashable, batch: list[Any]) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def default_batch_size(self) -> int:
+        """32 on a GPU, 8 on a CPU."""
+        return GPU_BATCH_SIZE if self.device.startswith("cuda") else CPU_BATCH_SIZE
+
+    def warmup_batches(self, batch_size: int) -> list[tuple[Hashable, list[Any]]]:
+        """One full batch of each ``warmup_inputs`` entry, preprocessed as a request's would be."""
+        return [(kind, [self.preprocess(kind, raw)] * batch_size) for kind, raw in self.warmup_inputs]
+
+    def preprocess(self, kind: Hashable, raw: Any) -> Any:
+        """The raw input as forward() takes it."""
+        return raw
+
+    def postprocess(self, kind: Hashable, output: Any) -> Any:
+        """The forward() output as the response value."""
+        return output
+
+    def describe(self) -> dict:
+        """Model, device, vector size (embedding models) and weights, for /health."""
+        return {"model": self.name, "device": self.device, "dim": getattr(self, "dim", None), "weights": self.weights}
+
+    @staticmethod
+    def pick_device(setting: str) -> str:
+        """A device setting (auto, cuda, cuda:N, cpu) -> the torch device to load on. ``cuda`` without a
+        usable GPU is an error, not a quiet fall-back to the CPU: a GPU deploy must not serve from the CPU."""
+        import torch
+
+        if setting == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if setting.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {setting!r} was asked for, but CUDA is not available "
+                               f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
+        return setting

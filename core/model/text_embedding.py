@@ -1,0 +1,89 @@
+"""What every text-embedding service does, one method per operation: check texts, embed texts.
+
+A text model declares a backend with ``preprocess(kind, text) -> token ids`` (request threads;
+raises 413 for a text it refuses), ``forward`` returning one L2-normalised vector per text, and ``name``/``dim``;
+this service, core/web/text_embedding_routes.py (``/embed``, ``/v1/embeddings``, ``/v1/models``)
+and the file readers below give it every door: HTTP, callback_url, events and batch jobs.
+"""
+
+from __future__ import annotations
+
+import json
+
+from core import request_context
+from core.errors import InvalidInput, PayloadTooLarge
+from core.model.runner import ModelRunner
+from core.web.encoding import encode_vector
+
+TEXT = "text"
+TEXT_SUFFIXES = (".txt", ".jsonl")
+
+
+class TextEmbeddingService:
+    """A text-embedding model's operations on one runner (model + batcher)."""
+
+    def __init__(self, runner: ModelRunner, settings, _memory_budget=None):
+        self.runner = runner
+        self.max_inputs = settings.max_inputs
+
+    def check(self, texts) -> list[str]:
+        """A non-empty list of non-empty strings, at most MAX_INPUTS; 400/413 otherwise."""
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts:
+            raise InvalidInput('send texts: a string or a non-empty list of strings, e.g. ["a sentence"]',
+                               code="no_input")
+        if len(texts) > self.max_inputs:
+            raise PayloadTooLarge(f"{len(texts)} texts in one request; the limit is {self.max_inputs} (MAX_INPUTS)",
+                                  code="too_many_inputs")
+        for n, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInput(f"text {n} must be a string (token arrays are not taken: the service "
+                                   "tokenizes with the model's own tokenizer)", code="invalid_field")
+            if not text.strip():
+                raise InvalidInput(f"text {n} is empty", code="empty_text")
+        return texts
+
+    def embed(self, texts: list[str], encoding_format: str = "float") -> dict:
+        """Texts -> one L2-normalised embedding each, in order, and the tokens they took."""
+        texts = self.check(texts)
+        backend = self.runner.backend
+        tokens = 0
+
+        def tokenize_all(raws):  # request thread, before any model time: a refused text costs none
+            nonlocal tokens
+            ids = [backend.preprocess(TEXT, text) for text in raws]
+            tokens = sum(len(one) for one in ids)
+            return ids
+
+        vectors = self.runner.run(TEXT, texts, preprocess_all=tokenize_all)
+        request_context.count(texts=len(texts), tokens=tokens)
+        return {"model": backend.name, "dim": backend.dim, "usage": {"tokens": tokens},
+                "embeddings": [encode_vector(vector, encoding_format) for vector in vectors]}
+
+    def embed_file(self, data: bytes, name: str) -> dict:
+        """A .txt file (one text) or .jsonl file (a string or {"text": ...} per line) -> its embeddings."""
+        try:
+            content = data.decode("utf-8")
+            if not name.lower().endswith(".jsonl"):
+                return self.embed([content])
+            lines = [json.loads(line) for line in content.splitlines() if line.strip()]
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InvalidInput(f"{name}: not UTF-8 text or JSON lines ({err})", code="invalid_text_file") from err
+        return self.embed([line.get("text") if isinstance(line, dict) else line for line in lines])
+
+    def event_handler(self):
+        """The EventHandler of /events/*: one text object -> ``<key>@<generation>.json`` with its embeddings."""
+
+        def run(data: bytes, options: dict, meta: dict) -> dict[str, tuple[bytes, str]]:
+            if options:
+                raise InvalidInput(f"unknown option '{sorted(options)[0]}'; a text event takes none",
+                                   code="unknown_field")
+            result = {**meta, **self.embed_file(data, meta["input"])}
+            return {"json": (json.dumps(result).encode(), "application/json")}
+
+        return run
+
+
+def embed_job_input(service: TextEmbeddingService, data: bytes, name: str, _options) -> dict:
+    """A batch job's line for one text file (JobDeclaration.run)."""
+    return service.embed_file(data, name)
