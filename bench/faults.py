@@ -10,8 +10,11 @@ bench/results/faults.md. The SIGKILL rows also run in `make test` (tests/reliabi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +35,7 @@ from bench.faults_kit import (
     synchronous_answers,
     whisper_env,
 )
-from bench.harness import free_port
+from bench.harness import ROOT, free_port
 from tests.callback_receiver import Receiver
 
 IN_FLIGHT = 8
@@ -363,11 +366,72 @@ def durable_instance_lost() -> Outcome:
         receiver.close()
 
 
+def storage_down_batch_job() -> Outcome:
+    """The storage emulator stopped in the middle of a batch job (python -m server.job), restarted, the job
+    rerun: every input's result written exactly once."""
+    from core.from_storage import storage
+    from tests.emulators import _start, _stop  # the suite's own starters
+    from tests.media import encode, photo_like
+
+    work = scratch()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # On disk (STORAGE_BASE), not in memory: the bucket survives the emulator's restart, as GCS would.
+    argv = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port)]
+    start = lambda n: _start(argv, url + "/storage/v1/b", work / f"storage-{n}.log",  # noqa: E731
+                             env={"STORAGE_BASE": str(work)})
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    env = {**os.environ, "CLOUD_RUN_TASK_INDEX": "0", "CLOUD_RUN_TASK_COUNT": "1", "LOG_LEVEL": "WARNING"}
+    emulator = start(1)
+    first = None
+    try:
+        requests.post(f"{url}/storage/v1/b?project=faults", json={"name": "batch"}, timeout=10).raise_for_status()
+        uris = [f"gs://batch/photos/{n:03d}.jpg" for n in range(24)]
+        for n, uri in enumerate(uris):
+            storage.write_bytes(uri, encode(photo_like(64, 48, seed=n), "JPEG"), "image/jpeg")
+        storage.write_bytes("gs://batch/photos.txt", "".join(u + "\n" for u in uris).encode())
+        command = [sys.executable, "-m", "server.job", "--input", "gs://batch/photos.txt", "--output",
+                   "gs://batch/embeddings", "--workers", "1", "--checkpoint-every", "1"]
+        started = time.monotonic()
+        first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        part = "gs://batch/embeddings/part-00000-of-00001.jsonl"
+        give_up = time.monotonic() + 120
+        while not storage.exists(part) and time.monotonic() < give_up:
+            time.sleep(0.01)
+        _stop(emulator)  # storage gone in the middle of the job, for less than its calls' retry window
+        time.sleep(5)
+        emulator = start(2)
+        first_rc = first.wait(timeout=300)
+        rerun = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                               timeout=300)
+        paths = [json.loads(line)["path"] for location in storage.list_prefix("gs://batch/embeddings")
+                 if location.endswith(".jsonl")
+                 for line in storage.read_bytes(location).decode().splitlines()]
+        done = set(paths) & set(uris)
+        duplicates = len(paths) - len(set(paths))
+        return Outcome("storage emulator stopped in the middle of a batch job, restarted, job rerun", len(uris),
+                       len(done), len(uris) - len(done), round(time.monotonic() - started, 1),
+                       len(done) == len(uris) and duplicates == 0 and rerun.returncode == 0,
+                       f"storage down 5 s; first run exit {first_rc}; rerun exit {rerun.returncode}; "
+                       f"{duplicates} inputs written twice")
+    finally:
+        if first is not None and first.poll() is None:
+            first.kill()
+            first.wait()
+        _stop(emulator)
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+
+
 ROWS = {"worker-sigkill": worker_sigkill, "tree-sigkill": tree_sigkill, "sync-sigkill": sync_sigkill,
         "durable-instance-lost": durable_instance_lost, "redis-down": redis_down,
         "receiver-down": callback_receiver_down, "cold-start-3": lambda: cold_start(3),
         "cold-start-8": lambda: cold_start(8), "oom": oom_under_load, "replica-oom": replica_fails_to_load,
-        "replica-crash": lambda: replica_fails_to_load("FAKE_LOAD_CRASHES")}
+        "replica-crash": lambda: replica_fails_to_load("FAKE_LOAD_CRASHES"),
+        "storage-down-batch": storage_down_batch_job}
 
 
 def table(outcomes: list[Outcome]) -> str:
