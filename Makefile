@@ -80,7 +80,7 @@ lock:  ## regenerate the hash-locked requirements/{server,worker}.lock after edi
 pin-images:  ## resolve requirements/base-images.lock to digests (needs registry access)
 	bash scripts/pin-base-images.sh
 
-.PHONY: images run-images test-images bench-images
+.PHONY: images run-images test-images bench-images test-compose
 images:  ## build clip-server:local and whisper-worker:local (docker, else buildah with local base stand-ins)
 	bash scripts/build-images.sh
 
@@ -93,3 +93,8 @@ test-images: $(STAMP)  ## container tests against the built images (about 10 min
 
 bench-images: $(STAMP)  ## image size, layers and cold start, in and out of the container (after make images)
 	$(PY) -m bench images
+
+# The CPU images first (from cache once built), then docker-compose.yml's cpu profile for real.
+test-compose: $(STAMP)  ## docker compose (or podman-compose) up of the cpu profile: health, requests, draining down (not in make test)
+	bash scripts/build-images.sh clip-cpu worker-cpu
+	$(PY) -m pytest -m compose

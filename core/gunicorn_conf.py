@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 
+from core.capacity import gpu_memory, processes_per_instance, weights_size
 from core.launcher import APP_PACKAGE_ENV
 from core.model.admission import WORKER_COUNT_ENV
 from core.model.cpus import available_cpus
@@ -64,28 +65,17 @@ def pick_gpu(taken: list[str | None], available: list[str]) -> str | None:
     return min(available, key=lambda gpu: (taken.count(gpu), available.index(gpu)))
 
 
-# Request-handling processes per GPU, at most: each holds its own CUDA context and model replica
-# (about 0.5-1 GB of GPU memory for ViT-B-32 in fp16) and splits the traffic, so batches shrink.
-# One process keeps at most ~1.3 cores busy (bench feed: 257 images/s x 5 ms of CPU each), so an
-# 8-vCPU L4 needs about one per vCPU; past that they only take turns. No GPU here checked it.
-MAX_PROCESSES_PER_GPU = 8
+def default_worker_count(settings: CoreSettings, processes_per_gpu: int | None, environ=os.environ) -> int:
+    """gunicorn workers when WEB_WORKERS is unset: core.capacity's rule for what this container has.
 
-
-def default_worker_count(gpus: int, cpus: int, processes_per_gpu: int | None = 1) -> int:
-    """gunicorn workers when WEB_WORKERS is unset.
-
-    No GPU: one process (model replicas on the CPU would fight over the same cores). With GPUs:
-    ``processes_per_gpu`` on each; None means one per vCPU of the GPU's share, up to
-    MAX_PROCESSES_PER_GPU. A process's Python (HTTP parsing, decoding glue, JSON) runs on about one
-    core at a time because of its GIL, so one process cannot feed a fast GPU from an 8-vCPU
-    instance; several processes, each with its own replica, time-share the GPU (docs/performance.md,
-    "Feeding the GPU", has the figures that chose this over one shared model process).
+    The vCPUs, the visible GPUs and their memory (nvidia-smi, no CUDA in the master) and the size of
+    the baked weights (all of MODELS_DIR: an image bakes its service's model there).
     """
-    if gpus <= 0:
-        return 1
-    if processes_per_gpu is None:
-        processes_per_gpu = max(1, min(MAX_PROCESSES_PER_GPU, cpus // gpus))
-    return gpus * processes_per_gpu
+    gpus = len(gpu_ids(environ))
+    return processes_per_instance(
+        available_cpus(), gpus, processes_per_gpu,
+        gpu_memory_bytes=gpu_memory(environ) if gpus else None,
+        weights_bytes=weights_size(settings.models_dir) if gpus else None)
 
 
 def _post_worker_init(worker) -> None:
@@ -127,10 +117,11 @@ def apply(namespace: dict, settings: CoreSettings, processes_per_gpu: int | None
     """Fill a gunicorn config module's globals from the service settings.
 
     ``processes_per_gpu``: the service's default when WEB_WORKERS is unset (see
-    ``default_worker_count``): the CLIP server sizes it from the vCPUs, the Whisper worker keeps 1.
+    ``core.capacity.processes_per_instance``): None (the CLIP server) is one per vCPU, the Whisper
+    worker keeps 1.
     """
     available = gpu_ids()
-    workers = settings.web_workers or default_worker_count(len(available), available_cpus(), processes_per_gpu)
+    workers = settings.web_workers or default_worker_count(settings, processes_per_gpu)
 
     created = {}
 

@@ -66,12 +66,13 @@ class CoreSettings:
     port: int = setting("PORT", 8080, "TCP port to listen on (Cloud Run sets it).", minimum=1)
     web_threads: int = setting(
         "WEB_THREADS", 16,
-        "gunicorn gthread threads = requests one instance handles at once; match Cloud Run "
-        "--concurrency, and keep it above MAX_BATCH_SIZE so batches can fill.", minimum=1)
+        "gunicorn gthread threads per process = requests it handles at once; at least 2 x MAX_BATCH_SIZE "
+        "so its batches fill (a batch in the model, the next forming; docs/deploy.md, Processes and concurrency).", minimum=1)
     web_workers: int | None = setting(
         "WEB_WORKERS", None,
         "gunicorn worker processes; each loads its own model. auto: 1 on CPU; with GPUs, one per GPU "
-        "for the Whisper worker and one per vCPU (at most 8 per GPU) for the CLIP server.",
+        "for the Whisper worker and one per vCPU (at most 8 per GPU) for the CLIP server, no more per GPU "
+        "than fit in its memory (core/capacity.py).",
         minimum=1)
     graceful_timeout_s: float = setting(
         "GRACEFUL_TIMEOUT_S", 8.0,

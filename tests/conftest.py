@@ -36,17 +36,14 @@ def cuda_available() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     # Container tests build and run the images (minutes, gigabytes): only when asked for by marker.
-    if "images" not in (config.getoption("-m") or ""):
-        skip_images = pytest.mark.skip(reason="container test: run `make test-images` (after `make images`)")
-        for item in items:
-            if "images" in item.keywords:
-                item.add_marker(skip_images)
     # The fault matrix's heavier rows stop and start real dependencies (a minute or more): on demand.
-    if "faults" not in (config.getoption("-m") or ""):
-        skip_faults = pytest.mark.skip(reason="fault matrix row: run `make faults` (or pytest -m faults)")
-        for item in items:
-            if "faults" in item.keywords:
-                item.add_marker(skip_faults)
+    for marker, target in (("images", "make test-images` (after `make images`)"), ("compose", "make test-compose`"),
+                           ("faults", "make faults` (or pytest -m faults)")):
+        if marker not in (config.getoption("-m") or ""):
+            skip = pytest.mark.skip(reason=f"{marker} test: run `{target}")
+            for item in items:
+                if marker in item.keywords:
+                    item.add_marker(skip)
     if cuda_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")

@@ -31,7 +31,7 @@ class SentenceBackend(BaseBackend):
         from tokenizers import Tokenizer
         from transformers import AutoModel
 
-        self.device = self.pick_device(self.settings.textembed_device)
+        self.device = self.pick_device(self.settings.textembed_device, "TEXTEMBED_DEVICE")
         self.max_tokens = json.loads((self.path / "sentence_bert_config.json").read_text())["max_seq_length"]
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         self.tokenizer.no_truncation(), self.tokenizer.no_padding()  # preprocess() decides; forward() pads

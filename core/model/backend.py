@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+from core.settings import SettingsError
+
 # MAX_BATCH_SIZE=auto: a GPU keeps busy with batches of 32 without making the first request of a
 # batch wait long; on a CPU throughput stops growing around 8 (bench/clip_bench.py measured CLIP).
 GPU_BATCH_SIZE = 32
@@ -52,14 +54,23 @@ class BaseBackend:
         return {"model": self.name, "device": self.device, "dim": getattr(self, "dim", None), "weights": self.weights}
 
     @staticmethod
-    def pick_device(setting: str) -> str:
+    def pick_device(setting: str, env: str = "device") -> str:
         """A device setting (auto, cuda, cuda:N, cpu) -> the torch device to load on. ``cuda`` without a
-        usable GPU is an error, not a quiet fall-back to the CPU: a GPU deploy must not serve from the CPU."""
+        usable GPU is a SettingsError, not a quiet fall-back to the CPU: a GPU deploy must not serve
+        from the CPU, and ``check_device`` raises it at start-up (docs/deploy.md, Processes and concurrency)."""
         import torch
 
         if setting == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         if setting.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device {setting!r} was asked for, but CUDA is not available "
-                               f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
+            raise SettingsError(f"{env}={setting} but CUDA is not available in this container (torch "
+                                f"{torch.__version__}, CUDA build {torch.version.cuda}: no GPU attached, or its "
+                                "driver failed to initialise)")
         return setting
+
+    @classmethod
+    def check_device(cls, setting: str, env: str = "device") -> None:
+        """From ``check_weights``: an explicit CUDA device that is missing stops the start (the launcher's
+        one ``error:`` line, or a worker that does not boot), before anything loads."""
+        if setting.startswith("cuda"):  # auto and cpu need no torch import here
+            cls.pick_device(setting, env)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -84,8 +85,11 @@ MODEL_LOAD_SECONDS = Gauge("model_load_seconds", "Seconds from app start to read
                            multiprocess_mode="max")
 MODEL_READY = Gauge("model_ready", "1 when the worker's model serves, else 0 (summed over workers).",
                     multiprocess_mode="livesum")
-GPU_MEMORY = Gauge("gpu_memory_used_bytes", "GPU memory in use on the worker's device (CUDA only).",
-                   multiprocess_mode="livesum")
+# A device-wide reading: every process on a GPU reads the same figure, so the processes' samples
+# are not added up (that read 8x too high with 8 CLIP processes on an L4); the latest reading of
+# each GPU is the value, labelled by its physical id (several GPUs, one process set each).
+GPU_MEMORY = Gauge("gpu_memory_used_bytes", "GPU memory in use on each GPU (CUDA only; the latest reading).",
+                   ["gpu"], multiprocess_mode="mostrecent")
 BATCH_LIMIT = Gauge("inference_batch_limit",
                     "The batch limit now, the smallest of the workers; below MAX_BATCH_SIZE once GPU "
                     "out-of-memory errors shrank it.", multiprocess_mode="livemin")
@@ -213,6 +217,20 @@ def gpu_memory_bytes(device: str | None) -> int | None:
         return None
 
 
+def physical_gpu(device: str, environ=os.environ) -> str:
+    """The physical id of ``device`` (cuda[:N]): N-th of CUDA_VISIBLE_DEVICES (gunicorn pins each worker)."""
+    index = int(str(device).partition(":")[2] or 0)
+    visible = [v.strip() for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[index] if index < len(visible) else str(index)
+
+
+def report_gpu_memory(device: str | None) -> None:
+    """Set the GPU-memory gauge of this process's device from one device-wide reading."""
+    used = gpu_memory_bytes(device)
+    if used is not None:
+        GPU_MEMORY.labels(gpu=physical_gpu(device)).set(used)
+
+
 class Monitor(threading.Thread):
     """Per worker: instruments the runner, samples queue depth and GPU memory, logs the ready line."""
 
@@ -263,9 +281,7 @@ class Monitor(threading.Thread):
                       details.get("batching", {}))
         if self.device and time.monotonic() - self.gpu_sampled_at > GPU_SAMPLE_INTERVAL_S:
             self.gpu_sampled_at = time.monotonic()
-            used = gpu_memory_bytes(self.device)
-            if used is not None:
-                GPU_MEMORY.set(used)
+            report_gpu_memory(self.device)
 
     def _count_oom(self, stats) -> None:
         """Add the batcher's new out-of-memory events to the counter (it keeps its own totals)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from server.backends.base import IMAGE, ClipBackend
-from server.backends.torch_util import dtype_for, resolve_device, stack_to_device, to_unit_rows
+from server.backends.torch_util import dtype_for, stack_to_device, to_unit_rows
 from server.images import ImageSpec
 from server.models import ModelNotBaked, is_local_path, read_manifest
 
@@ -45,7 +45,8 @@ class HFClipBackend(ClipBackend):
         return baked
 
     def check_weights(self) -> None:
-        """Raise ModelNotBaked now if the model directory is missing."""
+        """Raise now if the model directory is missing or an explicit CUDA device is."""
+        self.check_device(self.settings.clip_device, "CLIP_DEVICE")
         self._directory()
 
     def load(self) -> None:
@@ -54,7 +55,7 @@ class HFClipBackend(ClipBackend):
 
         directory = self._directory()
         self.weights = str(directory)
-        self.device = resolve_device(self.settings.clip_device)
+        self.device = self.pick_device(self.settings.clip_device, "CLIP_DEVICE")
         torch_dtype = dtype_for(self.device)
         self.dtype = str(torch_dtype).removeprefix("torch.")
         self.model = CLIPModel.from_pretrained(directory, dtype=torch_dtype, local_files_only=True)

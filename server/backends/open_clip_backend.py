@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from server.backends.base import IMAGE, ClipBackend
-from server.backends.torch_util import dtype_for, resolve_device, stack_to_device, to_unit_rows
+from server.backends.torch_util import dtype_for, stack_to_device, to_unit_rows
 from server.backends.word_cache import bound_word_cache
 from server.images import ImageSpec
 from server.models import ModelNotBaked, is_local_path, read_manifest
@@ -47,7 +47,8 @@ class OpenClipBackend(ClipBackend):
                 "cache_dir": str(baked / manifest["cache_dir"])}
 
     def check_weights(self) -> None:
-        """Raise ModelNotBaked now (before any loading) if the weights are not where they must be."""
+        """Raise now (before any loading) if the weights are missing or an explicit CUDA device is."""
+        self.check_device(self.settings.clip_device, "CLIP_DEVICE")
         self._weights()
 
     def load(self) -> None:
@@ -60,7 +61,7 @@ class OpenClipBackend(ClipBackend):
 
             demo.register()
 
-        self.device = resolve_device(self.settings.clip_device)
+        self.device = self.pick_device(self.settings.clip_device, "CLIP_DEVICE")
         torch_dtype = dtype_for(self.device)
         self.dtype = str(torch_dtype).removeprefix("torch.")
         kwargs = self._weights()

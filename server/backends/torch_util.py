@@ -5,17 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def resolve_device(setting: str) -> str:
-    """CLIP_DEVICE -> a torch device string; auto picks CUDA when it is there."""
-    import torch
-
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"CLIP_DEVICE={setting} but CUDA is not available in this container")
-    return setting
-
-
 def dtype_for(device: str):
     """fp16 on CUDA (twice the throughput, same ranking), fp32 on CPU (fp16 is slow there)."""
     import torch

@@ -5,9 +5,7 @@ import os
 import pytest
 
 from core.gunicorn_conf import (
-    MAX_PROCESSES_PER_GPU,
     apply,
-    default_worker_count,
     gpu_ids,
     pick_gpu,
     prepare_metrics_dir,
@@ -39,16 +37,6 @@ def test_several_processes_per_gpu_spread_evenly():
     assert pick_gpu(taken, ["0", "1"]) == "1"
 
 
-def test_worker_count_follows_gpus_and_vcpus():
-    assert default_worker_count(gpus=0, cpus=8, processes_per_gpu=None) == 1  # CPU: one replica
-    assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=1) == 1  # Whisper: one per GPU
-    assert default_worker_count(gpus=1, cpus=8, processes_per_gpu=None) == 8  # CLIP on an 8-vCPU L4
-    assert default_worker_count(gpus=1, cpus=3, processes_per_gpu=None) == 3  # one per vCPU
-    assert default_worker_count(gpus=2, cpus=6, processes_per_gpu=None) == 6  # 3 on each GPU
-    assert default_worker_count(gpus=1, cpus=64, processes_per_gpu=None) == MAX_PROCESSES_PER_GPU
-    assert default_worker_count(gpus=4, cpus=2, processes_per_gpu=None) == 4  # at least one per GPU
-
-
 def test_the_clip_server_config_sizes_workers_from_the_vcpus(monkeypatch):
     import core.gunicorn_conf as conf
 
@@ -65,6 +53,24 @@ def test_the_clip_server_config_sizes_workers_from_the_vcpus(monkeypatch):
     assert workers("worker") == 1
     monkeypatch.setenv("WEB_WORKERS", "2")
     assert workers("server") == 2
+
+
+def test_the_baked_weights_cap_the_processes_a_gpu_holds(monkeypatch, tmp_path):
+    # No GPU here: nvidia-smi's answer is replaced, the weights are a sparse file of the real size.
+    import core.gunicorn_conf as conf
+
+    baked = tmp_path / "clip" / "vit-h-14"
+    baked.mkdir(parents=True)
+    with open(baked / "open_clip_pytorch_model.bin", "wb") as weights:
+        weights.truncate(3_944_000_000)  # ViT-H-14 laion2b in fp32
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("WEB_WORKERS", raising=False)
+    monkeypatch.setattr(conf, "available_cpus", lambda: 8)
+    monkeypatch.setattr(conf, "gpu_memory", lambda environ: 23034 * 1024 * 1024)  # an L4
+    config: dict = {}
+    conf.configure(config, "server")
+    assert config["workers"] == 4  # not 8: 8 x 4.9 GB > 24 GB
 
 
 def test_config_honours_port_threads_and_cloud_runs_shutdown_window(monkeypatch):

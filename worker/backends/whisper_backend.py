@@ -32,6 +32,7 @@ import numpy as np
 from core.errors import ModelNotBaked
 from core.model.backend import BaseBackend
 from core.model.cpus import available_cpus
+from core.settings import SettingsError
 from worker.audio import SAMPLE_RATE, DecodedAudio, to_float
 from worker.backends import faster_whisper_adapter as fw
 from worker.fallback import COMPRESSION_RATIO_THRESHOLD, LOG_PROB_THRESHOLD, NO_SPEECH_THRESHOLD, is_silence
@@ -121,18 +122,29 @@ class WhisperBackend(BaseBackend):
 
     # ---- start-up (batcher thread) ---------------------------------------------------------
     def check_weights(self) -> None:
-        """Raise ModelNotBaked before any loading if the model is not on disk."""
+        """Raise before any loading if the model is not on disk or an explicit CUDA device is missing."""
         self.model_dir = resolve_model_dir(self.settings)
+        if self.settings.whisper_device == "cuda":
+            self._has_cuda()
+
+    def _has_cuda(self) -> bool:
+        """Whether CTranslate2 sees a CUDA device; WHISPER_DEVICE=cuda without one raises SettingsError."""
+        import ctranslate2
+
+        has_cuda = ctranslate2.get_cuda_device_count() > 0
+        if self.settings.whisper_device == "cuda" and not has_cuda:
+            # A SettingsError: the worker does not boot and gunicorn stops (exit 3) with this line,
+            # instead of large-v3 loading on the CPU past the startup probe (issue 23).
+            raise SettingsError("WHISPER_DEVICE=cuda but CTranslate2 sees no CUDA device in this container "
+                                "(no GPU attached, or its driver failed to initialise)")
+        return has_cuda
 
     def load(self) -> None:
-        import ctranslate2
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         self.model_dir = resolve_model_dir(self.settings)
         requested = self.settings.whisper_device
-        has_cuda = ctranslate2.get_cuda_device_count() > 0
-        if requested == "cuda" and not has_cuda:
-            raise ModelNotBaked("WHISPER_DEVICE=cuda but no CUDA device is visible")
+        has_cuda = self._has_cuda()
         self.device = "cuda" if requested == "cuda" or (requested == "auto" and has_cuda) else "cpu"
         compute = self.settings.whisper_compute_type
         self.compute_type = ("float16" if self.device == "cuda" else "int8") if compute == "auto" else compute
