@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-1
 # sharp for the TypeScript client's downscaling tests, at package-lock.json's pinned version.
 NODE_STAMP := clients/typescript/node_modules/.installed
 
-.PHONY: setup system-deps run run-server-vitb32 test test-fast bench soak lint samples demo-model clean compose
+.PHONY: setup system-deps run run-server-vitb32 test test-fast bench soak faults lint samples demo-model clean compose
 
 setup: system-deps $(STAMP) $(NODE_STAMP)  ## create .venv and install everything (idempotent)
 
@@ -52,6 +52,9 @@ bench: setup  ## side-by-side throughput/latency/RSS tables for both services
 
 soak: setup  ## 30 minutes of mixed CLIP traffic (locust): the RSS slope of the server's process tree (on demand, not CI)
 	$(PY) -m bench.soak
+
+faults: setup  ## the fault matrix: kills, lost instances, Redis down, GPU OOM, cold starts; prints the table (docs/reliability.md)
+	$(PY) -m bench.faults
 
 lint: setup
 	$(PY) -m ruff check .

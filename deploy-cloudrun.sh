@@ -949,6 +949,67 @@ cmd_triggers() {
   done
 }
 
+# durable SERVICE: opt-in durable mode for callback_url jobs (docs/reliability.md). A topic
+# SERVICE-jobs with an OIDC push subscription to /events/pubsub (redelivery until the job's result
+# is stored, then a dead-letter topic kept 7 days), the IAM that needs, and JOB_TOPIC in the
+# service's spec (PREFIX_DURABLE=true; keep it in deploy.env, or the next deploy's spec drops it).
+# Needs JOB_STORE_BUCKET: every instance must reach the jobs' stored requests.
+cmd_durable() {
+  require_target
+  [[ $# -eq 1 ]] || die "usage: durable SERVICE"
+  local svc name topic dead sub url key="" endpoint pubsub_agent t
+  svc=$(service_key "$1")
+  name=$(setting "$svc" service)
+  [[ -n $JOB_STORE_BUCKET ]] || die "durable mode needs JOB_STORE_BUCKET (a gs:// job store every instance reaches); deploy with it first"
+  topic="$name-jobs" dead="$name-jobs-dead-letter" sub="$name-jobs-push"
+  run gcloud services enable pubsub.googleapis.com --project="$PROJECT" --quiet
+  [[ -n $SERVICE_ACCOUNT ]] || SERVICE_ACCOUNT="$RUN_SA_NAME@$PROJECT.iam.gserviceaccount.com"
+  ensure_invoker "$name"
+  PROJECT_NUMBER=""
+  project_number
+  pubsub_agent="service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
+  capture_into url https://SERVICE-URL gcloud run services describe "$name" --project="$PROJECT" \
+    --region="$REGION" --format=value\(status.url\)
+  [[ -n $url ]] || die "service $name has no URL: deploy it first"
+  if [[ -n $API_KEY_SECRET ]]; then  # a push cannot add headers: the key goes as ?token=, never printed
+    capture_into key API_KEY gcloud secrets versions access latest --secret="$API_KEY_SECRET" --project="$PROJECT"
+    [[ -n $key ]] || die "secret $API_KEY_SECRET has no enabled version"
+    [[ $DRY_RUN == true ]] || MASKED+=("$key")
+  fi
+  endpoint="$url/events/pubsub${key:+?token=$key}"
+  for t in "$topic" "$dead"; do
+    describe_or_create gcloud pubsub topics describe "$t" --project="$PROJECT" -- \
+      gcloud pubsub topics create "$t" --labels=app=gpu-inference --project="$PROJECT" --quiet
+  done
+  describe_or_create gcloud pubsub subscriptions describe "$dead-sub" --project="$PROJECT" -- \
+    gcloud pubsub subscriptions create "$dead-sub" --topic="$dead" --message-retention-duration=7d \
+    --labels=app=gpu-inference --project="$PROJECT" --quiet
+  # The service ends a job worker_lost after JOB_MAX_ATTEMPTS (3) deliveries; the dead letter
+  # only takes what not even that could end. The push holds the job until its result is stored.
+  local settings=(--push-endpoint="$endpoint" --push-auth-service-account="$INVOKER_SERVICE_ACCOUNT"
+    --ack-deadline="$PUBSUB_ACK_DEADLINE_S" --min-retry-delay=10s --max-retry-delay=600s
+    --dead-letter-topic="$dead" --max-delivery-attempts="$PUBSUB_MAX_DELIVERY_ATTEMPTS")
+  describe_create_or_update gcloud pubsub subscriptions describe "$sub" --project="$PROJECT" -- \
+    gcloud pubsub subscriptions create "$sub" --topic="$topic" "${settings[@]}" \
+    --labels=app=gpu-inference --project="$PROJECT" --quiet -- \
+    gcloud pubsub subscriptions update "$sub" "${settings[@]}" --project="$PROJECT" --quiet
+  run gcloud pubsub topics add-iam-policy-binding "$topic" --member="serviceAccount:$SERVICE_ACCOUNT" \
+    --role=roles/pubsub.publisher --project="$PROJECT" --quiet
+  run gcloud iam service-accounts add-iam-policy-binding "$INVOKER_SERVICE_ACCOUNT" \
+    --member="serviceAccount:$pubsub_agent" --role=roles/iam.serviceAccountTokenCreator --project="$PROJECT" --quiet
+  run gcloud pubsub topics add-iam-policy-binding "$dead" --member="serviceAccount:$pubsub_agent" \
+    --role=roles/pubsub.publisher --project="$PROJECT" --quiet
+  run gcloud pubsub subscriptions add-iam-policy-binding "$sub" --member="serviceAccount:$pubsub_agent" \
+    --role=roles/pubsub.subscriber --project="$PROJECT" --quiet
+  # JOB_TOPIC goes into the spec like every other setting, and the spec is applied again.
+  printf -v "$(table get "$svc" env_prefix)_DURABLE" '%s' true
+  export "$(table get "$svc" env_prefix)_DURABLE"
+  ensure_api_key_secret
+  ensure_redis_secret
+  ensure_callback_secret
+  deploy_service "$svc"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Alert policies: alerts/*.yaml (AlertPolicy resources of the Monitoring v3 API)
 
@@ -1052,7 +1113,7 @@ cmd_cost() {
 
 is_command() {
   case $1 in
-    deploy | render | build | status | url | logs | traffic | promote | rollback | delete | cost | job | triggers | alerts | help) return 0 ;;
+    deploy | render | build | status | url | logs | traffic | promote | rollback | delete | cost | job | triggers | durable | alerts | help) return 0 ;;
     *) return 1 ;;
   esac
 }

@@ -203,6 +203,9 @@ def service_env(service: dict) -> dict[str, str]:
         pairs["EVENTS_OUTPUT"] = events_output
     if env("JOB_STORE_BUCKET"):
         pairs["JOB_STORE_URI"] = f"gs://{env('JOB_STORE_BUCKET')}/jobs/{setting(service, 'service')}"
+    if truthy(env(f"{service['env_prefix']}_DURABLE", "false")):
+        # Durable callback jobs (docs/reliability.md): the topic `deploy-cloudrun.sh durable` made.
+        pairs["JOB_TOPIC"] = f"projects/{env('PROJECT')}/topics/{setting(service, 'service')}-jobs"
     for extra in env("EXTRA_ENV_VARS").split():
         key, _, value = extra.partition("=")
         pairs[key] = value

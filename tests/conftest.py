@@ -37,7 +37,9 @@ def cuda_available() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     # Container tests build and run the images (minutes, gigabytes): only when asked for by marker.
-    for marker, target in (("images", "make test-images` (after `make images`)"), ("compose", "make test-compose`")):
+    # The fault matrix's heavier rows stop and start real dependencies (a minute or more): on demand.
+    for marker, target in (("images", "make test-images` (after `make images`)"), ("compose", "make test-compose`"),
+                           ("faults", "make faults` (or pytest -m faults)")):
         if marker not in (config.getoption("-m") or ""):
             skip = pytest.mark.skip(reason=f"{marker} test: run `{target}")
             for item in items:

@@ -178,6 +178,7 @@ def scenario_args(api_key_file: Path) -> dict[str, list[str]]:
         "job-gpu-logs": [*TARGET, "job", "worker", "logs"],
         "triggers-all": [*TARGET, "triggers", "worker", "pubsub", "eventarc", "tasks"],
         "triggers-default": [*TARGET, "triggers", "clip"],
+        "durable": [*TARGET, "durable", "worker"],
         "alerts": [*TARGET, "alerts"],
         # Every service of the table, its job too (a CPU service: textembed).
         **{f"deploy-{name}": [*TARGET, "deploy", name, "--image-tag", "t1"] for name in load_table()},
@@ -200,4 +201,5 @@ SCENARIO_ENV = {"deploy-zonal": {"RATE_LIMIT": "10/second,100/minute"},
                 "job-cpu-deploy": EVENTS_ENV, "job-gpu-deploy": {**EVENTS_ENV, **REDIS_ENV},
                 # Eventarc cannot carry the API key: its scenario deploys without one (IAM only).
                 "triggers-all": {**EVENTS_ENV, "API_KEY_SECRET": "", "ALLOW_UNAUTHENTICATED": "false"},
-                "alerts": {"ALERT_CHANNELS": "projects/demo-project-123/notificationChannels/123"}}
+                "alerts": {"ALERT_CHANNELS": "projects/demo-project-123/notificationChannels/123"},
+                "durable": {"JOB_STORE_BUCKET": "my-jobs"}}
