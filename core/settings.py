@@ -67,7 +67,8 @@ class CoreSettings:
     web_threads: int = setting(
         "WEB_THREADS", 16,
         "gunicorn gthread threads per process = requests it handles at once; at least 2 x MAX_BATCH_SIZE "
-        "so its batches fill (a batch in the model, the next forming; docs/deploy.md, Processes and concurrency).", minimum=1)
+        "so its batches fill (a batch in the model, the next forming; docs/deploy.md, Processes and concurrency).",
+        minimum=1)
     web_workers: int | None = setting(
         "WEB_WORKERS", None,
         "gunicorn worker processes; each loads its own model. auto: 1 on CPU; with GPUs, one per GPU "

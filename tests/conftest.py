@@ -164,3 +164,12 @@ def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05):
             return value
         time.sleep(interval_s)
     raise TimeoutError("condition not met in time")
+
+
+@pytest.fixture(scope="session")
+def textembed_models_dir(tmp_path_factory) -> str:
+    """MODELS_DIR with all-MiniLM-L6-v2 baked by its own bake command (offline: the PyPI package's files)."""
+    folder = tmp_path_factory.mktemp("textembed-models")
+    subprocess.run([sys.executable, "-m", "textembed.bake"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "MODELS_DIR": str(folder)})
+    return str(folder)

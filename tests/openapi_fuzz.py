@@ -34,11 +34,14 @@ class FuzzedApp:
     name: str
     package: str  # python -m <package>
     env: dict[str, str] = field(default_factory=dict)
+    models_fixture: str | None = None  # a session fixture giving the MODELS_DIR of its real model
 
 
 APPS = [
     FuzzedApp("clip-server", "server", {"CLIP_MODEL": "fake"}),
     FuzzedApp("whisper-worker", "worker", {"WHISPER_MODEL": "fake"}),
+    # No fake backend: all-MiniLM-L6-v2 is small enough to fuzz for real.
+    FuzzedApp("textembed", "textembed", models_fixture="textembed_models_dir"),
 ]
 
 
