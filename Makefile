@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-1
 # sharp for the TypeScript client's downscaling tests, at package-lock.json's pinned version.
 NODE_STAMP := clients/typescript/node_modules/.installed
 
-.PHONY: setup system-deps run run-server run-server-vitb32 run-worker run-textembed test test-fast bench soak lint samples demo-model clean
+.PHONY: setup system-deps run run-server-vitb32 test test-fast bench soak faults lint samples demo-model clean compose
 
 setup: system-deps $(STAMP) $(NODE_STAMP)  ## create .venv and install everything (idempotent)
 
@@ -27,21 +27,18 @@ $(NODE_STAMP): clients/typescript/package-lock.json
 system-deps:  ## espeak-ng, ffmpeg, shellcheck, redis-server, jq, nodejs, imagemagick (apt)
 	bash scripts/install-system-deps.sh
 
-run: setup  ## CLIP server on :5001 and Whisper worker on :8080, embedded default models
+run: setup  ## every service of services.toml on its port (CLIP :5001, Whisper :8080, ...), embedded default models
 	PYTHON=$(PY) bash scripts/run-local.sh
 
-run-server: setup
-	$(PY) -m server
+# make run-NAME: one service of services.toml by its name or alias (run-clip, run-server,
+# run-whisper, run-worker, run-textembed, ...) on its port, its default model baked offline into
+# models/ first (a second or two; textembed loads only from there); explicit targets such as
+# run-server-vitb32 win.
+run-%: setup
+	package=$$(python3 scripts/services.py get $* package) && $(PY) -m $$package.bake && $(PY) -m $$package
 
 run-server-vitb32: setup  ## CLIP server with production-shaped vectors: ViT-B-32, random weights, 512 dims
 	CLIP_MODEL=ViT-B-32 CLIP_PRETRAINED=random $(PY) -m server
-
-run-worker: setup
-	$(PY) -m worker
-
-run-textembed: setup  ## text embeddings on :5003 (all-MiniLM-L6-v2, baked offline into models/ first)
-	$(PY) -m textembed.bake
-	$(PY) -m textembed
 
 test: setup  ## the whole suite (what CI runs); the container tests are apart: make images test-images
 	$(PY) -m pytest
@@ -56,10 +53,17 @@ bench: setup  ## side-by-side throughput/latency/RSS tables for both services
 soak: setup  ## 30 minutes of mixed CLIP traffic (locust): the RSS slope of the server's process tree (on demand, not CI)
 	$(PY) -m bench.soak
 
+faults: setup  ## the fault matrix: kills, lost instances, Redis down, GPU OOM, cold starts; prints the table (docs/reliability.md)
+	$(PY) -m bench.faults
+
 lint: setup
 	$(PY) -m ruff check .
 	shellcheck deploy-cloudrun.sh scripts/*.sh .ci/run
 	$(VENV)/bin/hadolint --failure-threshold error Dockerfile.cloudrun Dockerfile.slim
+	python3 scripts/services.py check
+
+compose:  ## regenerate docker-compose.yml from services.toml (a test checks it is current)
+	python3 scripts/services.py compose > docker-compose.yml
 
 samples: setup  ## photo.jpg and meeting.m4a for the curl examples of the README and docs/
 	$(PY) scripts/make_samples.py .
@@ -78,10 +82,10 @@ pin-images:  ## resolve requirements/base-images.lock to digests (needs registry
 	bash scripts/pin-base-images.sh
 
 .PHONY: images run-images test-images bench-images test-compose
-images:  ## build clip-server:local and whisper-worker:local (docker, else buildah with local base stand-ins)
+images:  ## build IMAGE:local of every service of services.toml (docker, else buildah with local base stand-ins)
 	bash scripts/build-images.sh
 
-run-images:  ## the built images on :5001 and :8080, as make run starts the services
+run-images:  ## the built images on their ports (services.toml), as make run starts the services
 	bash scripts/run-images.sh
 
 # $(STAMP), not setup: the tests need the venv only (VENV=... points at an existing one).

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Build and deploy the CLIP server and the Whisper worker to Cloud Run, one NVIDIA L4 each.
+# Build and deploy the services of services.toml (the CLIP server, the Whisper worker, ...) to Cloud
+# Run, one NVIDIA L4 each: one Knative spec per service and job, rendered from the table and
+# deploy.env (scripts/render_spec.py) and applied with `gcloud run services|jobs replace`.
 #
 #   ./deploy-cloudrun.sh PROJECT REGION                  build and deploy both services
 #   ./deploy-cloudrun.sh --dry-run PROJECT REGION        print every command, run none
+#   ./deploy-cloudrun.sh --dry-run PROJECT REGION render [SERVICE]   print the specs
 #   ./deploy-cloudrun.sh help                            all commands and options
 #
 # Settings come from deploy.env (see deploy.env.example), then flags. docs/deploy.md (Deploying to Cloud Run) explains
@@ -29,27 +32,31 @@ usage() {
 Usage: deploy-cloudrun.sh [options] PROJECT REGION [COMMAND [ARGS]]
        deploy-cloudrun.sh [options] COMMAND [ARGS]      (PROJECT/REGION from --project/--region or deploy.env)
 
-Commands (SERVICE is clip, worker or a Cloud Run service name; default all):
-  deploy [clip|worker|all]     enable APIs, create the registry, service account and API key secret
-                               when missing, build with Cloud Build, deploy (the default command)
-  build [clip|worker|all]      build and push the images only
-  status [clip|worker|all]     service details (URL, traffic split) and recent revisions
-  url [clip|worker]            print the service URL
+Commands (SERVICE is a name of services.toml (clip, whisper, ...), an alias (worker) or a Cloud Run
+service name; default all):
+  deploy [SERVICE|all]         enable APIs, create the registry, service accounts and API key secret
+                               when missing, build with Cloud Build, render the spec and apply it
+                               (gcloud run services replace); the default command
+  render [SERVICE|all]         print the service and job specs a deploy would apply (no build, no apply)
+  build [SERVICE|all]          build and push the images only
+  status [SERVICE|all]         service details (URL, traffic split) and recent revisions
+  url [SERVICE]                print the service URL
   logs SERVICE                 recent log lines
   traffic SERVICE TAG=PCT[,..] split traffic between tagged revisions (staged rollout)
   promote SERVICE              send 100% of traffic to the latest revision
   rollback SERVICE REVISION    send 100% of traffic to REVISION
-  delete [clip|worker|all]     delete the services (asks first unless --yes)
-  cost [clip|worker]           monthly cost estimate (needs --requests and --seconds)
-  job clip|worker ACTION       Cloud Run Job (batch mode, python -m server.job / worker.job); ACTION:
-                                 deploy    build (unless --skip-build) and create/update the job
+  delete [SERVICE|all]         delete the services (asks first unless --yes)
+  cost [SERVICE]               monthly cost estimate (needs --requests and --seconds)
+  job SERVICE ACTION           Cloud Run Job (batch mode, python -m PACKAGE.job); ACTION:
+                                 deploy    build (unless --skip-build), render its spec, apply it
+                                           (gcloud run jobs replace)
                                  execute   run it (--input SRC --output DST --tasks N override)
                                  status    the job and its recent executions
                                  logs      recent log lines of its tasks
-  triggers clip|worker [KIND]   event sources for the service's /events routes; KIND, one or
+  triggers SERVICE [KIND]      event sources for the service's /events routes; KIND, one or
                                more (default: pubsub tasks):
                                  pubsub    topic, dead-letter topic, OIDC push subscription to
-                                           /events/pubsub, Cloud Storage notification (EVENTS_BUCKET)
+                                           /events/pubsub, Cloud Storage notification (PREFIX_EVENTS_BUCKET)
                                  eventarc  Eventarc trigger on object finalize -> /events/storage
                                  tasks     Cloud Tasks queue with rate limits and OIDC tokens
   alerts [FILE..]              Cloud Monitoring alert policies from alerts/*.yaml (create or update)
@@ -60,6 +67,7 @@ Options:
   --env-file FILE                 settings file (default: ./deploy.env when it exists)
   --dry-run                       print each command, shell-quoted, one per line; run none
   --no-traffic --tag NAME         deploy a new revision without traffic, reachable at its tag URL
+                                  (the spec keeps the live split and adds the revision at 0%)
   --skip-build                    deploy an image already pushed (with --image-tag)
   --allow-unpinned-base           build even if requirements/base-images.lock holds a tag without
                                   a digest (scripts/pin-base-images.sh resolves them)
@@ -154,11 +162,14 @@ describe_or_create() {
 
 load_settings() {
   : "${AR_REPO:=gpu-inference}"
-  : "${CLIP_SERVICE:=clip-server}"
-  : "${WORKER_SERVICE:=whisper-worker}"
-  : "${CLIP_IMAGE:=clip-server}"
-  : "${WORKER_IMAGE:=whisper-worker}"
   : "${RUN_SA_NAME:=gpu-inference-run}"
+  # Cloud Build runs as its own identity: Artifact Registry writer on the repository, log writer.
+  : "${BUILD_SA_NAME:=gpu-inference-build}"
+  : "${BUILD_SERVICE_ACCOUNT:=}"
+  # gs://BUCKET/PATH: the weights mounted read-only from Cloud Storage instead of baked (docs/deploy.md).
+  : "${MODELS_FROM:=}"
+  # Where the rendered specs are written before `gcloud run services|jobs replace` applies them.
+  : "${SPEC_DIR:=build/specs}"
   : "${SERVICE_ACCOUNT:=}"
   : "${API_KEY_SECRET=gpu-inference-api-key}"  # '=' not ':=': empty means "no API key"
   : "${ALLOW_UNAUTHENTICATED:=true}"
@@ -171,6 +182,9 @@ load_settings() {
   : "${STARTUP_PROBE_PERIOD_S:=10}"
   : "${STARTUP_PROBE_FAILURE_THRESHOLD:=24}"
   : "${STARTUP_PROBE_TIMEOUT_S:=5}"
+  # Before the first probe: 60 s on top of the 240 s above, for multi-GB images (Cloud Run allows
+  # up to 240 s here too, so up to 480 s in all).
+  : "${STARTUP_PROBE_INITIAL_DELAY_S:=60}"
   # Liveness: /livez is answered by the gunicorn worker's main loop (never queued behind busy
   # threads) and fails only when the instance is wedged (dead/hung batcher, or no answer at all);
   # 3 misses x 10 s and Cloud Run replaces the instance. The values of docs/deploy.md. Empty = off.
@@ -201,14 +215,8 @@ load_settings() {
   : "${INVOKER_SA_NAME:=gpu-inference-invoker}"
   : "${INVOKER_SERVICE_ACCOUNT:=}"
 
-  # Events (triggers): uploads to <SVC>_EVENTS_BUCKET (under <SVC>_EVENTS_PREFIX) are processed
-  # by the service, results written below <SVC>_EVENTS_OUTPUT (gs://bucket/prefix).
-  : "${CLIP_EVENTS_BUCKET:=}"
-  : "${CLIP_EVENTS_PREFIX:=}"
-  : "${CLIP_EVENTS_OUTPUT:=}"
-  : "${WORKER_EVENTS_BUCKET:=}"
-  : "${WORKER_EVENTS_PREFIX:=}"
-  : "${WORKER_EVENTS_OUTPUT:=}"
+  # Events (triggers): uploads to PREFIX_EVENTS_BUCKET (under PREFIX_EVENTS_PREFIX) are processed
+  # by the service, results written below PREFIX_EVENTS_OUTPUT (gs://bucket/prefix); empty = unset.
   # Pub/Sub push: the service answers only once the result is written, so the ack deadline is the
   # longest allowed; after PUBSUB_MAX_DELIVERY_ATTEMPTS a message goes to the dead-letter topic.
   : "${PUBSUB_ACK_DEADLINE_S:=600}"
@@ -220,61 +228,44 @@ load_settings() {
   # gcloud beta monitoring channels list. Empty = policies without notifications (console only).
   : "${ALERT_CHANNELS:=}"
 
-  # CLIP: image decoding, not the L4, limits throughput on real photos, hence 8 vCPUs.
-  : "${CLIP_MODEL:=ViT-B-32}"
-  : "${CLIP_PRETRAINED:=openai}"
-  : "${CLIP_PORT:=5001}"
-  : "${CLIP_CPU:=8}"
-  : "${CLIP_MEMORY:=32Gi}"
-  : "${CLIP_WEB_THREADS:=32}"
-  : "${CLIP_MAX_BATCH_SIZE:=32}"
-  : "${CLIP_MAX_WAIT_MS:=10}"
-  : "${CLIP_MIN_INSTANCES:=0}"
-  : "${CLIP_MAX_INSTANCES:=1}"
-  : "${CLIP_TIMEOUT:=60}"
-  # CLIP batch job: CPU by default (image decoding dominates on real photos); CLIP_JOB_GPU=1 for an L4.
-  : "${CLIP_JOB:=clip-embed-job}"
-  : "${CLIP_JOB_GPU:=0}"
-  : "${CLIP_JOB_CPU:=8}"
-  : "${CLIP_JOB_MEMORY:=16Gi}"
-  : "${CLIP_JOB_TASKS:=8}"
-  : "${CLIP_JOB_PARALLELISM:=8}"
-  : "${CLIP_JOB_MAX_RETRIES:=3}"
-  : "${CLIP_JOB_TASK_TIMEOUT:=3600s}"
-  : "${CLIP_JOB_INPUT:=}"
-  : "${CLIP_JOB_OUTPUT:=}"
-
-  # Whisper: GPU-bound; long audio needs a long request timeout.
-  : "${WHISPER_MODEL:=large-v3}"
-  : "${WHISPER_DEVICE:=auto}"
-  : "${WHISPER_COMPUTE_TYPE:=auto}"
-  : "${WORKER_PORT:=8080}"
-  : "${WORKER_CPU:=4}"
-  : "${WORKER_MEMORY:=16Gi}"
-  : "${WORKER_WEB_THREADS:=16}"
-  : "${WORKER_MAX_BATCH_SIZE:=16}"
-  : "${WORKER_MAX_WAIT_MS:=50}"
-  : "${WORKER_MIN_INSTANCES:=0}"
-  : "${WORKER_MAX_INSTANCES:=1}"
-  : "${WORKER_TIMEOUT:=900}"
-  # Whisper batch job: one L4 per task; each task running at once holds one L4 of the regional quota.
-  : "${WORKER_JOB:=whisper-transcribe-job}"
-  : "${WORKER_JOB_GPU:=1}"
-  : "${WORKER_JOB_CPU:=4}"
-  : "${WORKER_JOB_MEMORY:=16Gi}"
-  : "${WORKER_JOB_TASKS:=4}"
-  : "${WORKER_JOB_PARALLELISM:=2}"
-  : "${WORKER_JOB_MAX_RETRIES:=3}"
-  : "${WORKER_JOB_TASK_TIMEOUT:=3600s}"
-  : "${WORKER_JOB_INPUT:=}"
-  : "${WORKER_JOB_OUTPUT:=}"
+  # Per-service settings (CPU, memory, instances, threads, batch, the job's shape) default to the
+  # service's row of services.toml; deploy.env overrides each as PREFIX_KEY (CLIP_CPU=..,
+  # WORKER_JOB_TASKS=..), and the model as its own variables (CLIP_MODEL=.., WHISPER_MODEL=..).
+  :
 }
 
-# cfg SVC NAME: the per-service setting, e.g. cfg clip CPU -> $CLIP_CPU.
-cfg() {
+# The service table (services.toml) through scripts/services.py: Python >= 3.11 (tomllib), else
+# gcloud's bundled Python.
+table() {
+  "$TABLE_PYTHON" scripts/services.py "$@"
+}
+
+find_table_python() {
+  local candidate sdk
+  for candidate in "${CLOUDSDK_PYTHON:-}" python3; do
+    if [[ -n $candidate ]] && "$candidate" -c 'import tomllib' 2>/dev/null; then TABLE_PYTHON=$candidate; return 0; fi
+  done
+  sdk=$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null || true)
+  candidate=$sdk/platform/bundledpythonunix/bin/python3
+  [[ -x $candidate ]] || die "scripts/services.py needs Python >= 3.11 (tomllib) or gcloud's bundled Python"
+  TABLE_PYTHON=$candidate
+}
+
+# setting SVC KEY: PREFIX_KEY from deploy.env or the environment, else services.toml's [SVC.cloudrun]
+# (KEY job_*: PREFIX_JOB_* and [SVC.job]); e.g. setting clip cpu -> $CLIP_CPU or 8.
+setting() {
+  local svc=$1 key=$2 section=cloudrun prefix var
+  if [[ $key == job_* ]]; then section=job key=${key#job_}; fi
+  prefix=$(table get "$svc" env_prefix)
+  var="${prefix}_$([[ $section == job ]] && printf 'JOB_')$(printf '%s' "$key" | tr '[:lower:]' '[:upper:]')"
+  if [[ -n ${!var:-} ]]; then printf '%s' "${!var}"; else table get "$svc" "$section.$key"; fi
+}
+
+# prefixed SVC NAME: deploy.env's PREFIX_NAME of the service (empty when unset), e.g. CLIP_EVENTS_BUCKET.
+prefixed() {
   local var
-  var="$(printf '%s' "$1" | tr '[:lower:]' '[:upper:]')_$2"
-  printf '%s' "${!var}"
+  var="$(table get "$1" env_prefix)_$2"
+  printf '%s' "${!var:-}"
 }
 
 require_target() {
@@ -282,31 +273,27 @@ require_target() {
   [[ -n $REGION ]] || die "REGION missing: ./deploy-cloudrun.sh PROJECT REGION ... or --region"
 }
 
-# service_key clip|worker|NAME -> clip|worker
+# service_key WORD -> the table's name of the service WORD means (name, alias, image, Cloud Run name).
 service_key() {
-  case $1 in
-    clip | "$CLIP_SERVICE") echo clip ;;
-    worker | "$WORKER_SERVICE") echo worker ;;
-    *) die "unknown service '$1' (clip, worker, $CLIP_SERVICE or $WORKER_SERVICE)" ;;
-  esac
+  table resolve "$1" 2>/dev/null || die "unknown service '$1' ($(table names | tr '\n' ' ')or their Cloud Run names)"
 }
 
 service_name() {
   local key
   key=$(service_key "$1") || exit 2  # bash clears set -e inside $(...): stop here explicitly
-  cfg "$key" SERVICE
+  setting "$key" service
 }
 
-# expand_targets [clip|worker|all] -> the service keys, one per line.
+# expand_targets [SERVICE|all] -> the table's names, one per line.
 expand_targets() {
   case ${1:-all} in
-    all) printf '%s\n' clip worker ;;
+    all) table names ;;
     *) service_key "$1" ;;
   esac
 }
 
 image_ref() {
-  printf '%s-docker.pkg.dev/%s/%s/%s:%s' "$REGION" "$PROJECT" "$AR_REPO" "$(cfg "$1" IMAGE)" "$IMAGE_TAG"
+  printf '%s-docker.pkg.dev/%s/%s/%s:%s' "$REGION" "$PROJECT" "$AR_REPO" "$(table get "$1" image)" "$IMAGE_TAG"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -336,18 +323,13 @@ ensure_service_account() {
 
 # mask_uri URI: the URI with its password replaced by *** (as the services log it), for anything printed.
 mask_uri() {
-  local uri=$1
-  if [[ $uri =~ ^([A-Za-z0-9+.-]+://)([^:@/]*):([^@/]*)@(.*)$ ]]; then
-    printf '%s%s:***@%s' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[4]}"
-  else
-    printf '%s' "$uri"
-  fi
+  "$TABLE_PYTHON" scripts/render_spec.py mask "$1"
 }
 
 # ensure_secret SECRET FILE WHAT: the secret exists, holds FILE's content as its newest version when
-# FILE is given (else must have an enabled version), and only the runtime identity may read it.
-# Values live only in Secret Manager: added from a file or stdin, never on a command line or in
-# the service's plain env; Cloud Run injects them through --set-secrets.
+# FILE is given, its newest enabled version is pinned in the spec, and only the runtime identity may
+# read it. Values live only in Secret Manager: added from a file or stdin, never on a command line
+# or in the service's plain env; Cloud Run injects them from the spec's secretKeyRef.
 ensure_secret() {
   local secret=$1 file=$2 what=$3
   describe_or_create \
@@ -363,18 +345,23 @@ ensure_secret() {
       fi
     fi
     run gcloud secrets versions add "$secret" --data-file="$file" --project="$PROJECT" --quiet
-  else
-    local check=(gcloud secrets versions list "$secret" --filter=state:enabled --limit=1
-      --format=value\(name\) --project="$PROJECT")
-    if [[ $DRY_RUN == true ]]; then
-      print_cmd "${check[@]}"
-    elif [[ -z $("${check[@]}") ]]; then
-      die "secret $secret has no enabled version: run again with --${what}-file FILE"
-    fi
   fi
+  pin_secret_version "$secret" "$what"
   run gcloud secrets add-iam-policy-binding "$secret" \
     --member="serviceAccount:$SERVICE_ACCOUNT" --role=roles/secretmanager.secretAccessor \
     --project="$PROJECT" --quiet
+}
+
+# pin_secret_version SECRET WHAT: the newest enabled version's number joins SECRET_VERSIONS, which
+# the spec names instead of `latest`, so every instance of a revision reads the same value (Google's
+# advice for secrets exposed as variables); a new version reaches the service with the next deploy.
+# A dry run prints the lookup and pins the placeholder VERSION.
+pin_secret_version() {
+  local secret=$1 what=$2 version
+  capture_into version "projects/$PROJECT/secrets/$secret/versions/VERSION" gcloud secrets versions list "$secret" \
+    --filter=state:enabled --sort-by=~createTime --limit=1 --format=value\(name\) --project="$PROJECT"
+  [[ -n $version ]] || die "secret $secret has no enabled version: run again with --${what}-file FILE"
+  SECRET_VERSIONS+=" $secret=${version##*/}"
 }
 
 ensure_api_key_secret() {
@@ -401,44 +388,16 @@ ensure_callback_secret() {
   [[ -z $CALLBACK_SECRET_NAME ]] || ensure_secret "$CALLBACK_SECRET_NAME" "" callback-secret
 }
 
-# --set-secrets value: ENV=SECRET:latest for each configured secret, comma-separated.
-service_secrets() {
-  local pairs=()
-  [[ -z $API_KEY_SECRET ]] || pairs+=("API_KEY=$API_KEY_SECRET:latest")
-  [[ -z $REDIS_URI_SECRET ]] || pairs+=("RATE_LIMIT_STORAGE_URI=$REDIS_URI_SECRET:latest")
-  [[ -z $REDIS_URI_SECRET || -n $JOB_STORE_BUCKET ]] || pairs+=("JOB_STORE_URI=$REDIS_URI_SECRET:latest")
-  [[ -z $CALLBACK_SECRET_NAME ]] || pairs+=("CALLBACK_SECRET=$CALLBACK_SECRET_NAME:latest")
-  local joined="" pair
-  for pair in ${pairs[@]+"${pairs[@]}"}; do joined+="${joined:+,}$pair"; done
-  printf '%s' "$joined"
-}
-
-# vpc_flags [with-redis]: Direct VPC egress by default, a connector when VPC_CONNECTOR is set.
-# Services need it whenever Redis is configured (Memorystore has only a private address); jobs,
-# which do not use Redis, only when a network is named.
-vpc_flags() {
-  local redis=""
-  [[ ${1:-} != with-redis ]] || redis=$REDIS_URI_SECRET
-  [[ -n $redis || -n $VPC_NETWORK || -n $VPC_SUBNET || -n $VPC_CONNECTOR ]] || return 0
-  case $VPC_EGRESS in
-    private-ranges-only | all-traffic) ;;
-    *) die "VPC_EGRESS must be private-ranges-only or all-traffic, not $VPC_EGRESS" ;;
-  esac
-  if [[ -n $VPC_CONNECTOR ]]; then
-    printf '%s\n' "--vpc-connector=$VPC_CONNECTOR" "--vpc-egress=$VPC_EGRESS"
-  else
-    printf '%s\n' "--network=${VPC_NETWORK:-default}" "--subnet=${VPC_SUBNET:-${VPC_NETWORK:-default}}" \
-      "--vpc-egress=$VPC_EGRESS"
-  fi
-}
-
-# The base image pinned by digest in requirements/base-images.lock (BASE_REF); refuses a tag-only
-# entry unless --allow-unpinned-base. Checked before anything is created.
+# The base image pinned by digest in requirements/base-images.lock (BASE_REF): CUDA_BASE_IMAGE for
+# a GPU service, CPU_BASE_IMAGE for a CPU one; refuses a tag-only entry unless --allow-unpinned-base.
+# Checked before anything is created.
 resolve_base_image() {
-  local ref lock=${BASE_IMAGES_LOCK:-requirements/base-images.lock}
+  local ref name=CUDA_BASE_IMAGE lock=${BASE_IMAGES_LOCK:-requirements/base-images.lock} svc=${1:-}
+  [[ -n $svc ]] || { svc=$(table names); svc=${svc%%$'\n'*}; }
+  [[ $(table get "$svc" gpu) == true ]] || name=CPU_BASE_IMAGE
   [[ -r $lock ]] || die "cannot read $lock"
-  ref=$(sed -n 's/^CUDA_BASE_IMAGE=//p' "$lock")
-  [[ -n $ref ]] || die "$lock has no CUDA_BASE_IMAGE"
+  ref=$(sed -n "s/^$name=//p" "$lock")
+  [[ -n $ref ]] || die "$lock has no $name"
   if [[ ! $ref =~ @sha256:[0-9a-f]{64}$ ]]; then
     [[ $ALLOW_UNPINNED_BASE == true ]] || die "base image $ref is not pinned by digest: run scripts/pin-base-images.sh (needs registry access) and commit requirements/base-images.lock, or pass --allow-unpinned-base"
     log "warning: building from $ref by tag, not pinned by digest (--allow-unpinned-base)"
@@ -459,130 +418,102 @@ refuse_stand_in() {
     || die "base image $ref is a local stand-in (scripts/build-standins.sh), not the published image; never deploy it: pin the real one with scripts/pin-base-images.sh"
 }
 
+# The dedicated build identity: it may push to this repository and write build logs, nothing else
+# (Google's advice over the default Cloud Build account). Whoever deploys needs
+# roles/iam.serviceAccountUser on it to submit builds as it.
+ensure_build_identity() {
+  ensure_sa BUILD_SERVICE_ACCOUNT "$BUILD_SA_NAME" "Cloud Build for GPU inference images"
+  run gcloud artifacts repositories add-iam-policy-binding "$AR_REPO" --location="$REGION" \
+    --member="serviceAccount:$BUILD_SERVICE_ACCOUNT" --role=roles/artifactregistry.writer --project="$PROJECT" --quiet
+  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$BUILD_SERVICE_ACCOUNT" \
+    --role=roles/logging.logWriter --condition=None --project="$PROJECT" --quiet
+  # gcloud builds submit stages the source in gs://PROJECT_cloudbuild; the build reads it from there.
+  describe_or_create gcloud storage buckets describe "gs://${PROJECT}_cloudbuild" --project="$PROJECT" -- \
+    gcloud storage buckets create "gs://${PROJECT}_cloudbuild" --project="$PROJECT" --quiet
+  run gcloud storage buckets add-iam-policy-binding "gs://${PROJECT}_cloudbuild" \
+    --member="serviceAccount:$BUILD_SERVICE_ACCOUNT" --role=roles/storage.objectViewer --project="$PROJECT" --quiet
+}
+
+# One cloudbuild.yaml for every service: the table's build arguments become its substitutions.
 build_image() {
-  local svc=$1 config subs
-  [[ -n $BASE_REF ]] || resolve_base_image
-  subs="_REGION=$REGION,_REPO=$AR_REPO,_IMAGE=$(cfg "$svc" IMAGE),_TAG=$IMAGE_TAG,_BASE_IMAGE=$BASE_REF"
-  case $svc in
-    clip)
-      config=cloudbuild_clip.yaml
-      subs+=",_CLIP_MODEL=$CLIP_MODEL,_CLIP_PRETRAINED=$CLIP_PRETRAINED" ;;
-    worker)
-      config=cloudbuild_slim.yaml
-      subs+=",_WHISPER_MODEL=$WHISPER_MODEL" ;;
-  esac
-  run gcloud builds submit --config="$config" --substitutions="$subs" --project="$PROJECT" --quiet .
+  local svc=$1 subs pair
+  resolve_base_image "$svc"  # a GPU service builds on the CUDA base, a CPU one on the slim one
+  [[ -n $BUILD_SERVICE_ACCOUNT ]] || ensure_build_identity
+  subs="_REGION=$REGION,_REPO=$AR_REPO,_IMAGE=$(table get "$svc" image),_TAG=$IMAGE_TAG,_BASE_IMAGE=$BASE_REF"
+  subs+=",_DOCKERFILE=$(table get "$svc" dockerfile)"
+  while IFS= read -r pair; do
+    case $pair in
+      BASE_IMAGE=*) ;;
+      # The model as deploy.env names it (CLIP_MODEL=.., WHISPER_MODEL=..), else the table's default.
+      MODEL_ENV=*) subs+=",_MODEL_ENV=$(model_env "$svc")" ;;
+      *) subs+=",_$pair" ;;
+    esac
+  done < <(table build-args "$svc")
+  [[ -z $MODELS_FROM ]] || subs+=",_BAKE=0"
+  run gcloud builds submit --config=cloudbuild.yaml --substitutions="$subs" \
+    --service-account="projects/$PROJECT/serviceAccounts/$BUILD_SERVICE_ACCOUNT" --project="$PROJECT" --quiet .
 }
 
-# The non-secret settings. PORT is not here: Cloud Run reserves it and sets it from --port.
-service_env() {
-  local svc=$1 pairs=()
-  pairs+=("MODELS_DIR=/models" "HF_HUB_OFFLINE=1"
-    "WEB_THREADS=$(cfg "$svc" WEB_THREADS)" "MAX_BATCH_SIZE=$(cfg "$svc" MAX_BATCH_SIZE)"
-    "MAX_WAIT_MS=$(cfg "$svc" MAX_WAIT_MS)" "MAX_REQUEST_MB=$MAX_REQUEST_MB")
-  case $svc in
-    clip) pairs+=("CLIP_MODEL=$CLIP_MODEL" "CLIP_PRETRAINED=$CLIP_PRETRAINED") ;;
-    worker) pairs+=("WHISPER_MODEL=$WHISPER_MODEL" "WHISPER_DEVICE=$WHISPER_DEVICE"
-      "WHISPER_COMPUTE_TYPE=$WHISPER_COMPUTE_TYPE") ;;
-  esac
-  [[ -z $RATE_LIMIT ]] || pairs+=("RATE_LIMIT=$RATE_LIMIT")
-  [[ -z $RATE_LIMIT_STORAGE_URI ]] || pairs+=("RATE_LIMIT_STORAGE_URI=$RATE_LIMIT_STORAGE_URI")
-  local events_output
-  events_output=$(cfg "$svc" EVENTS_OUTPUT)
-  [[ -z $events_output ]] || pairs+=("EVENTS_OUTPUT=$events_output")
-  [[ -z $JOB_STORE_BUCKET ]] || pairs+=("JOB_STORE_URI=gs://$JOB_STORE_BUCKET/jobs/$(cfg "$svc" SERVICE)")
-  local extra
-  for extra in $EXTRA_ENV_VARS; do pairs+=("$extra"); done
-  join_env ${pairs[@]+"${pairs[@]}"}
-}
-
-# join_env KEY=VALUE...: one --set-env-vars value; refuses secrets as plain variables.
-join_env() {
-  local pairs=("$@") joined="" pair delim=","
-  for pair in "${pairs[@]}"; do
-    [[ $pair != API_KEY=* ]] || die "API_KEY must not be a plain env var; it comes from Secret Manager"
-    [[ $pair != CALLBACK_SECRET=* ]] || die "CALLBACK_SECRET must not be a plain env var; set CALLBACK_SECRET_NAME"
-    # memory:// holds no password; anything else (redis://:PASSWORD@...) goes through Secret Manager.
-    if [[ $pair == RATE_LIMIT_STORAGE_URI=* && $pair != RATE_LIMIT_STORAGE_URI=memory://* ]]; then
-      die "RATE_LIMIT_STORAGE_URI must not be a plain env var ($(mask_uri "${pair#*=}")): set REDIS_URI_SECRET and pass --redis-uri-file FILE"
-    fi
-    if [[ $pair == JOB_STORE_URI=redis* ]]; then
-      die "JOB_STORE_URI must not be a Redis URI in a plain env var ($(mask_uri "${pair#*=}")): set REDIS_URI_SECRET"
-    fi
-    [[ $pair != *,* ]] || delim="@@"
-  done
-  for pair in "${pairs[@]}"; do joined+="${joined:+$delim}$pair"; done
-  # gcloud's ^DELIM^ syntax, only when a value itself contains a comma.
-  if [[ $delim == "@@" ]]; then joined="^@@^$joined"; fi
-  printf '%s' "$joined"
+# model_env SVC: the model's variables (KEY=VALUE, space-separated), each overridable in deploy.env.
+model_env() {
+  local pair key words=""
+  while IFS= read -r pair; do
+    key=${pair%%=*}
+    words+="${words:+ }$key=${!key:-${pair#*=}}"
+  done < <(table get "$1" model)
+  printf '%s' "$words"
 }
 
 check_probe() {
   local budget=$((STARTUP_PROBE_PERIOD_S * STARTUP_PROBE_FAILURE_THRESHOLD))
   ((budget <= 240)) || die "startup probe budget ${budget}s > 240s (period x failureThreshold)"
-  ((STARTUP_PROBE_TIMEOUT_S <= STARTUP_PROBE_PERIOD_S)) || die "probe timeout must be <= its period"
-  ((LIVENESS_PROBE_TIMEOUT_S <= LIVENESS_PROBE_PERIOD_S)) || die "liveness probe timeout must be <= its period"
+  ((STARTUP_PROBE_INITIAL_DELAY_S <= 240)) || die "startup probe initialDelaySeconds ${STARTUP_PROBE_INITIAL_DELAY_S}s > 240s"
+}
+
+# render KIND SVC: the spec (service or job) written to SPEC_DIR, its path printed. The spec is the
+# whole configuration: what deploy.env no longer says leaves the service with the next deploy. The
+# file name carries a checksum of the content, so a printed command names exactly one spec.
+render() {
+  local kind=$1 svc=$2 tmp sum
+  mkdir -p "$SPEC_DIR"
+  tmp="$SPEC_DIR/.$kind-$svc.yaml.tmp"
+  "$TABLE_PYTHON" scripts/render_spec.py "$kind" "$svc" >"$tmp" || exit 2
+  sum=$(cksum <"$tmp")
+  mv "$tmp" "$SPEC_DIR/$kind-$svc-${sum%% *}.yaml"
+  printf '%s' "$SPEC_DIR/$kind-$svc-${sum%% *}.yaml"
 }
 
 deploy_service() {
-  local svc=$1 name port threads batch envs
-  name=$(cfg "$svc" SERVICE)
-  envs=$(service_env "$svc")
-  port=$(cfg "$svc" PORT)
-  threads=$(cfg "$svc" WEB_THREADS)
-  batch=$(cfg "$svc" MAX_BATCH_SIZE)
-  [[ ! $batch =~ ^[0-9]+$ ]] || ((threads >= batch)) || log "warning: $svc WEB_THREADS=$threads < MAX_BATCH_SIZE=$batch: single-item requests can never fill a batch"
-  local args=(gcloud run deploy "$name" --image="$(image_ref "$svc")"
-    --project="$PROJECT" --region="$REGION"
-    --port="$port" --cpu="$(cfg "$svc" CPU)" --memory="$(cfg "$svc" MEMORY)"
-    --gpu=1 --gpu-type=nvidia-l4)
-  if [[ $GPU_ZONAL_REDUNDANCY == true ]]; then
-    args+=(--gpu-zonal-redundancy)
-  else
-    args+=(--no-gpu-zonal-redundancy)
-  fi
-  # Concurrency = gunicorn threads: Cloud Run sends no more requests than the instance can take
-  # at once, and enough of them for the batcher to fill batches.
-  args+=(--no-cpu-throttling
-    --concurrency="$threads"
-    --min-instances="$(cfg "$svc" MIN_INSTANCES)" --max-instances="$(cfg "$svc" MAX_INSTANCES)"
-    --timeout="$(cfg "$svc" TIMEOUT)"
-    --startup-probe="httpGet.path=/health,httpGet.port=$port,initialDelaySeconds=0,timeoutSeconds=$STARTUP_PROBE_TIMEOUT_S,periodSeconds=$STARTUP_PROBE_PERIOD_S,failureThreshold=$STARTUP_PROBE_FAILURE_THRESHOLD")
-  # The liveness probe starts once the startup probe has passed; a wedged instance is replaced.
-  if [[ -n $LIVENESS_PROBE_PATH ]]; then
-    args+=(--liveness-probe="httpGet.path=$LIVENESS_PROBE_PATH,httpGet.port=$port,timeoutSeconds=$LIVENESS_PROBE_TIMEOUT_S,periodSeconds=$LIVENESS_PROBE_PERIOD_S,failureThreshold=$LIVENESS_PROBE_FAILURE_THRESHOLD")
-  fi
-  args+=(--service-account="$SERVICE_ACCOUNT"
-    --set-env-vars="$envs"
-    --labels="app=gpu-inference,component=$svc")
-  local secrets vpc flag
-  secrets=$(service_secrets)
-  if [[ -n $secrets ]]; then
-    args+=(--set-secrets="$secrets")
-  else
-    args+=(--clear-secrets)
-  fi
-  vpc=$(vpc_flags with-redis)
-  for flag in $vpc; do args+=("$flag"); done
-  if [[ $ALLOW_UNAUTHENTICATED == true ]]; then
-    args+=(--allow-unauthenticated)
-  else
-    args+=(--no-allow-unauthenticated)
-  fi
+  local svc=$1 name spec
+  name=$(setting "$svc" service)
   if [[ $NO_TRAFFIC == true ]]; then
-    args+=(--no-traffic --tag="$TRAFFIC_TAG")
+    # The live split is kept and the new revision joins it at 0% under its tag.
+    local describe=(gcloud run services describe "$name" --format=json --project="$PROJECT" --region="$REGION")
+    if [[ $DRY_RUN == true ]]; then
+      print_cmd "${describe[@]}"
+      CURRENT_SERVICE='{"status": {"traffic": [{"revisionName": "'"$name"'-00001-cur", "percent": 100}]}}'
+    else
+      log "+ $(print_cmd "${describe[@]}")"
+      # A service that does not exist yet has no split to keep: its first revision takes the traffic.
+      CURRENT_SERVICE=$("${describe[@]}" 2>/dev/null) || CURRENT_SERVICE=""
+    fi
   fi
-  run "${args[@]}" --quiet
-  if [[ $NO_TRAFFIC != true ]]; then
-    # A rollback or split pins traffic to revisions; a normal deploy means "serve the new one".
-    run gcloud run services update-traffic "$name" --to-latest \
+  spec=$(render service "$svc")
+  [[ $DRY_RUN != true ]] || log "(dry run) spec of $name: $spec"
+  run gcloud run services replace "$spec" --project="$PROJECT" --region="$REGION" --quiet
+  # Who may call it is IAM, not the spec.
+  if [[ $ALLOW_UNAUTHENTICATED == true ]]; then
+    run gcloud run services add-iam-policy-binding "$name" --member=allUsers --role=roles/run.invoker \
       --project="$PROJECT" --region="$REGION" --quiet
+  else
+    run gcloud run services remove-iam-policy-binding "$name" --member=allUsers --role=roles/run.invoker \
+      --project="$PROJECT" --region="$REGION" --quiet || true  # absent already: nothing to remove
   fi
   announce_url "$svc"
 }
 
 service_url() {
-  run gcloud run services describe "$(cfg "$1" SERVICE)" --project="$PROJECT" --region="$REGION" \
+  run gcloud run services describe "$(setting "$1" service)" --project="$PROJECT" --region="$REGION" \
     --format=value\(status.url\)
 }
 
@@ -594,7 +525,7 @@ announce_url() {
     url=$(service_url "$svc")
     printf '%s\n' "$url"
   fi
-  case $svc in clip) var=CLIP_SERVER_URL ;; worker) var=WHISPER_WORKER_URL ;; esac
+  var=$(table get "$svc" url_env)
   if [[ $DRY_RUN == true ]]; then
     log "(dry run) $svc would be served at the URL the describe command prints"
   elif [[ $NO_TRAFFIC == true ]]; then
@@ -616,7 +547,7 @@ cmd_deploy() {
   local targets svc
   targets=$(expand_targets "${1:-all}")  # assigned first: set -e then stops on a bad name
   if [[ $SKIP_BUILD != true ]]; then
-    resolve_base_image
+    for svc in $targets; do resolve_base_image "$svc"; done  # every base pinned, before anything runs
     enable_apis
     ensure_registry
   fi
@@ -627,18 +558,37 @@ cmd_deploy() {
   ensure_redis_secret
   ensure_callback_secret
   for svc in $targets; do
+    [[ -z $MODELS_FROM ]] || grant_buckets "$SERVICE_ACCOUNT" "$MODELS_FROM" "" ""
     [[ $SKIP_BUILD == true ]] || build_image "$svc"
     deploy_service "$svc"
   done
 }
 
+# The specs a deploy would apply, on stdout, one YAML document each. Secret versions are looked up
+# (read-only) unless --dry-run, which shows the placeholder VERSION instead.
+cmd_render() {
+  require_target
+  check_probe
+  local targets svc secret
+  targets=$(expand_targets "${1:-all}")
+  [[ -n $SERVICE_ACCOUNT ]] || SERVICE_ACCOUNT="$RUN_SA_NAME@$PROJECT.iam.gserviceaccount.com"
+  [[ -n $JOB_SERVICE_ACCOUNT ]] || JOB_SERVICE_ACCOUNT="$JOB_SA_NAME@$PROJECT.iam.gserviceaccount.com"
+  for secret in $API_KEY_SECRET $REDIS_URI_SECRET $CALLBACK_SECRET_NAME; do
+    pin_secret_version "$secret" "${secret}" >/dev/null
+  done
+  for svc in $targets; do
+    printf -- '---\n'; cat "$(render service "$svc")"
+    printf -- '---\n'; cat "$(render job "$svc")"
+  done
+}
+
 cmd_build() {
   require_target
-  resolve_base_image
-  enable_apis
-  ensure_registry
   local targets svc
   targets=$(expand_targets "${1:-all}")
+  for svc in $targets; do resolve_base_image "$svc"; done  # every base pinned, before anything runs
+  enable_apis
+  ensure_registry
   for svc in $targets; do build_image "$svc"; done
 }
 
@@ -647,7 +597,7 @@ cmd_status() {
   local targets svc name
   targets=$(expand_targets "${1:-all}")
   for svc in $targets; do
-    name=$(cfg "$svc" SERVICE)
+    name=$(setting "$svc" service)
     run gcloud run services describe "$name" --project="$PROJECT" --region="$REGION"
     run gcloud run revisions list --service="$name" --project="$PROJECT" --region="$REGION" --limit=10
   done
@@ -699,7 +649,7 @@ cmd_delete() {
   require_target
   local targets svc names=()
   targets=$(expand_targets "${1:-all}")
-  for svc in $targets; do names+=("$(cfg "$svc" SERVICE)"); done
+  for svc in $targets; do names+=("$(setting "$svc" service)"); done
   if [[ $DRY_RUN != true && $ASSUME_YES != true ]]; then
     local answer
     read -r -p "Delete ${names[*]} in $PROJECT/$REGION? [y/N] " answer
@@ -769,86 +719,58 @@ grant_buckets() {
 # ---------------------------------------------------------------------------------------------
 # Batch jobs (Cloud Run Jobs): python -m server.job / worker.job in the services' images
 
-job_package() {
-  case $1 in clip) echo server ;; worker) echo worker ;; esac
-}
-
 # Cloud Run GPU jobs exist only in gcloud's beta track (528); CPU jobs use the GA commands.
 job_gcloud() {
-  if [[ $(cfg "$1" JOB_GPU) == 1 ]]; then printf '%s\n' gcloud beta; else printf '%s\n' gcloud; fi
+  case $(setting "$1" job_gpu) in
+    true | 1) printf '%s\n' gcloud beta ;;
+    *) printf '%s\n' gcloud ;;
+  esac
 }
 
 job_deploy() {
-  local svc=$1 name input output gpu tasks parallelism
-  name=$(cfg "$svc" JOB)
-  input=${JOB_INPUT_ARG:-$(cfg "$svc" JOB_INPUT)}
-  output=${JOB_OUTPUT_ARG:-$(cfg "$svc" JOB_OUTPUT)}
-  gpu=$(cfg "$svc" JOB_GPU)
-  tasks=${JOB_TASKS_ARG:-$(cfg "$svc" JOB_TASKS)}
-  parallelism=${JOB_PARALLELISM_ARG:-$(cfg "$svc" JOB_PARALLELISM)}
-  [[ $tasks =~ ^[1-9][0-9]*$ && $parallelism =~ ^[0-9]+$ ]] || die "job: --tasks must be >= 1 and --parallelism >= 0"
-  ((parallelism <= tasks)) || die "job: parallelism $parallelism > tasks $tasks"
+  local svc=$1 name input output spec track
+  name=$(setting "$svc" job_name)
+  input=${JOB_INPUT_ARG:-$(prefixed "$svc" JOB_INPUT)}
+  output=${JOB_OUTPUT_ARG:-$(prefixed "$svc" JOB_OUTPUT)}
   if [[ $SKIP_BUILD != true ]]; then
-    resolve_base_image
+    resolve_base_image "$svc"
     enable_apis
     ensure_registry
   fi
   ensure_sa JOB_SERVICE_ACCOUNT "$JOB_SA_NAME" "Cloud Run GPU inference jobs"
   # objectUser on the output: a retried task rewrites its failures file, and overwriting needs delete.
   grant_buckets "$JOB_SERVICE_ACCOUNT" "$input" "$output" roles/storage.objectUser
+  [[ -z $MODELS_FROM ]] || grant_buckets "$JOB_SERVICE_ACCOUNT" "$MODELS_FROM" "" ""
+  spec=$(render job "$svc")  # validates --tasks/--parallelism before anything is built
   [[ $SKIP_BUILD == true ]] || build_image "$svc"
-  local pairs=("MODELS_DIR=/models" "HF_HUB_OFFLINE=1" "MAX_BATCH_SIZE=$(cfg "$svc" MAX_BATCH_SIZE)")
-  case $svc in
-    clip) pairs+=("CLIP_MODEL=$CLIP_MODEL" "CLIP_PRETRAINED=$CLIP_PRETRAINED") ;;
-    worker) pairs+=("WHISPER_MODEL=$WHISPER_MODEL" "WHISPER_DEVICE=$WHISPER_DEVICE"
-      "WHISPER_COMPUTE_TYPE=$WHISPER_COMPUTE_TYPE") ;;
-  esac
-  [[ -z $input ]] || pairs+=("JOB_INPUT=$input")
-  [[ -z $output ]] || pairs+=("JOB_OUTPUT=$output")
-  local envs track
-  envs=$(join_env "${pairs[@]}")
   track=$(job_gcloud "$svc")
-  # shellcheck disable=SC2206  # "gcloud" or "gcloud beta": split on purpose
-  local args=($track run jobs deploy "$name" --image="$(image_ref "$svc")"
-    --project="$PROJECT" --region="$REGION"
-    --command=python --args="-m,$(job_package "$svc").job"
-    --tasks="$tasks" --parallelism="$parallelism"
-    --max-retries="$(cfg "$svc" JOB_MAX_RETRIES)" --task-timeout="$(cfg "$svc" JOB_TASK_TIMEOUT)"
-    --cpu="$(cfg "$svc" JOB_CPU)" --memory="$(cfg "$svc" JOB_MEMORY)")
-  [[ $gpu != 1 ]] || args+=(--gpu=1 --gpu-type=nvidia-l4)
-  args+=(--service-account="$JOB_SERVICE_ACCOUNT" --set-env-vars="$envs"
-    --labels="app=gpu-inference,component=$svc-job")
-  local vpc flag
-  vpc=$(vpc_flags)
-  for flag in $vpc; do args+=("$flag"); done
-  run "${args[@]}" --quiet
+  # shellcheck disable=SC2086  # "gcloud" or "gcloud beta": split on purpose
+  run $track run jobs replace "$spec" --project="$PROJECT" --region="$REGION" --quiet
   log "job $name deployed; run it: ./deploy-cloudrun.sh job $svc execute --input gs://BUCKET/in/ --output gs://BUCKET/out/"
 }
 
 job_execute() {
   local svc=$1 name track
-  name=$(cfg "$svc" JOB)
+  name=$(setting "$svc" job_name)
   track=$(job_gcloud "$svc")
   # shellcheck disable=SC2206  # "gcloud" or "gcloud beta": split on purpose
   local args=($track run jobs execute "$name" --project="$PROJECT" --region="$REGION")
   [[ -z $JOB_TASKS_ARG ]] || args+=(--tasks="$JOB_TASKS_ARG")
-  local pairs=()
-  [[ -z $JOB_INPUT_ARG ]] || pairs+=("JOB_INPUT=$JOB_INPUT_ARG")
-  [[ -z $JOB_OUTPUT_ARG ]] || pairs+=("JOB_OUTPUT=$JOB_OUTPUT_ARG")
-  if [[ ${#pairs[@]} -gt 0 ]]; then
-    # Overrides for this execution only; the job's service account must already reach these buckets.
-    args+=(--update-env-vars="$(join_env "${pairs[@]}")")
-  fi
+  local pairs=""
+  [[ -z $JOB_INPUT_ARG ]] || pairs+="JOB_INPUT=$JOB_INPUT_ARG"
+  [[ -z $JOB_OUTPUT_ARG ]] || pairs+="${pairs:+,}JOB_OUTPUT=$JOB_OUTPUT_ARG"
+  # Overrides for this execution only; the job's service account must already reach these buckets.
+  [[ -z $pairs ]] || args+=(--update-env-vars="$pairs")
   [[ $JOB_WAIT != true ]] || args+=(--wait)
   run "${args[@]}" --quiet
 }
 
 cmd_job() {
   require_target
-  [[ $# -eq 2 ]] || die "usage: job clip|worker deploy|execute|status|logs"
+  [[ $# -eq 2 ]] || die "usage: job SERVICE deploy|execute|status|logs"
   local svc name track
   svc=$(service_key "$1")
-  name=$(cfg "$svc" JOB)
+  name=$(setting "$svc" job_name)
   track=$(job_gcloud "$svc")
   case $2 in
     deploy) job_deploy "$svc" ;;
@@ -884,8 +806,8 @@ ensure_invoker() {
 
 triggers_pubsub() {
   local svc=$1 name=$2 url=$3 bucket prefix topic dead sub pubsub_agent
-  bucket=$(cfg "$svc" EVENTS_BUCKET)
-  prefix=$(cfg "$svc" EVENTS_PREFIX)
+  bucket=$(prefixed "$svc" EVENTS_BUCKET)
+  prefix=$(prefixed "$svc" EVENTS_PREFIX)
   topic="$name-events" dead="$name-events-dead-letter" sub="$name-events-push"
   pubsub_agent="service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
   local t
@@ -917,7 +839,7 @@ triggers_pubsub() {
   run gcloud pubsub subscriptions add-iam-policy-binding "$sub" --member="serviceAccount:$pubsub_agent" \
     --role=roles/pubsub.subscriber --project="$PROJECT" --quiet
   if [[ -z $bucket ]]; then
-    log "$svc: $(printf '%s' "$svc" | tr '[:lower:]' '[:upper:]')_EVENTS_BUCKET is empty: no Cloud Storage notification (publish JSON jobs to $topic)"
+    log "$svc: $(table get "$svc" env_prefix)_EVENTS_BUCKET is empty: no Cloud Storage notification (publish JSON jobs to $topic)"
     return 0
   fi
   local notify=(gcloud storage buckets notifications create "gs://$bucket" --topic="projects/$PROJECT/topics/$topic"
@@ -937,8 +859,8 @@ triggers_pubsub() {
 
 triggers_eventarc() {
   local svc=$1 name=$2 bucket gcs_agent
-  bucket=$(cfg "$svc" EVENTS_BUCKET)
-  [[ -n $bucket ]] || die "eventarc needs $(printf '%s' "$svc" | tr '[:lower:]' '[:upper:]')_EVENTS_BUCKET (a bucket in $REGION)"
+  bucket=$(prefixed "$svc" EVENTS_BUCKET)
+  [[ -n $bucket ]] || die "eventarc needs $(table get "$svc" env_prefix)_EVENTS_BUCKET (a bucket in $REGION)"
   gcs_agent="service-$PROJECT_NUMBER@gs-project-accounts.iam.gserviceaccount.com"
   # Project-level by necessity: Eventarc has no narrower scope for these two roles.
   run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$INVOKER_SERVICE_ACCOUNT" \
@@ -975,7 +897,7 @@ cmd_triggers() {
   [[ $# -ge 1 ]] || die "usage: triggers clip|worker [pubsub] [eventarc] [tasks]"
   local svc name kinds=() kind apis=()
   svc=$(service_key "$1")
-  name=$(cfg "$svc" SERVICE)
+  name=$(setting "$svc" service)
   shift
   if [[ $# -gt 0 ]]; then kinds=("$@"); else kinds=(pubsub tasks); fi
   for kind in "${kinds[@]}"; do
@@ -989,7 +911,7 @@ cmd_triggers() {
   # Eventarc can send neither a header nor a query token: the service must not require the key.
   if [[ " ${kinds[*]} " == *" eventarc "* ]]; then
     [[ -z $API_KEY_SECRET ]] || die "eventarc cannot send the API key: use 'triggers $svc pubsub' (a storage notification), or deploy $name with API_KEY_SECRET= and ALLOW_UNAUTHENTICATED=false (IAM only)"
-    [[ -n $(cfg "$svc" EVENTS_BUCKET) ]] || die "eventarc needs $(printf '%s' "$svc" | tr '[:lower:]' '[:upper:]')_EVENTS_BUCKET (a bucket in $REGION)"
+    [[ -n $(prefixed "$svc" EVENTS_BUCKET) ]] || die "eventarc needs $(table get "$svc" env_prefix)_EVENTS_BUCKET (a bucket in $REGION)"
   fi
   local api unique=()
   for api in "${apis[@]}"; do
@@ -999,7 +921,7 @@ cmd_triggers() {
   [[ -n $SERVICE_ACCOUNT ]] || SERVICE_ACCOUNT="$RUN_SA_NAME@$PROJECT.iam.gserviceaccount.com"
   # The service reads the uploads and writes results create-only (a redelivered event finds its
   # result and keeps it): viewer on the uploads, creator + viewer on the results, nothing more.
-  grant_buckets "$SERVICE_ACCOUNT" "gs://$(cfg "$svc" EVENTS_BUCKET)" "$(cfg "$svc" EVENTS_OUTPUT)" \
+  grant_buckets "$SERVICE_ACCOUNT" "gs://$(prefixed "$svc" EVENTS_BUCKET)" "$(prefixed "$svc" EVENTS_OUTPUT)" \
     "roles/storage.objectCreator roles/storage.objectViewer"
   ensure_invoker "$name"
   local url
@@ -1025,6 +947,67 @@ cmd_triggers() {
       tasks) triggers_tasks "$name" "$url" ;;
     esac
   done
+}
+
+# durable SERVICE: opt-in durable mode for callback_url jobs (docs/reliability.md). A topic
+# SERVICE-jobs with an OIDC push subscription to /events/pubsub (redelivery until the job's result
+# is stored, then a dead-letter topic kept 7 days), the IAM that needs, and JOB_TOPIC in the
+# service's spec (PREFIX_DURABLE=true; keep it in deploy.env, or the next deploy's spec drops it).
+# Needs JOB_STORE_BUCKET: every instance must reach the jobs' stored requests.
+cmd_durable() {
+  require_target
+  [[ $# -eq 1 ]] || die "usage: durable SERVICE"
+  local svc name topic dead sub url key="" endpoint pubsub_agent t
+  svc=$(service_key "$1")
+  name=$(setting "$svc" service)
+  [[ -n $JOB_STORE_BUCKET ]] || die "durable mode needs JOB_STORE_BUCKET (a gs:// job store every instance reaches); deploy with it first"
+  topic="$name-jobs" dead="$name-jobs-dead-letter" sub="$name-jobs-push"
+  run gcloud services enable pubsub.googleapis.com --project="$PROJECT" --quiet
+  [[ -n $SERVICE_ACCOUNT ]] || SERVICE_ACCOUNT="$RUN_SA_NAME@$PROJECT.iam.gserviceaccount.com"
+  ensure_invoker "$name"
+  PROJECT_NUMBER=""
+  project_number
+  pubsub_agent="service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
+  capture_into url https://SERVICE-URL gcloud run services describe "$name" --project="$PROJECT" \
+    --region="$REGION" --format=value\(status.url\)
+  [[ -n $url ]] || die "service $name has no URL: deploy it first"
+  if [[ -n $API_KEY_SECRET ]]; then  # a push cannot add headers: the key goes as ?token=, never printed
+    capture_into key API_KEY gcloud secrets versions access latest --secret="$API_KEY_SECRET" --project="$PROJECT"
+    [[ -n $key ]] || die "secret $API_KEY_SECRET has no enabled version"
+    [[ $DRY_RUN == true ]] || MASKED+=("$key")
+  fi
+  endpoint="$url/events/pubsub${key:+?token=$key}"
+  for t in "$topic" "$dead"; do
+    describe_or_create gcloud pubsub topics describe "$t" --project="$PROJECT" -- \
+      gcloud pubsub topics create "$t" --labels=app=gpu-inference --project="$PROJECT" --quiet
+  done
+  describe_or_create gcloud pubsub subscriptions describe "$dead-sub" --project="$PROJECT" -- \
+    gcloud pubsub subscriptions create "$dead-sub" --topic="$dead" --message-retention-duration=7d \
+    --labels=app=gpu-inference --project="$PROJECT" --quiet
+  # The service ends a job worker_lost after JOB_MAX_ATTEMPTS (3) deliveries; the dead letter
+  # only takes what not even that could end. The push holds the job until its result is stored.
+  local settings=(--push-endpoint="$endpoint" --push-auth-service-account="$INVOKER_SERVICE_ACCOUNT"
+    --ack-deadline="$PUBSUB_ACK_DEADLINE_S" --min-retry-delay=10s --max-retry-delay=600s
+    --dead-letter-topic="$dead" --max-delivery-attempts="$PUBSUB_MAX_DELIVERY_ATTEMPTS")
+  describe_create_or_update gcloud pubsub subscriptions describe "$sub" --project="$PROJECT" -- \
+    gcloud pubsub subscriptions create "$sub" --topic="$topic" "${settings[@]}" \
+    --labels=app=gpu-inference --project="$PROJECT" --quiet -- \
+    gcloud pubsub subscriptions update "$sub" "${settings[@]}" --project="$PROJECT" --quiet
+  run gcloud pubsub topics add-iam-policy-binding "$topic" --member="serviceAccount:$SERVICE_ACCOUNT" \
+    --role=roles/pubsub.publisher --project="$PROJECT" --quiet
+  run gcloud iam service-accounts add-iam-policy-binding "$INVOKER_SERVICE_ACCOUNT" \
+    --member="serviceAccount:$pubsub_agent" --role=roles/iam.serviceAccountTokenCreator --project="$PROJECT" --quiet
+  run gcloud pubsub topics add-iam-policy-binding "$dead" --member="serviceAccount:$pubsub_agent" \
+    --role=roles/pubsub.publisher --project="$PROJECT" --quiet
+  run gcloud pubsub subscriptions add-iam-policy-binding "$sub" --member="serviceAccount:$pubsub_agent" \
+    --role=roles/pubsub.subscriber --project="$PROJECT" --quiet
+  # JOB_TOPIC goes into the spec like every other setting, and the spec is applied again.
+  printf -v "$(table get "$svc" env_prefix)_DURABLE" '%s' true
+  export "$(table get "$svc" env_prefix)_DURABLE"
+  ensure_api_key_secret
+  ensure_redis_secret
+  ensure_callback_secret
+  deploy_service "$svc"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1083,18 +1066,20 @@ cmd_cost() {
   local svc
   svc=$(service_key "${1:-clip}")
   [[ -n $COST_REQUESTS && -n $COST_SECONDS ]] || die "cost needs --requests N --seconds S"
-  local cpu=${COST_CPU:-$(cfg "$svc" CPU)} memory=${COST_MEMORY:-$(cfg "$svc" MEMORY)}
-  local min_instances=${COST_MIN_INSTANCES:-$(cfg "$svc" MIN_INSTANCES)} gib number
-  local max_instances
-  max_instances=$(cfg "$svc" MAX_INSTANCES)
+  local cpu memory min_instances max_instances gib number
+  cpu=${COST_CPU:-$(setting "$svc" cpu)} memory=${COST_MEMORY:-$(setting "$svc" memory)}
+  min_instances=${COST_MIN_INSTANCES:-$(setting "$svc" min_instances)}
+  max_instances=$(setting "$svc" max_instances)
   for number in "$COST_REQUESTS" "$COST_SECONDS" "${COST_CONCURRENCY:-1}" "$cpu" "$min_instances"; do
     [[ $number =~ ^[0-9]+([.][0-9]+)?$ ]] || die "cost: '$number' is not a non-negative number"
   done
   gib=$(memory_gib "$memory")
+  local p_gpu=$PRICE_L4_S p_gpu_zr=$PRICE_L4_ZR_S gpu_label="1 x NVIDIA L4"
+  if [[ $(table get "$svc" gpu) != true ]]; then p_gpu=0 p_gpu_zr=0 gpu_label="no GPU"; fi
   awk -v requests="$COST_REQUESTS" -v seconds="$COST_SECONDS" -v concurrency="${COST_CONCURRENCY:-1}" \
     -v cpu="$cpu" -v gib="$gib" -v min_instances="$min_instances" -v max_instances="$max_instances" \
     -v month="$SECONDS_PER_MONTH" -v p_cpu="$PRICE_VCPU_S" -v p_gib="$PRICE_GIB_S" \
-    -v p_gpu="$PRICE_L4_S" -v p_gpu_zr="$PRICE_L4_ZR_S" -v free_cpu="$FREE_VCPU_S" \
+    -v p_gpu="$p_gpu" -v p_gpu_zr="$p_gpu_zr" -v free_cpu="$FREE_VCPU_S" -v gpu_label="$gpu_label" \
     -v free_gib="$FREE_GIB_S" -v date="$PRICE_DATE" -v svc="$svc" -v mem="$memory" '
     function pos(x) { return x > 0 ? x : 0 }
     BEGIN {
@@ -1106,7 +1091,7 @@ cmd_cost() {
       c_cpu = cpu_s * p_cpu; c_mem = gib_s * p_gib
       f_cpu = pos(cpu_s - free_cpu) * p_cpu; f_mem = pos(gib_s - free_gib) * p_gib
       g = billed * p_gpu; g_zr = billed * p_gpu_zr
-      printf "Cloud Run cost estimate for %s: %d vCPU, %s, 1 x NVIDIA L4 (prices of %s)\n", svc, cpu, mem, date
+      printf "Cloud Run cost estimate for %s: %d vCPU, %s, %s (prices of %s)\n", svc, cpu, mem, gpu_label, date
       printf "  %.0f requests x %.3f s / concurrency %g = %.0f busy instance-seconds (%.2f instances busy on average)\n", requests, seconds, concurrency, busy, busy / month
       printf "  billed instance-seconds: %.0f (min instances %d)\n\n", billed, min_instances
       printf "%-28s %14s %14s\n", "USD per month", "no zonal red.", "zonal red."
@@ -1128,12 +1113,16 @@ cmd_cost() {
 
 is_command() {
   case $1 in
-    deploy | build | status | url | logs | traffic | promote | rollback | delete | cost | job | triggers | alerts | help) return 0 ;;
+    deploy | render | build | status | url | logs | traffic | promote | rollback | delete | cost | job | triggers | durable | alerts | help) return 0 ;;
     *) return 1 ;;
   esac
 }
 
+# SECRET_VERSIONS, CURRENT_SERVICE and the JOB_*_ARG values are read by scripts/render_spec.py.
+# shellcheck disable=SC2034
 main() {
+  # Every setting is exported: scripts/render_spec.py reads them (deploy.env, flags, defaults).
+  set -a
   # The env file first, so flags override it.
   local env_file="" i=1 arg
   for arg in "$@"; do
@@ -1154,7 +1143,7 @@ main() {
   DRY_RUN=false ASSUME_YES=false NO_TRAFFIC=false SKIP_BUILD=false
   TRAFFIC_TAG="" IMAGE_TAG=${IMAGE_TAG:-} API_KEY_FILE=${API_KEY_FILE:-} REDIS_URI_FILE=${REDIS_URI_FILE:-}
   JOB_INPUT_ARG="" JOB_OUTPUT_ARG="" JOB_TASKS_ARG="" JOB_PARALLELISM_ARG="" JOB_WAIT=false
-  ALLOW_UNPINNED_BASE=${ALLOW_UNPINNED_BASE:-false} BASE_REF=""
+  ALLOW_UNPINNED_BASE=${ALLOW_UNPINNED_BASE:-false} BASE_REF="" SECRET_VERSIONS="" CURRENT_SERVICE=""
   COST_REQUESTS="" COST_SECONDS="" COST_CONCURRENCY="" COST_CPU="" COST_MEMORY="" COST_MIN_INSTANCES=""
   local positional=()
   while [[ $# -gt 0 ]]; do
@@ -1192,6 +1181,7 @@ main() {
     shift
   done
   load_settings
+  find_table_python
 
   local command=deploy args=()
   if [[ ${#positional[@]} -gt 0 ]] && is_command "${positional[0]}"; then

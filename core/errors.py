@@ -98,6 +98,12 @@ class NotReady(ServiceError):
         self.reason = reason
 
 
+class OutOfMemory(ServiceError):
+    """503: the accelerator ran out of memory even for this input alone; retrying later may fit."""
+
+    status, code = 503, "out_of_memory"
+
+
 class DeadlineExceeded(ServiceError):
     status, code = 504, "timeout"
 

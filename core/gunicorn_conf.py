@@ -25,6 +25,7 @@ from core.capacity import gpu_memory, processes_per_instance, weights_size
 from core.launcher import APP_PACKAGE_ENV
 from core.model.admission import WORKER_COUNT_ENV
 from core.model.cpus import available_cpus
+from core.model.instance import READY_DIR_ENV
 from core.settings import CoreSettings
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -79,8 +80,10 @@ def default_worker_count(settings: CoreSettings, processes_per_gpu: int | None, 
 
 def _post_worker_init(worker) -> None:
     from core.deferred.async_jobs import gunicorn_post_worker_init  # imported late: this module stays light
+    from core.model.runner import gunicorn_post_worker_init as exit_on_load_failure
 
     gunicorn_post_worker_init(worker)
+    exit_on_load_failure(worker)
 
 
 def _worker_exit(server, worker) -> None:
@@ -127,10 +130,13 @@ def apply(namespace: dict, settings: CoreSettings, processes_per_gpu: int | None
         path = prepare_metrics_dir()
         if not had_dir:
             created["path"] = path
+        # Ready processes mark themselves here; one still loading then waits, not 503 (core/model/instance.py).
+        os.environ[READY_DIR_ENV] = created["ready"] = tempfile.mkdtemp(prefix="model-ready-")
 
     def on_exit(server):
-        if created.get("path"):
-            shutil.rmtree(created["path"], ignore_errors=True)
+        for key in ("path", "ready"):
+            if created.get(key):
+                shutil.rmtree(created[key], ignore_errors=True)
 
     def pre_fork(server, worker):
         taken = [getattr(w, "gpu_id", None) for w in server.WORKERS.values() if w is not worker]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -66,7 +67,8 @@ class CoreSettings:
     web_threads: int = setting(
         "WEB_THREADS", 16,
         "gunicorn gthread threads per process = requests it handles at once; at least 2 x MAX_BATCH_SIZE "
-        "so its batches fill (a batch in the model, the next forming; docs/deploy.md, Processes and concurrency).", minimum=1)
+        "so its batches fill (a batch in the model, the next forming; docs/deploy.md, Processes and concurrency).",
+        minimum=1)
     web_workers: int | None = setting(
         "WEB_WORKERS", None,
         "gunicorn worker processes; each loads its own model. auto: 1 on CPU; with GPUs, one per GPU "
@@ -147,6 +149,17 @@ class CoreSettings:
         "JOB_STORE_URI", "file:///tmp/inference-jobs",
         "Where callback_url job records live for GET /jobs/<id>: file:///DIR is shared by the processes "
         "of one instance; redis://HOST:6379 or gs://BUCKET/PREFIX by every instance; memory:// is per process.")
+    job_lease_s: float = setting(
+        "JOB_LEASE_S", 30.0,
+        "A callback_url job whose process stopped renewing its lease this long ago is taken over and run "
+        "again by another process; a client waits at most about 4/3 of this after a crash.", minimum=1)
+    job_max_attempts: int = setting(
+        "JOB_MAX_ATTEMPTS", 3,
+        "Runs of one callback_url job across lost processes; then it fails with code worker_lost.", minimum=1)
+    job_topic: str | None = setting(
+        "JOB_TOPIC", None,
+        "Durable mode: projects/P/topics/T; each accepted callback_url job is published there and run by "
+        "the Pub/Sub push to /events/pubsub (needs a gs:// or redis:// JOB_STORE_URI); unset = off.")
     async_queue: int = setting(
         "ASYNC_QUEUE", 256, "callback_url jobs waiting to run before new ones get 429 + Retry-After.",
         minimum=1)
@@ -219,6 +232,10 @@ class CoreSettings:
         if not self.job_store_uri.startswith(JOB_STORE_SCHEMES) or self.job_store_uri.rstrip("/") == "gs:":
             raise SettingsError(f"JOB_STORE_URI={self.job_store_uri!r} must be file:///DIR, redis://HOST:PORT, "
                                 "gs://BUCKET/PREFIX or memory://")
+        if self.job_topic and (not self.job_store_uri.startswith(("gs://", "redis://", "rediss://"))
+                               or not re.fullmatch(r"projects/[^/]+/topics/[^/]+", self.job_topic)):
+            raise SettingsError(f"JOB_TOPIC={self.job_topic!r} must be projects/PROJECT/topics/TOPIC, with a "
+                                "JOB_STORE_URI every instance reaches (gs://BUCKET/PREFIX or redis://)")
         if self.events_output and self.events_output.startswith("gs://") and not self.events_output[5:].strip("/"):
             raise SettingsError("EVENTS_OUTPUT needs a bucket: gs://BUCKET or gs://BUCKET/prefix")
 

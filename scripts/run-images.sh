@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# `make run-images`: the built images as `make run` starts the services: CLIP server on :5001,
-# Whisper worker on :8080, each image's own CMD, stopped together on Ctrl-C or SIGTERM.
+# `make run-images`: the built images as `make run` starts the services: every service of
+# services.toml on its port (CLIP :5001, Whisper :8080, ...), each image's own entrypoint and
+# command, stopped together on Ctrl-C or SIGTERM. IMAGE:local by default; PREFIX_IMAGE and
+# PREFIX_PORT (CLIP_IMAGE, WORKER_PORT, ...) override one service's image and port.
 # docker run where a Docker engine answers; otherwise buildah run (chroot isolation, the host's
 # network: a service inside answers on localhost). Build them first: make images.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-clip=${CLIP_IMAGE:-clip-server:local}
-worker=${WORKER_IMAGE:-whisper-worker:local}
-clip_port=${CLIP_PORT:-5001}
-worker_port=${WORKER_PORT:-8080}
 
 pids=() containers=()
 if docker info >/dev/null 2>&1; then
@@ -22,7 +20,8 @@ else
     local ctr cmd
     ctr=$(buildah from --pull-never "$2")
     containers+=("$ctr")
-    mapfile -t cmd < <(buildah inspect --type image --format '{{range .Docker.Config.Cmd}}{{println .}}{{end}}' "$2")
+    mapfile -t cmd < <(buildah inspect --type image --format \
+      '{{range .Docker.Config.Entrypoint}}{{println .}}{{end}}{{range .Docker.Config.Cmd}}{{println .}}{{end}}' "$2")
     # setsid: its own process group, where stop() finds gunicorn's master.
     setsid buildah run --env "PORT=$1" "$ctr" -- "${cmd[@]}" & pids+=($!)
   }
@@ -46,7 +45,13 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-start "$clip_port" "$clip"
-start "$worker_port" "$worker"
-echo "CLIP server ($clip): http://localhost:$clip_port  Whisper worker ($worker): http://localhost:$worker_port"
-wait -n  # when either exits, stop the other
+table() { "${PYTHON:-python3}" scripts/services.py "$@"; }
+while IFS= read -r name; do
+  prefix=$(table get "$name" env_prefix)
+  image_var=${prefix}_IMAGE port_var=${prefix}_PORT
+  image=${!image_var:-$(table get "$name" image):local}
+  port=${!port_var:-$(table get "$name" port)}
+  start "$port" "$image"
+  echo "$name ($image): http://localhost:$port"
+done < <(table names)
+wait -n  # when one exits, stop the others

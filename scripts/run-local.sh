@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: the CLIP server on :5001 and the Whisper worker on :8080, stopped together.
+# `make run`: every service of services.toml on its port (CLIP server :5001, Whisper worker :8080,
+# ...), stopped together, each default model baked offline into models/ first. PREFIX_PORT
+# (CLIP_PORT, WORKER_PORT, ...) moves one.
 set -euo pipefail
 python=${PYTHON:-.venv/bin/python}
 
@@ -10,7 +12,13 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-PORT=${CLIP_PORT:-5001} "$python" -m server & pids+=($!)
-PORT=${WORKER_PORT:-8080} "$python" -m worker & pids+=($!)
-echo "CLIP server: http://localhost:${CLIP_PORT:-5001}  Whisper worker: http://localhost:${WORKER_PORT:-8080}"
-wait -n  # when either exits, stop the other
+table() { "$python" "$(dirname "${BASH_SOURCE[0]}")/services.py" "$@"; }
+while IFS= read -r name; do
+  port_var=$(table get "$name" env_prefix)_PORT
+  port=${!port_var:-$(table get "$name" port)}
+  package=$(table get "$name" package)
+  "$python" -m "$package.bake" >/dev/null  # the default model into models/ (offline, a second or two)
+  PORT=$port "$python" -m "$package" & pids+=($!)
+  echo "$name: http://localhost:$port"
+done < <(table names)
+wait -n  # when one exits, stop the others

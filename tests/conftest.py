@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from scripts.services import load as load_services
 from tests.callback_receiver import receiver  # noqa: F401  (shared fixture)
 from tests.emulators import bucket, pubsub_emulator, storage_emulator  # noqa: F401  (shared fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# Every service of the template (one Declaration in <package>/app.py each); tests that must cover
-# them all read this.
-APP_PACKAGES = ("server", "worker", "textembed")
+# Every service of the template: the packages of services.toml (one Declaration in <package>/app.py
+# each); tests that must cover them all (the configuration page, the OpenAPI fuzzing) read this.
+APP_PACKAGES = tuple(service["package"] for service in load_services().values())
 
 
 def cuda_available() -> bool:
@@ -36,7 +37,9 @@ def cuda_available() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     # Container tests build and run the images (minutes, gigabytes): only when asked for by marker.
-    for marker, target in (("images", "make test-images` (after `make images`)"), ("compose", "make test-compose`")):
+    # The fault matrix's heavier rows stop and start real dependencies (a minute or more): on demand.
+    for marker, target in (("images", "make test-images` (after `make images`)"), ("compose", "make test-compose`"),
+                           ("faults", "make faults` (or pytest -m faults)")):
         if marker not in (config.getoption("-m") or ""):
             skip = pytest.mark.skip(reason=f"{marker} test: run `{target}")
             for item in items:
@@ -161,3 +164,12 @@ def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05):
             return value
         time.sleep(interval_s)
     raise TimeoutError("condition not met in time")
+
+
+@pytest.fixture(scope="session")
+def textembed_models_dir(tmp_path_factory) -> str:
+    """MODELS_DIR with all-MiniLM-L6-v2 baked by its own bake command (offline: the PyPI package's files)."""
+    folder = tmp_path_factory.mktemp("textembed-models")
+    subprocess.run([sys.executable, "-m", "textembed.bake"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "MODELS_DIR": str(folder)})
+    return str(folder)

@@ -1,7 +1,8 @@
 """Schemathesis against every app of the template: the apps it covers and how it runs them.
 
 One entry per app in ``APPS`` (tests/test_openapi_fuzz.py runs each): the package ``python -m``
-starts, the environment it starts with, and what to prepare first (a baked model). Fake backends
+starts, the environment it starts with, the session fixture of a real model's MODELS_DIR, and
+whether events are configured (the event routes are offered only then). Fake backends
 where the app has one: the fuzz tests the contract (what the documents promise about inputs,
 statuses and bodies), not the model; real images and audio still reach the services' decoders
 (tests/openapi_media.py). The text embedder has no fake and runs on its small real model. The
@@ -16,10 +17,8 @@ line over schemathesis.toml), so ``--checks all`` would also report the excluded
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,30 +36,16 @@ class FuzzedApp:
     name: str
     package: str  # python -m <package>
     env: dict[str, str] = field(default_factory=dict)
-    prepare: Callable[[Path], dict[str, str]] | None = None  # folder -> more env (e.g. MODELS_DIR, baked)
-
-
-def baked(package: str) -> Callable[[Path], dict[str, str]]:
-    """Bake ``package``'s model into the folder with its own bake command (offline); its MODELS_DIR."""
-
-    def bake(folder: Path) -> dict[str, str]:
-        subprocess.run([sys.executable, "-m", f"{package}.bake"], cwd=ROOT, check=True, capture_output=True,
-                       env={**os.environ, "MODELS_DIR": str(folder)}, timeout=300)
-        return {"MODELS_DIR": str(folder)}
-
-    return bake
-
-
-def events_output(folder: Path) -> dict[str, str]:
-    """EVENTS_OUTPUT set: the event routes are offered (and fuzzed) only then."""
-    return {"EVENTS_OUTPUT": str(folder)}
+    models_fixture: str | None = None  # a session fixture giving the MODELS_DIR of its real model
+    events: bool = False  # EVENTS_OUTPUT set (a folder of the test's): the event routes offered, and fuzzed
 
 
 APPS = [
     FuzzedApp("clip-server", "server", {"CLIP_MODEL": "fake"}),
-    FuzzedApp("clip-server-with-events", "server", {"CLIP_MODEL": "fake"}, prepare=events_output),  # core's routes
+    FuzzedApp("clip-server-with-events", "server", {"CLIP_MODEL": "fake"}, events=True),  # core's event routes
     FuzzedApp("whisper-worker", "worker", {"WHISPER_MODEL": "fake"}),
-    FuzzedApp("text-embedder", "textembed", prepare=baked("textembed")),  # no fake backend: MiniLM itself
+    # No fake backend: all-MiniLM-L6-v2 is small enough to fuzz for real.
+    FuzzedApp("textembed", "textembed", models_fixture="textembed_models_dir"),
 ]
 
 

@@ -6,15 +6,23 @@ import re
 
 import pytest
 
-from tests.conftest import run_service
+from tests.conftest import APP_PACKAGES, run_service
 from tests.openapi_fuzz import APPS, fuzz
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def test_every_app_of_the_table_is_fuzzed():
+    assert {app.package for app in APPS} == set(APP_PACKAGES)
+
+
 @pytest.mark.parametrize("app", APPS, ids=[app.name for app in APPS])
-def test_the_document_survives_schemathesis(app, tmp_path):
-    env = {**app.env, **(app.prepare(tmp_path / "models") if app.prepare else {})}
+def test_the_document_survives_schemathesis(app, tmp_path, request):
+    env = dict(app.env)
+    if app.models_fixture:
+        env["MODELS_DIR"] = request.getfixturevalue(app.models_fixture)
+    if app.events:
+        env["EVENTS_OUTPUT"] = str(tmp_path / "events")
     with run_service(app.package, env, tmp_path) as running:
         result = fuzz(running.url)
     report = result.stdout + result.stderr

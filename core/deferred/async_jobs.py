@@ -11,6 +11,10 @@ full) and answers ``202 {"job_id", "status": "queued", "status_url"}``. ``GET /j
 record. On SIGTERM (gunicorn hooks below) jobs get until shortly before the graceful timeout;
 those that cannot finish are delivered as ``failed`` with code ``shutting_down``. A job's thread
 opens its own request context (door ``callback``): its deadline, batch sizes and input counts.
+
+Under gunicorn a job also outlives its process: before the 202 its request is spooled to the job
+store (core/deferred/spool.py) and its record names this process, whose heartbeat the others
+watch; when the process dies another takes the job over (core/deferred/recovery.py).
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request, url_for
 
 from core import request_context
+from core.deferred import spool
 from core.deferred.address_guard import AddressGuard
 from core.deferred.callbacks import CallbackSender, Deliverer, RetryPolicy, new_delivery_record
+from core.deferred.durable import Publisher
 from core.deferred.job_store import JobStore, make_job_store
+from core.deferred.recovery import Recovery
 from core.errors import InvalidInput, NotReady, Overloaded, ServiceError
 from core.settings import CoreSettings
 from core.web.logs import context_fields
@@ -50,6 +57,18 @@ Work = Callable[[], Any]
 
 class JobNotFound(ServiceError):
     status, code = 404, "job_not_found"
+
+
+class JobStoreUnavailable(ServiceError):
+    """The job store cannot keep the job now, so it is not accepted (503 at submit time)."""
+
+    status, code = 503, "job_store_unavailable"
+
+
+class JobHeldHere(ServiceError):
+    """A Pub/Sub redelivery of a job this process is running: not acknowledged, so it comes back."""
+
+    status, code = 409, "job_running"
 
 
 class ShuttingDown(ServiceError):
@@ -72,6 +91,7 @@ class _Job:
     finished: bool = False
     record: dict = field(default_factory=dict)
     save_lock: threading.Lock = field(default_factory=threading.Lock)  # store writes in snapshot order
+    pushed: bool = False  # durable mode: run for a Pub/Sub push, which delivers it again if we stop
 
 
 class AsyncJobs:
@@ -89,6 +109,9 @@ class AsyncJobs:
         self._drain_deadline: float | None = None
         self._kill_at: float | None = None
         self._mean_job_s = 1.0
+        self.recovery: Recovery | None = None  # set by start_recovery (under gunicorn)
+        # Durable mode (JOB_TOPIC): accepted jobs are published and run by the push (core/deferred/durable.py).
+        self.publisher = Publisher(settings.job_topic) if settings.job_topic else None
         self._threads = [threading.Thread(target=self._serve, name=f"async-job-{n}", daemon=True)
                          for n in range(settings.async_workers)]
         for thread in self._threads:
@@ -105,21 +128,105 @@ class AsyncJobs:
             raise ShuttingDown("this instance is shutting down; retry", retry_after=1)
         self.guard.check(callback_url)  # 400 now, not a failed delivery later
 
-    def submit(self, work: Work, callback_url: str, to_result: Callable[[Any], dict]) -> dict:
-        """Queue a job (its URL checked first); returns its first record; 429 when the queue is full."""
+    def submit(self, work: Work, callback_url: str, to_result: Callable[[Any], dict],
+               spooled: bytes | None = None) -> dict:
+        """Queue a job (its URL checked first); returns its first record; 429 when the queue is full.
+
+        With recovery on, ``spooled`` (the request, core/deferred/spool.py) and the record are in
+        the store before this returns, or the job is refused with 503 job_store_unavailable.
+        """
         job = _Job(uuid.uuid4().hex, work, to_result, callback_url)
         job.record = {"job_id": job.job_id, "status": "queued", "created_at": _now(), "updated_at": None,
                       "result": None, "callback": new_delivery_record()}
+        if not self.has_room():
+            raise self._full()
+        if self.recovery is not None and spooled is not None:
+            self._spool(job, spooled)
+            if self.publisher is not None:
+                self._publish(job)
+                log.info("job accepted and published", extra={"job_id": job.job_id})
+                return job.record
         with self._lock:
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
-                raise Overloaded(f"the async job queue is full ({self.settings.async_queue} jobs, ASYNC_QUEUE); "
-                                 "retry shortly", retry_after=self._retry_after()) from None
+                if job.record.get("owner"):
+                    self._unspool(job)
+                raise self._full() from None
             self._jobs[job.job_id] = job
-        self._save(job)
+        if not job.record.get("owner"):
+            self._save(job)
         log.info("job accepted", extra={"job_id": job.job_id})
         return job.record
+
+    def _full(self) -> Overloaded:
+        return Overloaded(f"the async job queue is full ({self.settings.async_queue} jobs, ASYNC_QUEUE); "
+                          "retry shortly", retry_after=self._retry_after())
+
+    def _spool(self, job: _Job, spooled: bytes) -> None:
+        """Request, claim and record in the store before the 202: a crash from here on loses nothing."""
+        job.record.update(attempt=1, owner=self.recovery.owner)
+        job.record["updated_at"] = _now()
+        try:
+            self.store.spool(self.recovery.space, job.job_id, spooled)
+            self.store.claim(job.job_id, 1, self.recovery.owner)
+            self.store.save(json.loads(json.dumps(job.record)))
+        except Exception as err:  # noqa: BLE001 - any store failure: refuse now, clearly
+            log.warning("job store unavailable; job refused", extra={"error": f"{type(err).__name__}: {err}"})
+            raise JobStoreUnavailable("the job store is unavailable, so the job cannot be kept; retry shortly",
+                                      retry_after=5) from None
+
+    def _publish(self, job: _Job) -> None:
+        try:
+            self.publisher.publish(job.job_id)
+        except Exception as err:  # noqa: BLE001 - not published = not accepted
+            self._unspool(job)
+            log.warning("job topic unavailable; job refused", extra={"error": f"{type(err).__name__}: {err}"})
+            raise JobStoreUnavailable("the job queue (Pub/Sub) is unavailable, so the job cannot be kept; "
+                                      "retry shortly", retry_after=5) from None
+
+    def run_published(self, job_id: str, attempt: int) -> dict:
+        """Durable mode: run a job a Pub/Sub push delivered, here and now; returns the push's answer.
+
+        Answers (2xx, acknowledged) once the result is stored and its delivery started; a process
+        lost before that never answers, and Pub/Sub delivers the job again to any instance.
+        """
+        if self.recovery is None:
+            raise JobStoreUnavailable("this process does not run durable jobs (not under gunicorn)", retry_after=5)
+        record = self.store.get(job_id)
+        blob = self.store.spooled(self.recovery.space, job_id) if record is not None else None
+        if record is None or blob is None or record.get("callback", {}).get("state") in ("delivered", "failed"):
+            return {"status": "ignored", "reason": "unknown, expired or already delivered"}
+        if self.holds(job_id):
+            raise JobHeldHere(f"job {job_id} is running in this process", retry_after=10)
+        spooled = spool.load(blob)
+        record.update(owner=self.recovery.owner, attempt=attempt)
+        if record["status"] in ("succeeded", "failed"):
+            self.redeliver(record, spooled.callback_url)
+            return {"status": "redelivered"}
+        if attempt > self.settings.job_max_attempts:
+            self.fail_lost(record, spooled.callback_url, attempt - 1)
+            return {"status": "failed", "code": "worker_lost"}
+        record.update(status="queued", result=None)
+        job = self._adopt(record, spooled.callback_url, lambda: spool.replay(self.recovery.app, spooled))
+        job.pushed = True
+        self._run(job)
+        return {"status": job.record["status"]}
+
+    def _unspool(self, job: _Job) -> None:
+        try:
+            self.store.unspool(self.recovery.space, job.job_id, int(job.record.get("attempt", 1)))
+        except Exception:  # noqa: BLE001 - left for the next scan, which drops it (callback final)
+            log.exception("could not drop the spooled request", extra={"job_id": job.job_id})
+
+    def has_room(self) -> bool:
+        """True while the queue can take another job."""
+        return not self._queue.full()
+
+    def holds(self, job_id: str) -> bool:
+        """True when this process runs or delivers the job."""
+        with self._lock:
+            return job_id in self._jobs
 
     def _retry_after(self) -> int:
         waiting = self._queue.qsize() / max(1, self.settings.async_workers)
@@ -187,6 +294,9 @@ class AsyncJobs:
             job.record.update(status=body["status"], result=body)
             self._lock.notify_all()
         self._save(job)
+        self._deliver(job, body)
+
+    def _deliver(self, job: _Job, body: dict) -> None:
         payload = json.dumps(body, separators=(",", ":")).encode()
         self.sender.send(job.job_id, job.callback_url, payload, lambda delivery: self._delivered(job, delivery))
 
@@ -196,6 +306,47 @@ class AsyncJobs:
             self._jobs.pop(job.job_id, None)
             self._lock.notify_all()
         self._save(job)
+        if self.recovery is not None and job.record.get("owner"):
+            self._unspool(job)  # final: nothing left to take over
+
+    # ---- taken over from a process that is gone (core/deferred/recovery.py) ------------------
+
+    def _adopt(self, record: dict, callback_url: str, work: Work | None) -> _Job:
+        job = _Job(record["job_id"], work, lambda body: body, callback_url, record=record)
+        with self._lock:
+            self._jobs[job.job_id] = job
+        return job
+
+    def rerun(self, record: dict, callback_url: str, work: Callable[[], dict]) -> None:
+        """Run a job again from its spooled request (``work`` returns the callback body)."""
+        record.update(status="queued", result=None)
+        job = self._adopt(record, callback_url, work)
+        self._save(job)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:  # raced with a submit: the claim is ours, so run it on the next free thread
+            threading.Thread(target=self._run, args=(job,), name="async-job-adopted", daemon=True).start()
+
+    def redeliver(self, record: dict, callback_url: str) -> None:
+        """Deliver a finished job's stored result again (its callback was not final)."""
+        job = self._adopt(record, callback_url, None)
+        job.finished = True
+        self._save(job)
+        self._deliver(job, record["result"])
+
+    def fail_lost(self, record: dict, callback_url: str, runs: int) -> None:
+        """End a job whose process died ``runs`` times: failed, code worker_lost, delivered."""
+        job = self._adopt(record, callback_url, None)
+        self._finish(job, failure_body(job.job_id, "worker_lost",
+                                       f"the process running this job was lost {runs} times (JOB_MAX_ATTEMPTS="
+                                       f"{self.settings.job_max_attempts}); submit it again"))
+
+    def start_recovery(self, app: Flask) -> Recovery | None:
+        """Spool jobs, beat, and take over the jobs of lost processes (gunicorn workers; tests)."""
+        if self.sender is None or self.recovery is not None:
+            return self.recovery  # callbacks off: no job is ever accepted here
+        self.recovery = Recovery(self, app, self.settings.job_lease_s, self.settings.job_max_attempts).start()
+        return self.recovery
 
     def progress(self, job_id: str, delivery: dict) -> None:
         """A retry is scheduled: make the attempts so far visible at status_url."""
@@ -234,12 +385,13 @@ class AsyncJobs:
         """Wait for jobs until the drain deadline, fail the rest as shutting_down, deliver, return."""
         self.begin_shutdown()
         with self._lock:
-            while any(not job.finished for job in self._jobs.values()):
+            while any(not job.finished and not job.pushed for job in self._jobs.values()):
                 remaining = self._drain_deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._lock.wait(remaining)
-            unfinished = [job for job in self._jobs.values() if not job.finished]
+            # A pushed job is not failed: its push goes unanswered and Pub/Sub delivers it again.
+            unfinished = [job for job in self._jobs.values() if not job.finished and not job.pushed]
         if self.sender is None:
             return
         self.sender.finalize()  # from here each delivery gets one short attempt
@@ -290,6 +442,7 @@ def job_status(job_id: str):
         ttl = int(current_app.extensions["settings"].job_ttl_s)
         raise JobNotFound(f"no job {job_id!r} here: unknown, expired (JOB_TTL={ttl} s), or held by "
                           "another instance (JOB_STORE_URI is per instance unless redis:// or gs://)")
+    record.pop("owner", None)  # which process holds it: internal (core/deferred/recovery.py)
     response = jsonify(record)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -335,14 +488,17 @@ def answer(work: Work, callback_url: str | None, *, respond: Callable[[Any], Any
     """
     if callback_url is None:
         return respond(work())
+    if spool.replaying():  # a job taken over from a lost process: run it here, hand back its body
+        return spool.Replayed(to_result(work()) if to_result else work())
     jobs: AsyncJobs = current_app.extensions["async_jobs"]
     jobs.check_callback(callback_url)
     runner = current_app.extensions.get("model_runner")
-    if runner is not None:
-        runner.batcher.ensure_accepting()  # 503 while loading, like a synchronous request
+    if runner is not None:  # 503 while loading, like a synchronous request (or wait, if a sibling serves)
+        runner.admit(request_context.deadline(current_app.extensions["settings"].request_timeout_s))
     if validate is not None:
         validate()
-    record = jobs.submit(work, callback_url, to_result or (lambda value: value))
+    spooled = spool.capture(callback_url) if jobs.recovery is not None else None
+    record = jobs.submit(work, callback_url, to_result or (lambda value: value), spooled)
     status_url = url_for("jobs.job_status", job_id=record["job_id"], _external=True)
     response = jsonify({"job_id": record["job_id"], "status": "queued", "status_url": status_url})
     response.status_code = 202
@@ -357,10 +513,11 @@ def _jobs_of(worker) -> AsyncJobs | None:
 
 
 def gunicorn_post_worker_init(worker) -> None:
-    """Start the drain clock at SIGTERM itself: the worker exits only after in-flight requests."""
+    """Jobs outlive this worker (spool, heartbeat, take-over); the drain clock starts at SIGTERM itself."""
     jobs = _jobs_of(worker)
     if jobs is None:
         return
+    jobs.start_recovery(worker.wsgi)
     previous = signal.getsignal(signal.SIGTERM)
 
     def _on_sigterm(sig, frame):

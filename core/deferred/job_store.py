@@ -1,8 +1,14 @@
 """Async job records behind one small interface, in the store ``JOB_STORE_URI`` names.
 
 A record is a JSON-ready dict (``job_id``, ``status``, times, ``result``, ``callback``) kept for
-``JOB_TTL`` seconds after its last change. Each job has one writer (the process that accepted
-it), so ``save`` replaces the whole record and needs no transaction.
+``JOB_TTL`` seconds after its last change. Each job has one writer at a time (the process that
+accepted it, or the one that took it over), so ``save`` replaces the whole record and needs no
+transaction.
+
+For jobs to outlive their process (core/deferred/recovery.py) a store also keeps, per service
+(``space``), each unfinished job's spooled request, until its callback is final; one *claim* per
+job and attempt, taken by exactly one process (create-if-absent); and a heartbeat per process
+(``owner``) that says it is alive until a time.
 
 - ``file:///DIR`` (the default, ``/tmp/inference-jobs``): one small JSON file per job, written
   atomically (temporary file + rename). Every gunicorn process of the instance reads the same
@@ -29,6 +35,9 @@ from core.from_storage import storage
 from core.settings import JOB_STORE_SCHEMES
 
 KEY_PREFIX = "inference-job:"
+SPOOL_PREFIX = "inference-job-spool:"
+CLAIM_PREFIX = "inference-job-claim:"
+OWNER_PREFIX = "inference-job-owner:"
 # Enough for hours of callback jobs on one instance; at a few KB a record (an embedding, a short
 # transcript) that is tens of MB of /tmp, which on Cloud Run is the instance's memory.
 MAX_DIRECTORY_RECORDS = 10_000
@@ -47,6 +56,27 @@ class JobStore(Protocol):
     def get(self, job_id: str) -> dict | None:
         """The record, or None when unknown or expired."""
 
+    def spool(self, space: str, job_id: str, data: bytes) -> None:
+        """Keep an unfinished job's request (raises when the store cannot: the job is refused)."""
+
+    def spooled(self, space: str, job_id: str) -> bytes | None:
+        """The job's spooled request, or None."""
+
+    def spooled_ids(self, space: str) -> list[str]:
+        """The jobs of ``space`` with a spooled request: those whose callback is not final yet."""
+
+    def unspool(self, space: str, job_id: str, attempts: int) -> None:
+        """Drop the job's request and claims: its callback is final."""
+
+    def claim(self, job_id: str, attempt: int, owner: str) -> bool:
+        """Take attempt ``attempt`` of the job for ``owner``; False if another process has it."""
+
+    def beat(self, owner: str, ttl_s: float) -> None:
+        """``owner`` is alive for ``ttl_s`` more seconds."""
+
+    def owner_alive(self, owner: str) -> bool:
+        """True while ``owner``'s last heartbeat has not expired."""
+
 
 class MemoryJobStore:
     """Records in a dict of this process, expired lazily."""
@@ -55,6 +85,9 @@ class MemoryJobStore:
         self.ttl_s = ttl_s
         self._clock = clock
         self._records: dict[str, tuple[float, str]] = {}
+        self._spools: dict[tuple[str, str], bytes] = {}
+        self._claims: dict[tuple[str, int], str] = {}
+        self._owners: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def save(self, record: dict) -> None:
@@ -77,6 +110,28 @@ class MemoryJobStore:
                 return None
             return json.loads(entry[1])
 
+    # This process only: nothing here outlives it, so these keep the interface and little more.
+    def spool(self, space: str, job_id: str, data: bytes) -> None:
+        self._spools[(space, job_id)] = data
+
+    def spooled(self, space: str, job_id: str) -> bytes | None:
+        return self._spools.get((space, job_id))
+
+    def spooled_ids(self, space: str) -> list[str]:
+        return [job_id for (name, job_id) in list(self._spools) if name == space]
+
+    def unspool(self, space: str, job_id: str, attempts: int) -> None:
+        self._spools.pop((space, job_id), None)
+
+    def claim(self, job_id: str, attempt: int, owner: str) -> bool:
+        return self._claims.setdefault((job_id, attempt), owner) == owner
+
+    def beat(self, owner: str, ttl_s: float) -> None:
+        self._owners[owner] = self._clock() + ttl_s
+
+    def owner_alive(self, owner: str) -> bool:
+        return self._owners.get(owner, 0.0) > self._clock()
+
 
 class RedisJobStore:
     """Records as JSON strings with a Redis expiry, shared by every instance using the URI."""
@@ -95,6 +150,29 @@ class RedisJobStore:
         """The record, or None when unknown or expired."""
         raw = self._redis.get(KEY_PREFIX + job_id)
         return None if raw is None else json.loads(raw)
+
+    def spool(self, space: str, job_id: str, data: bytes) -> None:
+        self._redis.set(f"{SPOOL_PREFIX}{space}:{job_id}", data, ex=max(1, int(self.ttl_s)))
+
+    def spooled(self, space: str, job_id: str) -> bytes | None:
+        return self._redis.get(f"{SPOOL_PREFIX}{space}:{job_id}")
+
+    def spooled_ids(self, space: str) -> list[str]:
+        start = len(f"{SPOOL_PREFIX}{space}:")
+        return [key.decode()[start:] for key in self._redis.scan_iter(match=f"{SPOOL_PREFIX}{space}:*", count=500)]
+
+    def unspool(self, space: str, job_id: str, attempts: int) -> None:
+        self._redis.delete(f"{SPOOL_PREFIX}{space}:{job_id}",
+                           *(f"{CLAIM_PREFIX}{job_id}:{n}" for n in range(1, attempts + 1)))
+
+    def claim(self, job_id: str, attempt: int, owner: str) -> bool:
+        return bool(self._redis.set(f"{CLAIM_PREFIX}{job_id}:{attempt}", owner, nx=True, ex=max(1, int(self.ttl_s))))
+
+    def beat(self, owner: str, ttl_s: float) -> None:
+        self._redis.set(OWNER_PREFIX + owner, b"1", px=max(1, int(ttl_s * 1000)))
+
+    def owner_alive(self, owner: str) -> bool:
+        return bool(self._redis.exists(OWNER_PREFIX + owner))
 
 
 class ObjectJobStore:
@@ -130,6 +208,44 @@ class ObjectJobStore:
                 self._expired(location)
             return None
         return entry["record"]
+
+    def _spool_location(self, space: str, job_id: str) -> str:
+        if not _JOB_ID.match(job_id) or not _JOB_ID.match(space.replace(".", "_")):
+            raise ValueError(f"bad job id {job_id!r} or space {space!r}")
+        return storage.join(self.prefix, "spool", space, job_id)
+
+    def spool(self, space: str, job_id: str, data: bytes) -> None:
+        storage.write_bytes(self._spool_location(space, job_id), data)
+
+    def spooled(self, space: str, job_id: str) -> bytes | None:
+        try:
+            return storage.read_bytes(self._spool_location(space, job_id))
+        except storage.ObjectNotFound:
+            return None
+
+    def spooled_ids(self, space: str) -> list[str]:
+        folder = storage.join(self.prefix, "spool", space)
+        return [uri.rsplit("/", 1)[-1] for uri in storage.list_prefix(folder)]
+
+    def unspool(self, space: str, job_id: str, attempts: int) -> None:
+        storage.delete(self._spool_location(space, job_id))
+        for attempt in range(1, attempts + 1):
+            storage.delete(storage.join(self.prefix, "claims", f"{job_id}.{attempt}"))
+
+    def claim(self, job_id: str, attempt: int, owner: str) -> bool:
+        return storage.write_bytes(storage.join(self.prefix, "claims", f"{job_id}.{attempt}"), owner.encode(),
+                                   if_absent=True)
+
+    def beat(self, owner: str, ttl_s: float) -> None:
+        body = json.dumps({"expires_at": time.time() + ttl_s}).encode()
+        storage.write_bytes(storage.join(self.prefix, "owners", owner), body, "application/json")
+
+    def owner_alive(self, owner: str) -> bool:
+        try:
+            beat = json.loads(storage.read_bytes(storage.join(self.prefix, "owners", owner)))
+            return beat["expires_at"] > time.time()
+        except (storage.ObjectNotFound, ValueError, KeyError):
+            return False
 
     def _before_save(self, location: str) -> None:
         """Hook: a store with a size cap makes room here."""

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from core import request_context
+from core.deferred.durable import published_job
 from core.errors import InvalidInput, NotConfigured, ServiceError
 from core.from_storage import storage
 from core.from_storage.batch_results import RESULT, write_result_files
@@ -64,12 +65,20 @@ def install_events(app: Flask, handler: EventHandler, namespace: str) -> None:
     @operation("A Pub/Sub push (storage notification or JSON job), or a Cloud Tasks JSON job",
                request=json_content(EVENT_SCHEMA), responses={200: ("Done, skipped, ignored or failed for good "
                                                                     "(acknowledged).", json_content(EVENT_ANSWER))},
-               errors=(400, 413, 503, 504), tags=["events"], offered=events_configured)
+               errors=(400, 413, 503, 504), tags=["events"], offered=pubsub_offered)
     def pubsub():
         """A Pub/Sub push (storage notification or JSON job), or a bare JSON job (Cloud Tasks)."""
-        _events_settings()  # 404 before reading a body when events are not configured
+        jobs = current_app.extensions.get("async_jobs")
+        durable = durable_jobs(current_app)  # JOB_TOPIC: callback jobs arrive here too
+        if not durable:
+            _events_settings()  # 404 before reading a body when events are not configured
         # Any Content-Type: a Cloud Tasks task without a Content-Type header still carries JSON.
         body = read_json_body(malformed=("invalid_event", "send a JSON body: a Pub/Sub push envelope or a job"))
+        if durable:
+            job = published_job(body)
+            if job is not None:  # a durable callback job (core/deferred/durable.py)
+                return jsonify(jobs.run_published(*job))
+            _events_settings()
         bounds = app_bounds()
         return _answer(lambda: event_from_request(body, bounds), handler, _message_id(body), namespace)
 
@@ -96,6 +105,17 @@ def _message_id(body) -> str:
 def events_configured(app: Flask) -> bool:
     """Whether the app offers the event routes (EVENTS_OUTPUT set); /openapi.json lists them only then."""
     return bool(app.extensions["settings"].events_output)
+
+
+def durable_jobs(app: Flask) -> bool:
+    """Whether callback jobs go through Pub/Sub (JOB_TOPIC): their pushes arrive at /events/pubsub."""
+    jobs = app.extensions.get("async_jobs")
+    return jobs is not None and jobs.publisher is not None
+
+
+def pubsub_offered(app: Flask) -> bool:
+    """/events/pubsub serves events (EVENTS_OUTPUT) or durable callback jobs (JOB_TOPIC)."""
+    return events_configured(app) or durable_jobs(app)
 
 
 def _events_settings() -> CoreSettings:

@@ -255,6 +255,19 @@ def write_bytes(uri: str, data: bytes, content_type: str = "application/octet-st
     return True
 
 
+def delete(uri: str) -> None:
+    """Remove one object; one that is already gone is fine."""
+    if is_gcs(uri):
+        blob = _blob(uri)
+        try:
+            with _gcs_errors(uri):
+                blob.delete(timeout=CALL_TIMEOUT_S, retry=_retry())
+        except ObjectNotFound:
+            pass
+        return
+    local_path(uri).unlink(missing_ok=True)
+
+
 def list_prefix(prefix: str) -> list[str]:
     """Every object below a folder (``gs://b/dir``, ``/data/dir``), sorted, in the prefix's form."""
     if is_gcs(prefix):

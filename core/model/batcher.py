@@ -17,7 +17,10 @@ Guarantees (each has a test):
 - MAX_QUEUE bounds every item not yet running, whatever its key: a full queue refuses new work at
   once with Overloaded (429 + Retry-After) instead of letting latency and memory grow without bound;
 - an item whose deadline passed before its batch ran gets DeadlineExceeded (504) and costs no
-  model time; a waiter that gives up cancels its items, and ``discard`` drops a whole group's.
+  model time; a waiter that gives up cancels its items, and ``discard`` drops a whole group's;
+- a GPU out-of-memory error costs no request: the batch is split in halves, the memory cache
+  freed, and the halves run again, down to one item; only an item that fails alone fails, with
+  OutOfMemory (503 + Retry-After). The batch limit halves at each OOM and /health says so.
 """
 
 from __future__ import annotations
@@ -33,11 +36,22 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded, PayloadTooLarge, Reason
+from core.errors import DeadlineExceeded, InferenceFailed, NotReady, OutOfMemory, Overloaded, PayloadTooLarge, Reason
 
 log = logging.getLogger("core.model.batcher")
 
 RunBatch = Callable[[Hashable, list[Any]], Sequence[Any]]
+# Seconds a client is told to wait after an item ran out of memory alone: the next batches are
+# smaller, and a neighbour's memory may be free by then.
+OOM_RETRY_AFTER_S = 2
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A GPU out-of-memory error, recognised without importing torch: torch.cuda.OutOfMemoryError
+    by its class name, CTranslate2's (faster-whisper) RuntimeError by its message."""
+    if any(cls.__name__ == "OutOfMemoryError" for cls in type(err).__mro__):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 
 
 @dataclass
@@ -60,6 +74,8 @@ class BatcherStats:
     expired_items: int = 0
     rejected_items: int = 0
     last_error: str | None = None
+    oom_splits: int = 0  # batches split after running out of memory
+    oom_failed_items: int = 0  # items that ran out of memory alone (503 out_of_memory)
     longest_batch_s: float = 0.0
     batch_sizes: collections.Counter = field(default_factory=collections.Counter)
 
@@ -68,6 +84,7 @@ class BatcherStats:
         return {
             "batches": self.batches, "items": self.items, "failed_batches": self.failed_batches,
             "expired_items": self.expired_items, "rejected_items": self.rejected_items,
+            "oom_splits": self.oom_splits, "oom_failed_items": self.oom_failed_items,
             "largest_batch": max(self.batch_sizes, default=0),
             "longest_batch_s": round(self.longest_batch_s, 3),
             "mean_batch_size": round(self.items / self.batches, 2) if self.batches else 0.0,
@@ -80,7 +97,8 @@ class Batcher:
     def __init__(self, run_batch: RunBatch, *, max_batch_size: int, max_wait_ms: float,
                  max_queue: int, startup: Callable[[], None] | None = None,
                  name: str = "batcher", unhealthy_after_failures: int = 3,
-                 stuck_after_s: float = 120.0):
+                 stuck_after_s: float = 120.0, free_memory: Callable[[], None] | None = None,
+                 out_of_memory: Callable[[BaseException], bool] = is_out_of_memory):
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be >= 1")
         self.run_batch = run_batch
@@ -91,6 +109,9 @@ class Batcher:
         self.unhealthy_after_failures = unhealthy_after_failures
         self.stuck_after_s = stuck_after_s
         self.stats = BatcherStats()
+        self.free_memory = free_memory or (lambda: None)  # e.g. torch.cuda.empty_cache after an OOM
+        self.out_of_memory = out_of_memory
+        self.shrunk_from: int | None = None  # the batch limit before the first OOM shrank it
         self._startup = startup
         # Waiting items per group (request), in round-robin order: the front group starts the
         # next batch. Every waiting item counts against max_queue, whatever its key.
@@ -102,6 +123,8 @@ class Batcher:
         self._expected = 0
         self._expected_lock = threading.Lock()
         self._failure: str | None = None
+        self._started = threading.Event()  # start-up is over, whichever way it went
+        self._on_startup_failure: list[Callable[[], None]] = []
         self._busy_since: float | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -235,6 +258,19 @@ class Batcher:
             return  # start-up finished between the two reads
         raise NotReady(f"not ready: {reason}", reason=reason.code, retry_after=5 if state == "starting" else 30)
 
+    def wait_started(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for start-up to end (ready or failed); True if it has."""
+        return self._started.wait(max(0.0, timeout_s))
+
+    def when_startup_fails(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the model thread) if start-up fails; at once if it already has."""
+        with self._cond:  # registered before the failure or called now, never both
+            failed = self._state == "failed"
+            if not failed:
+                self._on_startup_failure.append(callback)
+        if failed:
+            callback()
+
     def _retry_after(self) -> int:
         # A rough time for the queue to drain: depth / batch size batches of ~1 s.
         return max(1, min(30, self.queue_depth() // max(1, self.max_batch_size)))
@@ -246,12 +282,17 @@ class Batcher:
             if self._startup is not None:
                 self._startup()
         except BaseException as err:  # noqa: BLE001 - any start-up failure must show in /health
-            self._failure = f"{type(err).__name__}: {err}"
-            self._state = "failed"
+            with self._cond:
+                self._failure = f"{type(err).__name__}: {err}"
+                self._state = "failed"
             log.exception("%s start-up failed", self.name)
             self._fail_pending(NotReady(f"not ready: model failed to start: {self._failure}", reason="load_failed"))
+            self._started.set()
+            for callback in list(self._on_startup_failure):
+                callback()
             return
         self._state = "ready"
+        self._started.set()
         try:
             while not self._stopping.is_set():
                 batch = self._collect()
@@ -261,6 +302,7 @@ class Batcher:
             self._failure = f"{type(err).__name__}: {err}"
             log.exception("%s thread died", self.name)  # logged; the thread ends here
         finally:
+            self._started.set()
             if self._stopping.is_set():
                 self._state = "stopped"
             # Waiters learn only that the thread is gone; the code is the one clients got before
@@ -332,25 +374,36 @@ class Batcher:
                 del self._groups[group]
 
     def _execute(self, batch: list[_Item]) -> None:
+        live = self._runnable(batch, started=False)
+        if live:
+            self._run(live[0].key, live)
+
+    def _runnable(self, items: list[_Item], started: bool) -> list[_Item]:
+        """The items still wanted: cancelled ones skipped, expired ones answered 504."""
         now = time.monotonic()
         live: list[_Item] = []
-        for item in batch:
-            if not item.future.set_running_or_notify_cancel():
+        for item in items:
+            if not started and not item.future.set_running_or_notify_cancel():
                 continue  # its waiter gave up (cancelled)
             if now > item.deadline:
                 self.stats.expired_items += 1
                 item.future.set_exception(DeadlineExceeded("timed out waiting for the model"))
                 continue
             live.append(item)
-        if not live:
-            return
-        key = live[0].key
-        self._busy_since = time.monotonic()
+        return live
+
+    def _run(self, key: Hashable, live: list[_Item]) -> None:
+        """One model call for ``live`` (all running); an OOM splits it (see ``_out_of_memory``)."""
+        started = self._busy_since = time.monotonic()
         try:
             results = list(self.run_batch(key, [item.payload for item in live]))
             if len(results) != len(live):
                 raise RuntimeError(f"backend returned {len(results)} results for {len(live)} inputs")
         except BaseException as err:  # noqa: BLE001 - one bad batch must not take the service down
+            self._busy_since = None
+            if isinstance(err, Exception) and self.out_of_memory(err):
+                self._out_of_memory(key, live, err)
+                return
             self.stats.failed_batches += 1
             self.stats.consecutive_failures += 1
             self.stats.last_error = f"{type(err).__name__}: {err}"
@@ -360,9 +413,8 @@ class Batcher:
             if not isinstance(err, Exception):
                 raise  # SystemExit/KeyboardInterrupt: resolve this batch, then let the thread end
             return
-        finally:
-            elapsed = time.monotonic() - self._busy_since
-            self._busy_since = None
+        elapsed = time.monotonic() - started
+        self._busy_since = None
         self.record_batch_time(elapsed)
         self.stats.batches += 1
         self.stats.items += len(live)
@@ -376,6 +428,43 @@ class Batcher:
                 item.future.set_exception(result)  # a per-item error (e.g. one bad input)
             else:
                 item.future.set_result(result)
+
+    def shrink_to(self, limit: int) -> None:
+        """Lower the batch limit after an OOM (never raises it); /health and metrics show it."""
+        if limit < self.max_batch_size:
+            self.shrunk_from = self.shrunk_from or self.max_batch_size
+            self.max_batch_size = max(1, limit)
+
+    def _out_of_memory(self, key: Hashable, live: list[_Item], err: Exception) -> None:
+        """Free the cache, then run each half again (recursively, down to one item); shrink the limit.
+
+        Halving keeps every item's work: a batch of 32 that does not fit costs at most log2(32)
+        extra calls for its largest pieces, and the limit drops to the size that was tried last,
+        so the next batches do not run out of memory again while the pressure lasts.
+        """
+        self.stats.last_error = f"{type(err).__name__}: {err}"
+        try:
+            self.free_memory()
+        except Exception:  # noqa: BLE001 - freeing is best effort; the split still helps
+            log.exception("freeing accelerator memory failed")
+        if len(live) == 1:
+            self.stats.oom_failed_items += 1
+            self.stats.failed_batches += 1
+            self.stats.consecutive_failures += 1
+            log.error("one item ran out of memory alone (key=%s): %s", key, self.stats.last_error)
+            live[0].future.set_exception(OutOfMemory(
+                "the accelerator ran out of memory for this input alone; retry later or send a smaller one",
+                retry_after=OOM_RETRY_AFTER_S))
+            return
+        half = len(live) // 2
+        self.stats.oom_splits += 1
+        self.shrink_to(half)
+        log.warning("batch of %d ran out of memory; split in halves, batch limit now %d (key=%s)",
+                    len(live), self.max_batch_size, key)
+        for part in (live[:half], live[half:]):
+            part = self._runnable(part, started=True)
+            if part:
+                self._run(key, part)
 
     def _fail_pending(self, error: Exception) -> None:
         with self._cond:

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
+import logging
+import sys
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future
@@ -23,7 +27,8 @@ from typing import Any, Protocol
 
 from core import request_context
 from core.errors import DeadlineExceeded, Overloaded, Reason
-from core.model.batcher import Batcher
+from core.model import instance
+from core.model.batcher import Batcher, is_out_of_memory
 from core.settings import CoreSettings
 
 # A request's items in flight at once, in batches: enough to keep the model busy between the
@@ -31,6 +36,15 @@ from core.settings import CoreSettings
 IN_FLIGHT_BATCHES = 2
 # How long a waiter keeps waiting past the deadline for a batch that already started.
 RUNNING_GRACE_S = 1.0
+# Under gunicorn a process whose model failed to load stops taking connections at once and exits;
+# gunicorn starts another, whose boot and load are the back-off. Any wait here would only let the
+# failed process answer 503 to requests its siblings could serve.
+LOAD_RETRY_DELAY_S = 0.0
+# A load that runs out of GPU memory is retried in the process this often, after 1, 2, 4 s.
+LOAD_OOM_RETRIES = 3
+LOAD_OOM_BACKOFF_S = 1.0
+
+log = logging.getLogger("core.model.runner")
 
 
 class Backend(Protocol):
@@ -69,9 +83,23 @@ class Backend(Protocol):
     def describe(self) -> dict:
         """Model name, device, dim and the like, for /health and logs."""
 
+    # Optional: ``free_memory()`` after a GPU out-of-memory error (default: ``free_accelerator_memory``)
+    # and ``is_out_of_memory(err)`` for a runtime whose OOM the default test does not recognise.
+
 
 # Preprocesses all raws of one kind at once (e.g. on a pool) -> one item per raw, in order.
 PreprocessAll = Callable[[Sequence[Any]], Sequence[Any]]
+
+def free_accelerator_memory() -> None:
+    """After an OOM: drop garbage and return PyTorch's cached CUDA blocks to the device.
+
+    torch is looked up, never imported: only a backend that already imported it can hold CUDA memory.
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
 
 _current_work: contextvars.ContextVar[Work | None] = contextvars.ContextVar("model_work", default=None)
 
@@ -192,6 +220,8 @@ class ModelRunner:
             max_queue=settings.max_queue,
             startup=self._startup,
             name=f"{name}-batcher",
+            free_memory=getattr(backend, "free_memory", None) or free_accelerator_memory,
+            out_of_memory=getattr(backend, "is_out_of_memory", None) or is_out_of_memory,
         )
 
     def start(self) -> ModelRunner:
@@ -200,21 +230,74 @@ class ModelRunner:
         return self
 
     def _startup(self) -> None:
-        self.backend.load()
+        for attempt in range(LOAD_OOM_RETRIES + 1):
+            try:
+                self.backend.load()
+                break
+            except Exception as err:
+                # Out of memory while loading: other replicas may be mid-warm-up on the same GPU.
+                # Retry here, so requests already waiting for this process keep waiting; any other
+                # failure (or OOM after the retries) fails the start-up (and, under gunicorn, the process).
+                if attempt == LOAD_OOM_RETRIES or not self.batcher.out_of_memory(err):
+                    raise
+                delay = LOAD_OOM_BACKOFF_S * 2 ** attempt
+                log.warning("model load ran out of memory; retrying in %g s", delay,
+                            extra={"error": f"{type(err).__name__}: {err}"})
+                self.batcher.free_memory()
+                time.sleep(delay)
         if self.settings.max_batch_size is None:
             self.batcher.max_batch_size = self.backend.default_batch_size()
         # One full batch of each kind: allocator, kernels and caches are ready before traffic,
         # and a model that cannot run a batch never reports healthy.
         for kind, items in self.backend.warmup_batches(self.batcher.max_batch_size):
+            self._warm_up(kind, items)
+        instance.mark_ready()
+
+    def _warm_up(self, kind: Hashable, items: list) -> None:
+        """Run one warm-up batch; out of memory, halve it (and the batch limit) until it fits."""
+        while True:
             started = time.monotonic()
-            outputs = self.backend.forward(kind, items)
+            try:
+                outputs = self.backend.forward(kind, items)
+            except Exception as err:
+                if len(items) <= 1 or not self.batcher.out_of_memory(err):
+                    raise
+                self.batcher.free_memory()
+                self.batcher.stats.oom_splits += 1
+                items = items[: len(items) // 2]
+                self.batcher.shrink_to(len(items))
+                log.warning("warm-up batch ran out of memory; batch limit now %d", len(items))
+                continue
             if len(outputs) != len(items):
                 raise RuntimeError(f"warm-up returned {len(outputs)} outputs for {len(items)} inputs")
             self.batcher.record_batch_time(time.monotonic() - started)
+            return
 
     def ensure_ready(self) -> None:
         """Raise NotReady (503 + Retry-After) unless the model is loaded and serving."""
         self.batcher.ensure_accepting()
+
+    def admit(self, deadline: float) -> None:
+        """Let a request in: ready, or still loading while a sibling process already serves.
+
+        In the second case the instance has passed its startup probe and traffic arrives here
+        too, so the request waits for this process's model until its deadline instead of getting
+        503 (core/model/instance.py). Otherwise: NotReady (503 + Retry-After) unless serving.
+        """
+        if self.batcher.state == "starting" and instance.another_serves():
+            log.info("request waits for the model to load (a sibling process serves)")
+            self.batcher.wait_started(deadline - time.monotonic())
+        self.batcher.ensure_accepting()
+
+    def exit_on_load_failure(self, exit_process: Callable[[], None], delay_s: float = LOAD_RETRY_DELAY_S) -> None:
+        """If the model fails to load, call ``exit_process`` after ``delay_s`` (gunicorn retries the process)."""
+        def later() -> None:
+            log.error("model failed to load; this process exits so that another is started")
+            timer = threading.Timer(delay_s, exit_process)
+            timer.daemon = True
+            timer.start()
+
+        self.batcher.when_startup_fails(later)
 
     @contextlib.contextmanager
     def work(self, *, deadline: float | None = None) -> Iterator[Work]:
@@ -228,9 +311,9 @@ class ModelRunner:
         if current is not None and current.runner is self:
             yield current
             return
-        self.ensure_ready()  # before decoding: no wasted work while loading
         if deadline is None:
             deadline = request_context.deadline(self.settings.request_timeout_s)
+        self.admit(deadline)  # before decoding: no wasted work while loading
         work = Work(self, deadline, request_context.batch_sizes())
         token = _current_work.set(work)
         try:
@@ -282,7 +365,17 @@ class ModelRunner:
                 "max_wait_ms": self.settings.max_wait_ms,
                 "max_queue": self.settings.max_queue,
                 "queue_depth": self.batcher.queue_depth(),
+                # Out-of-memory errors lowered the limit: batches stay this small until a restart.
+                **({"shrunk_after_oom": {"from": self.batcher.shrunk_from, "to": self.batcher.max_batch_size}}
+                   if self.batcher.shrunk_from else {}),
             },
             "stats": self.batcher.stats.snapshot(),
         }
         return ok, reason, details
+
+
+def gunicorn_post_worker_init(worker) -> None:
+    """A worker whose model fails to load leaves, so gunicorn starts a fresh one: never half-ready."""
+    runner = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("model_runner")
+    if runner is not None:
+        runner.exit_on_load_failure(lambda: setattr(worker, "alive", False))  # gthread's loop then ends

@@ -109,7 +109,12 @@ def read_json_body(malformed: tuple[str, str] | None = None):
     """The current request's body as JSON, bounded by the app's settings (any Content-Type)."""
     from flask import request
 
-    return loads_bounded(request.get_data(cache=False), app_bounds(), malformed)
+    raw = request.get_data(cache=False)
+    body = loads_bounded(raw, app_bounds(), malformed)
+    if isinstance(body, dict) and "callback_url" in body:
+        # A callback job spools its request before the 202 (core/deferred/spool.py): keep these bytes.
+        request.environ["inference.raw_body"] = raw
+    return body
 
 
 def read_json_object(known_keys: tuple[str, ...], example: str) -> dict:

@@ -97,6 +97,15 @@ class GuardedLimiter(Limiter):
         if self.fail_closed:
             raise RateLimitUnavailable("rate limiting is unavailable; retry shortly", retry_after=5)
 
+    def init_app(self, app: Flask) -> None:
+        """flask-limiter 4 registers ``partial(Limiter.__inject_headers, self)``, which no override
+        reaches: put the guarded one below in its place."""
+        super().init_app(app)
+        hooks = app.after_request_funcs.setdefault(None, [])
+        for n, hook in enumerate(hooks):
+            if getattr(hook, "func", None) is Limiter._Limiter__inject_headers and hook.args == (self,):
+                hooks[n] = self._Limiter__inject_headers
+
     def _Limiter__inject_headers(self, response):  # noqa: N802 - overrides the name-mangled hook
         # The X-RateLimit headers read the storage again; a failure there must not turn a
         # served request into a 500.

@@ -90,6 +90,12 @@ MODEL_READY = Gauge("model_ready", "1 when the worker's model serves, else 0 (su
 # each GPU is the value, labelled by its physical id (several GPUs, one process set each).
 GPU_MEMORY = Gauge("gpu_memory_used_bytes", "GPU memory in use on each GPU (CUDA only; the latest reading).",
                    ["gpu"], multiprocess_mode="mostrecent")
+BATCH_LIMIT = Gauge("inference_batch_limit",
+                    "The batch limit now, the smallest of the workers; below MAX_BATCH_SIZE once GPU "
+                    "out-of-memory errors shrank it.", multiprocess_mode="livemin")
+OUT_OF_MEMORY = Counter("inference_out_of_memory_total",
+                        "GPU out-of-memory errors: batches split and run again, items that failed alone.",
+                        ["outcome"])
 RATE_LIMIT_STORAGE_ERRORS = Counter("rate_limit_storage_errors_total",
                                     "Requests whose rate-limit check could not reach the storage, by outcome.",
                                     ["outcome"])
@@ -236,6 +242,7 @@ class Monitor(threading.Thread):
         self.ready_seen = False
         self.device = None
         self.gpu_sampled_at = 0.0
+        self.oom_seen = {"split": 0, "failed": 0}
 
     def run(self) -> None:
         while True:
@@ -259,6 +266,9 @@ class Monitor(threading.Thread):
         QUEUE_DEPTH.set(batcher.queue_depth())
         ready = batcher.state == "ready"
         MODEL_READY.set(1 if ready else 0)
+        if ready:
+            BATCH_LIMIT.set(batcher.max_batch_size)
+        self._count_oom(batcher.stats)
         if ready and not self.ready_seen:
             self.ready_seen = True
             load_seconds = time.monotonic() - self.started_at
@@ -272,6 +282,13 @@ class Monitor(threading.Thread):
         if self.device and time.monotonic() - self.gpu_sampled_at > GPU_SAMPLE_INTERVAL_S:
             self.gpu_sampled_at = time.monotonic()
             report_gpu_memory(self.device)
+
+    def _count_oom(self, stats) -> None:
+        """Add the batcher's new out-of-memory events to the counter (it keeps its own totals)."""
+        for outcome, total in (("split", stats.oom_splits), ("failed", stats.oom_failed_items)):
+            if total > self.oom_seen[outcome]:
+                OUT_OF_MEMORY.labels(outcome).inc(total - self.oom_seen[outcome])
+                self.oom_seen[outcome] = total
 
 
 # ---- Flask wiring --------------------------------------------------------------------------------

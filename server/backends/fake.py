@@ -11,6 +11,7 @@ from collections.abc import Hashable
 
 import numpy as np
 
+from core.model.fake_faults import simulate_forward, simulate_load
 from server.backends.base import ClipBackend, l2_normalize
 from server.images import ImageSpec
 
@@ -21,6 +22,7 @@ class FakeClipBackend(ClipBackend):
     """Deterministic unit vectors from a hash of each preprocessed input."""
 
     def load(self) -> None:
+        simulate_load()  # FAKE_LOAD_DELAY_S / FAKE_LOAD_FAILURES: staged faults for reliability tests
         self.image_spec = ImageSpec(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         self.context_length = 77
         self.dim = FAKE_DIM
@@ -30,6 +32,7 @@ class FakeClipBackend(ClipBackend):
         return np.pad(ids.astype(np.int64), (0, self.context_length - len(ids)))
 
     def forward(self, kind: Hashable, batch: list[np.ndarray]) -> list[np.ndarray]:
+        simulate_forward(len(batch))  # FAKE_BATCH_DELAY_S, FAKE_OOM_ABOVE
         vectors = []
         for item in batch:
             seed = int.from_bytes(hashlib.sha256(item.tobytes()).digest()[:8], "little")

@@ -1,4 +1,5 @@
-"""The layout docs/development.md describes: core/ in rooms, both apps shaped alike.
+"""The layout docs/development.md describes: core/ in rooms, both apps shaped alike, every app of
+services.toml holding what the shipping kit runs.
 
 A file dropped at core/'s top level, or a worker that grows its own place for make_backend, makes
 the layout lie to the next newcomer; these checks fail first.
@@ -11,6 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from core.declaration import declared
+from scripts.services import load as load_table
 
 pytestmark = pytest.mark.unit
 
@@ -29,6 +33,22 @@ def test_core_is_a_few_rooms_and_the_files_every_room_uses():
     assert rooms == ROOMS
     for room in ROOMS:
         assert (ROOT / "core" / room / "__init__.py").read_text().startswith('"""'), room  # says what it holds
+
+
+SERVICES = load_table()
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_app_of_the_service_table_has_what_the_kit_runs(name):
+    """The images run `python -m PACKAGE` and `PACKAGE.bake`, the jobs `PACKAGE.job`; the app is one
+    Declaration (its settings are what docs/configuration.md must list: test_http_core.py)."""
+    package = SERVICES[name]["package"]
+    for module in ("__main__", "bake", "job"):
+        path = ROOT / package
+        assert (path / f"{module}.py").is_file() or (path / module / "__main__.py").is_file(), (
+            f"{package}/{module}.py (services.toml: {name})")
+    # The render sizes Cloud Run's concurrency by the processes gunicorn will start: the same rule.
+    assert (SERVICES[name]["cloudrun"]["processes_per_gpu"] or None) == declared(package).processes_per_gpu
 
 
 def test_both_apps_have_the_same_layout():

@@ -78,3 +78,28 @@ def test_redis_going_away_fails_open_and_its_password_never_reaches_the_log(tmp_
     out = capsys.readouterr().out
     assert "hunter2" not in out and "redis://:***@127.0.0.1" in out
     assert out.count("unreachable") == 1 and "reachable again" in out
+
+
+def test_a_storage_failure_while_writing_the_rate_limit_headers_is_no_500(tmp_path):
+    # Redis going away between the check and the X-RateLimit headers (found by `make faults`):
+    # flask-limiter 4 registers its own header hook, so the guard must replace it to be reached.
+    server, port = start_redis(tmp_path)
+    try:
+        client = make_client(rate_limit="1000/minute", rate_limit_storage_uri=f"redis://127.0.0.1:{port}/0")
+        limiter = client.application.extensions["rate_limiter"]
+        assert client.post("/embed", data={"text": "hi"}).headers.get("X-RateLimit-Limit") == "1000"
+        check = limiter._check_request_limit
+
+        def check_then_storage_dies(*args, **kwargs):
+            check(*args, **kwargs)
+            server.kill()
+            server.wait()
+
+        limiter._check_request_limit = check_then_storage_dies  # noqa: SLF001 - the race, made certain
+        client.application.before_request_funcs[None] = [
+            check_then_storage_dies if getattr(f, "__self__", None) is limiter else f
+            for f in client.application.before_request_funcs[None]]
+        answer = client.post("/embed", data={"text": "hi"})
+        assert answer.status_code == 200 and "X-RateLimit-Limit" not in answer.headers
+    finally:
+        server.kill()

@@ -192,7 +192,7 @@ def test_a_code_only_change_rebuilds_only_the_application_layer(tmp_path):
 
 
 def test_a_fake_model_never_reaches_an_image():
-    failed = build("worker", "--build-arg", "WHISPER_MODEL=fake", tag="whisper-worker:fake-test")
+    failed = build("worker", "--build-arg", "MODEL_ENV=WHISPER_MODEL=fake", tag="whisper-worker:fake-test")
     containers.buildah("rmi", "whisper-worker:fake-test", check=False)
     assert failed.returncode != 0 and "nothing baked into /models" in failed.stdout + failed.stderr
 

@@ -11,10 +11,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from scripts.services import load as load_table
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_SCRIPT = REPO / "deploy-cloudrun.sh"
-# Dockerfile -> the package it serves (python -m PACKAGE, python -m PACKAGE.bake).
-DOCKERFILES = {"Dockerfile.cloudrun": "server", "Dockerfile.slim": "worker"}
+# (Dockerfile, the build arguments of one service of services.toml): every service of the table
+# builds from one of the two Dockerfiles with its own arguments (APP, LOCK, MODEL_ENV, PORT, ...).
+DOCKERFILES = sorted({(s["dockerfile"], name) for name, s in load_table().items()})
 
 
 @dataclass
@@ -99,8 +102,9 @@ def read_dockerignore() -> list[str]:
 
 
 def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A clean environment for the deploy script: no stray settings from the developer's shell."""
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    """A clean environment for the deploy script: no stray settings from the developer's shell;
+    the rendered specs go under tmp_path."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8", "SPEC_DIR": str(tmp_path / "specs")}
     env.update(extra)
     return env
 
@@ -174,7 +178,11 @@ def scenario_args(api_key_file: Path) -> dict[str, list[str]]:
         "job-gpu-logs": [*TARGET, "job", "worker", "logs"],
         "triggers-all": [*TARGET, "triggers", "worker", "pubsub", "eventarc", "tasks"],
         "triggers-default": [*TARGET, "triggers", "clip"],
+        "durable": [*TARGET, "durable", "worker"],
         "alerts": [*TARGET, "alerts"],
+        # Every service of the table, its job too (a CPU service: textembed).
+        **{f"deploy-{name}": [*TARGET, "deploy", name, "--image-tag", "t1"] for name in load_table()},
+        **{f"job-{name}-deploy": [*TARGET, "job", name, "deploy", "--image-tag", "t1"] for name in load_table()},
     }
 
 
@@ -193,4 +201,5 @@ SCENARIO_ENV = {"deploy-zonal": {"RATE_LIMIT": "10/second,100/minute"},
                 "job-cpu-deploy": EVENTS_ENV, "job-gpu-deploy": {**EVENTS_ENV, **REDIS_ENV},
                 # Eventarc cannot carry the API key: its scenario deploys without one (IAM only).
                 "triggers-all": {**EVENTS_ENV, "API_KEY_SECRET": "", "ALLOW_UNAUTHENTICATED": "false"},
-                "alerts": {"ALERT_CHANNELS": "projects/demo-project-123/notificationChannels/123"}}
+                "alerts": {"ALERT_CHANNELS": "projects/demo-project-123/notificationChannels/123"},
+                "durable": {"JOB_STORE_BUCKET": "my-jobs"}}

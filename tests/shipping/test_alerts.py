@@ -128,8 +128,9 @@ def test_the_five_promised_policies_exist_with_their_thresholds():
 
 
 def test_policies_watch_only_this_deployment_and_are_well_formed():
-    script = (REPO / "deploy-cloudrun.sh").read_text()
-    assert "app=gpu-inference,component=$svc" in script  # the labels the filters select on
+    # The labels the filters select on: every spec carries app=gpu-inference and component=<table name>.
+    script = (REPO / "scripts" / "render_spec.py").read_text()
+    assert 'LABELS = {"app": "gpu-inference"}' in script and '"component": service_key(service)' in script
     names = []
     for name, policy in policies().items():
         names.append(policy["displayName"])

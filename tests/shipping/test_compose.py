@@ -1,4 +1,4 @@
-"""docker-compose.yml: valid Compose, the three services, their ports, GPUs and health checks."""
+"""docker-compose.yml: rendered from services.toml, valid Compose, the services, their ports, GPUs and health checks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
+from scripts.services import compose as render_compose
+from scripts.services import load as load_table
 from tests.shipping.helpers import REPO
 
 # The Compose spec schema from shared/ (beside the checkout, or inside it), or COMPOSE_SCHEMA.
@@ -90,14 +92,48 @@ def compose_variables() -> set[str]:
     return set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (REPO / "docker-compose.yml").read_text()))
 
 
-def test_deploy_docs_name_exactly_the_variables_compose_reads():
+def documented_patterns() -> list[str]:
+    """The variable names (or PREFIX/MODEL_VAR patterns) docs/deploy.md's compose table lists."""
     deploy = (REPO / "docs" / "deploy.md").read_text()
     section = deploy.split("### 3. Local runs with docker compose", 1)[1].split("\n### ", 1)[0]
-    table = [line for line in section.splitlines() if line.startswith("| `")]
-    documented = {name for line in table for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", line.split("|")[1])}
-    assert documented == compose_variables(), (
-        f"docs/deploy.md only: {documented - compose_variables()}; compose only: {compose_variables() - documented}")
     assert "docker compose --profile cpu up" in section
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    return [name for line in table for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", line.split("|")[1])]
+
+
+def instances(pattern: str) -> set[str]:
+    """The names a documented pattern stands for, for every service of the table."""
+    names = set()
+    for service in load_table().values():
+        for model_var in service["model"]:
+            names.add(pattern.replace("PREFIX", service["env_prefix"]).replace("MODEL_VAR", model_var))
+    return names
+
+
+def test_deploy_docs_name_exactly_the_variables_compose_reads():
+    documented = set().union(*(instances(p) for p in documented_patterns()))
+    used = compose_variables()
+    # Every variable compose reads is documented, by name or by pattern (so a new service of the
+    # table needs no docs edit); every plain name the docs list is read.
+    assert used <= documented, f"compose only: {used - documented}"
+    plain = {p for p in documented_patterns() if "PREFIX" not in p and "MODEL_VAR" not in p}
+    assert plain <= used, f"docs/deploy.md only: {plain - used}"
+
+
+def test_committed_compose_file_is_the_render_of_the_table():
+    # Edit services.toml, then `make compose`; never docker-compose.yml by hand.
+    assert (REPO / "docker-compose.yml").read_text() == render_compose(load_table())
+
+
+def test_every_service_of_the_table_has_its_cpu_image_and_a_gpu_service_its_gpu_image_too(compose):
+    for name, service in load_table().items():
+        variants = ["gpu", "cpu"] if service["gpu"] else ["cpu"]
+        for variant in variants:
+            rendered = compose["services"][service["compose"][variant]]
+            assert rendered["build"]["dockerfile"] == service["dockerfile"], name
+            assert rendered["build"]["args"]["APP"] == service["package"], name
+            assert rendered["environment"]["PORT"] == str(service["port"]), name
+            assert bool(gpu_devices(rendered)) == (variant == "gpu"), name
 
 
 def test_images_come_from_the_repo_dockerfiles(compose):
@@ -149,3 +185,20 @@ def test_model_cache_is_a_named_volume_and_not_over_the_baked_models(compose):
         assert any(m.startswith("model-cache:") for m in mounts), name
         # A volume over /models would keep serving old weights after a rebuild with another model.
         assert not any(m.split(":")[1] == "/models" for m in mounts), name
+
+
+def cpu_only_table() -> dict:
+    """The table plus a CPU service (gpu = false), as a team's CPU model would add it."""
+    table = load_table()
+    row = json.loads(json.dumps(table["clip"]))
+    row.update(gpu=False, image="cpu-model", env_prefix="CPUMODEL", model={"CPU_MODEL_NAME": "small"},
+               compose={"cpu": "cpu-model", "cpu_port": 5009})
+    return {**table, "cpumodel": row}
+
+
+def test_a_cpu_service_gets_its_cpu_image_alone_and_no_gpu():
+    rendered = yaml.safe_load(render_compose(cpu_only_table()))["services"]
+    service = rendered["cpu-model"]
+    assert service["profiles"] == ["cpu"] and not gpu_devices(service)
+    assert service["ports"] == ["5009:5001"] and "python:3." in service["build"]["args"]["BASE_IMAGE"]
+    assert len(rendered) == len(yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]) + 1

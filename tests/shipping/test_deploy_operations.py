@@ -16,7 +16,15 @@ from tests.shipping.helpers import (
     flag_values,
     run_deploy,
 )
-from tests.shipping.test_deploy_script import deploys, env_vars, run_with_fake_gcloud
+from tests.shipping.test_deploy_script import (
+    annotations,
+    container,
+    deploys,
+    env_vars,
+    run_with_fake_gcloud,
+    secret_refs,
+    specs,
+)
 
 pytestmark = pytest.mark.unit
 PASSWORD = "hunter2-Sup3rSecret"
@@ -54,28 +62,37 @@ def redis_file(tmp_path):
 
 @pytest.mark.parametrize("service", ["clip-server", "whisper-worker"])
 def test_services_get_a_liveness_probe_on_livez_beside_the_startup_probe(tmp_path, service):
-    argv = deploys(dry_run_lines(tmp_path, *TARGET, "deploy", "--skip-build", "--image-tag", "v1"))[service]
-    (startup,) = flag_values(argv, "--startup-probe")
-    (liveness,) = flag_values(argv, "--liveness-probe")
-    probe = dict(kv.split("=", 1) for kv in liveness.split(","))
-    assert probe["httpGet.path"] == "/livez" and "/health" in startup
-    assert probe["httpGet.port"] == flag_values(argv, "--port")[0]
-    assert int(probe["timeoutSeconds"]) <= int(probe["periodSeconds"])
+    spec = deploys(dry_run_lines(tmp_path, *TARGET, "deploy", "--skip-build", "--image-tag", "v1"))[service]
+    startup, probe = container(spec)["startupProbe"], container(spec)["livenessProbe"]
+    assert probe["httpGet"]["path"] == "/livez" and startup["httpGet"]["path"] == "/health"
+    assert probe["httpGet"]["port"] == container(spec)["ports"][0]["containerPort"]
+    assert probe["timeoutSeconds"] <= probe["periodSeconds"]
     # Replaced after about a minute of silence, not on one slow answer.
-    assert 30 <= int(probe["periodSeconds"]) * int(probe["failureThreshold"]) <= 120
+    assert 30 <= probe["periodSeconds"] * probe["failureThreshold"] <= 120
 
 
 def test_liveness_probe_can_be_switched_off_and_is_validated(tmp_path):
     off = tmp_path / "off.env"
     off.write_text("LIVENESS_PROBE_PATH=\n")
-    argv = deploys(dry_run_lines(tmp_path, *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1",
+    spec = deploys(dry_run_lines(tmp_path, *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1",
                                  env_file=str(off)))["clip-server"]
-    assert not flag_values(argv, "--liveness-probe")
+    assert "livenessProbe" not in container(spec)
     bad = tmp_path / "bad.env"
     bad.write_text("LIVENESS_PROBE_TIMEOUT_S=20\nLIVENESS_PROBE_PERIOD_S=10\n")
     result = run_deploy(tmp_path, "--dry-run", *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1",
                         env_file=str(bad))
     assert result.returncode != 0 and "liveness" in result.stderr
+
+
+def test_startup_probe_initial_delay_adds_to_the_budget_each_part_at_most_240_s(tmp_path):
+    spec = deploys(dry_run_lines(tmp_path, *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1"))
+    probe = container(spec["clip-server"])["startupProbe"]
+    assert probe["initialDelaySeconds"] == 60 and probe["periodSeconds"] * probe["failureThreshold"] == 240
+    late = tmp_path / "late.env"
+    late.write_text("STARTUP_PROBE_INITIAL_DELAY_S=300\n")
+    result = run_deploy(tmp_path, "--dry-run", *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1",
+                        env_file=str(late))
+    assert result.returncode != 0 and "initialDelaySeconds" in result.stderr
 
 
 def test_redis_uri_comes_from_secret_manager_with_vpc_egress_and_its_password_is_never_printed(
@@ -88,17 +105,17 @@ def test_redis_uri_comes_from_secret_manager_with_vpc_egress_and_its_password_is
     lines = result.stdout.splitlines()
     assert (f"gcloud secrets versions add gpu-inference-redis-uri --data-file={redis_file} "
             f"--project={PROJECT} --quiet") in lines
-    argv = deploys(lines)["whisper-worker"]
-    (secrets,) = flag_values(argv, "--set-secrets")
-    assert dict(p.split("=", 1) for p in secrets.split(",")) == {
-        "API_KEY": "gpu-inference-api-key:latest",
-        "RATE_LIMIT_STORAGE_URI": "gpu-inference-redis-uri:latest",
-        "JOB_STORE_URI": "gpu-inference-redis-uri:latest",  # job records shared too, unless JOB_STORE_BUCKET
-        "CALLBACK_SECRET": "gpu-inference-callback:latest"}
-    assert "RATE_LIMIT_STORAGE_URI" not in env_vars(argv)
+    spec = deploys(lines)["whisper-worker"]
+    assert secret_refs(spec) == {
+        "API_KEY": "gpu-inference-api-key:VERSION",
+        "RATE_LIMIT_STORAGE_URI": "gpu-inference-redis-uri:VERSION",
+        "JOB_STORE_URI": "gpu-inference-redis-uri:VERSION",  # job records shared too, unless JOB_STORE_BUCKET
+        "CALLBACK_SECRET": "gpu-inference-callback:VERSION"}
+    assert PASSWORD not in str(spec) and "RATE_LIMIT_STORAGE_URI" not in env_vars(spec)
     # Direct VPC egress, private ranges only: Memorystore's 10.x address becomes reachable.
-    assert flag_values(argv, "--network") == ["default"] and flag_values(argv, "--subnet") == ["default"]
-    assert flag_values(argv, "--vpc-egress") == ["private-ranges-only"]
+    interfaces = annotations(spec)["run.googleapis.com/network-interfaces"]
+    assert interfaces == '[{"network":"default","subnetwork":"default"}]'
+    assert annotations(spec)["run.googleapis.com/vpc-access-egress"] == "private-ranges-only"
     # The runtime identity may read each secret it is given, and only those.
     granted = {(r, role) for r, _, role in bindings(lines)}
     for secret in ("gpu-inference-api-key", "gpu-inference-redis-uri", "gpu-inference-callback"):
@@ -108,18 +125,18 @@ def test_redis_uri_comes_from_secret_manager_with_vpc_egress_and_its_password_is
 def test_a_connector_replaces_direct_vpc_egress(tmp_path):
     lines = dry_run_lines(tmp_path, *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1",
                           extra_env={**REDIS_ENV, "VPC_CONNECTOR": "redis-connector", "VPC_EGRESS": "all-traffic"})
-    argv = deploys(lines)["clip-server"]
-    assert flag_values(argv, "--vpc-connector") == ["redis-connector"]
-    assert flag_values(argv, "--vpc-egress") == ["all-traffic"] and not flag_values(argv, "--network")
+    found = annotations(deploys(lines)["clip-server"])
+    assert found["run.googleapis.com/vpc-access-connector"] == "redis-connector"
+    assert found["run.googleapis.com/vpc-access-egress"] == "all-traffic"
+    assert "run.googleapis.com/network-interfaces" not in found
     result = run_deploy(tmp_path, "--dry-run", *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1",
                         extra_env={**REDIS_ENV, "VPC_EGRESS": "everything"})
     assert result.returncode != 0 and "VPC_EGRESS" in result.stderr
 
 
-def test_no_redis_means_no_vpc_flags(tmp_path):
+def test_no_redis_means_no_vpc_annotations(tmp_path):
     lines = dry_run_lines(tmp_path, *TARGET, "deploy", "clip", "--skip-build", "--image-tag", "v1")
-    argv = deploys(lines)["clip-server"]
-    assert not {"--network", "--subnet", "--vpc-egress", "--vpc-connector"} & {a.split("=")[0] for a in argv}
+    assert not [a for a in annotations(deploys(lines)["clip-server"]) if "vpc" in a or "network" in a]
 
 
 @pytest.mark.parametrize("where", ["env", "extra"])
@@ -173,38 +190,48 @@ def test_client_hints_name_the_variables_the_clients_read(tmp_path):
 
 # ---- batch jobs ------------------------------------------------------------------------------
 
-def job_deploy(lines):
-    (argv,) = [a for a in argvs(lines) if "jobs" in a[:4] and "deploy" in a[:5]]
-    return argv
+def job_spec(lines) -> dict:
+    (spec,) = specs(lines, ("run", "jobs", "replace")).values()
+    return spec
 
 
 def test_cpu_job_uses_ga_gcloud_without_a_gpu(tmp_path):
     lines = dry_run_lines(tmp_path, *TARGET, "job", "clip", "deploy", "--image-tag", "t1", extra_env=EVENTS_ENV)
-    argv = job_deploy(lines)
-    assert argv[:5] == ["gcloud", "run", "jobs", "deploy", "clip-embed-job"]
-    assert not flag_values(argv, "--gpu") and not flag_values(argv, "--gpu-type")
-    assert flag_values(argv, "--command") == ["python"] and flag_values(argv, "--args") == ["-m,server.job"]
-    assert flag_values(argv, "--image")[0].endswith("/clip-server:t1")  # the service's own image
-    env = env_vars(argv)
+    (replace,) = [a for a in argvs(lines) if a[1:4] == ["run", "jobs", "replace"]]
+    spec = job_spec(lines)
+    assert spec["metadata"]["name"] == "clip-embed-job"
+    task = spec["spec"]["template"]["spec"]["template"]["spec"]
+    assert "nodeSelector" not in task and "nvidia.com/gpu" not in container(spec)["resources"]["limits"]
+    assert container(spec)["command"] == ["python"] and container(spec)["args"] == ["-m", "server.job"]
+    assert container(spec)["image"].endswith("/clip-server:t1")  # the service's own image
+    env = env_vars(spec)
     assert env["JOB_INPUT"] == "gs://in-bucket/images/" and env["JOB_OUTPUT"] == "gs://out-bucket/embeddings/"
     assert env["HF_HUB_OFFLINE"] == "1" and env["MODELS_DIR"] == "/models"
     # Built first (the image also serves), deployed after.
     build = next(n for n, line in enumerate(lines) if " builds submit " in line)
-    assert build < lines.index(shlex.join(argv))
+    assert build < lines.index(shlex.join(replace))
 
 
-def test_gpu_job_uses_beta_with_one_l4_and_the_task_settings(tmp_path):
+def test_gpu_job_uses_beta_with_one_l4_the_task_settings_and_states_its_zonal_redundancy(tmp_path):
     lines = dry_run_lines(tmp_path, *TARGET, "job", "worker", "deploy", "--skip-build", "--image-tag", "t1",
                           "--tasks", "6", "--parallelism", "3", extra_env=EVENTS_ENV)
-    argv = job_deploy(lines)
-    assert argv[:6] == ["gcloud", "beta", "run", "jobs", "deploy", "whisper-transcribe-job"]
-    assert flag_values(argv, "--gpu") == ["1"] and flag_values(argv, "--gpu-type") == ["nvidia-l4"]
-    assert int(flag_values(argv, "--cpu")[0]) >= 4 and int(flag_values(argv, "--memory")[0][:-2]) >= 16
-    assert flag_values(argv, "--tasks") == ["6"] and flag_values(argv, "--parallelism") == ["3"]
-    assert flag_values(argv, "--max-retries") and flag_values(argv, "--task-timeout")
-    assert flag_values(argv, "--args") == ["-m,worker.job"]
+    (replace,) = [a for a in argvs(lines) if "replace" in a]
+    assert replace[:5] == ["gcloud", "beta", "run", "jobs", "replace"]
+    spec = job_spec(lines)
+    assert spec["metadata"]["name"] == "whisper-transcribe-job"
+    execution = spec["spec"]["template"]["spec"]
+    task = execution["template"]["spec"]
+    assert task["nodeSelector"] == {"run.googleapis.com/accelerator": "nvidia-l4"}
+    limits = container(spec)["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1" and int(limits["cpu"]) >= 4 and int(limits["memory"][:-2]) >= 16
+    assert execution["taskCount"] == 6 and execution["parallelism"] == 3
+    assert task["maxRetries"] >= 1 and task["timeoutSeconds"] > 0
+    assert container(spec)["args"] == ["-m", "worker.job"]
+    # Google: GPU jobs run without zonal redundancy; the spec says so.
+    assert annotations(spec)["run.googleapis.com/gpu-zonal-redundancy-disabled"] == "true"
+    assert env_vars(spec)["WHISPER_DEVICE"] == "cuda"  # no silent fall-back to the CPU
     assert not any(" builds submit " in line for line in lines)
-    assert flag_values(argv, "--service-account") == [f"gpu-inference-job@{PROJECT}.iam.gserviceaccount.com"]
+    assert task["serviceAccountName"] == f"gpu-inference-job@{PROJECT}.iam.gserviceaccount.com"
 
 
 def test_job_identity_reaches_only_its_own_buckets(tmp_path):
@@ -219,10 +246,24 @@ def test_job_identity_reaches_only_its_own_buckets(tmp_path):
 
 def test_jobs_join_the_vpc_only_when_a_network_is_named(tmp_path):
     args = (*TARGET, "job", "worker", "deploy", "--skip-build", "--image-tag", "t1")
-    argv = job_deploy(dry_run_lines(tmp_path, *args, extra_env={**EVENTS_ENV, **REDIS_ENV}))
-    assert not flag_values(argv, "--network") and not flag_values(argv, "--set-secrets")  # jobs use no Redis
-    argv = job_deploy(dry_run_lines(tmp_path, *args, extra_env={"VPC_NETWORK": "inference", "VPC_SUBNET": "jobs"}))
-    assert flag_values(argv, "--network") == ["inference"] and flag_values(argv, "--subnet") == ["jobs"]
+    spec = job_spec(dry_run_lines(tmp_path, *args, extra_env={**EVENTS_ENV, **REDIS_ENV}))
+    assert "run.googleapis.com/network-interfaces" not in annotations(spec) and not secret_refs(spec)  # no Redis
+    spec = job_spec(dry_run_lines(tmp_path, *args, extra_env={"VPC_NETWORK": "inference", "VPC_SUBNET": "jobs"}))
+    assert annotations(spec)["run.googleapis.com/network-interfaces"] == '[{"network":"inference","subnetwork":"jobs"}]'
+
+
+def test_models_from_mounts_the_weights_read_only_and_builds_without_baking(tmp_path):
+    lines = dry_run_lines(tmp_path, *TARGET, "deploy", "clip", "--image-tag", "t1",
+                          extra_env={"MODELS_FROM": "gs://my-weights/clip/vit-b-32"})
+    spec = deploys(lines)["clip-server"]
+    (volume,) = spec["spec"]["template"]["spec"]["volumes"]
+    assert volume["csi"] == {"driver": "gcsfuse.run.googleapis.com", "readOnly": True,
+                             "volumeAttributes": {"bucketName": "my-weights", "mountOptions": "only-dir=clip/vit-b-32"}}
+    assert container(spec)["volumeMounts"] == [{"name": volume["name"], "mountPath": "/models", "readOnly": True}]
+    (build,) = [a for a in argvs(lines) if a[1:3] == ["builds", "submit"]]
+    assert "_BAKE=0" in flag_values(build, "--substitutions")[0].split(",")
+    run_sa = f"serviceAccount:gpu-inference-run@{PROJECT}.iam.gserviceaccount.com"
+    assert ("storage buckets gs://my-weights", run_sa, "roles/storage.objectViewer") in bindings(lines)
 
 
 def test_job_execute_status_logs(tmp_path):
@@ -379,6 +420,8 @@ def test_deploy_env_example_documents_every_setting_with_its_default():
 
     script = (REPO / "deploy-cloudrun.sh").read_text()
     defaults = dict(re.findall(r'^\s*: "\$\{([A-Z0-9_]+):?=([^}]*)\}"', script, flags=re.M))
+    # The per-service settings are the table's, documented as PREFIX_KEY in deploy.env.example.
+    assert "services.toml" in (REPO / "deploy.env.example").read_text()
     example = {}
     for line in (REPO / "deploy.env.example").read_text().splitlines():
         match = re.match(r"#?([A-Z0-9_]+)=(\S*)", line)

@@ -1,12 +1,15 @@
-"""Static checks of Dockerfile.cloudrun and Dockerfile.slim: sources, layer order, runtime contract."""
+"""Static checks of Dockerfile.cloudrun and Dockerfile.slim, for every service of services.toml
+built from them (the app is a build argument): sources, layer order, runtime contract."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 
+from scripts.services import build_args, load
 from tests.shipping.helpers import (
     DOCKERFILES,
     REPO,
@@ -17,7 +20,18 @@ from tests.shipping.helpers import (
     stage_names,
 )
 
-PARAMS = pytest.mark.parametrize("dockerfile,package", sorted(DOCKERFILES.items()))
+PARAMS = pytest.mark.parametrize("dockerfile,name", DOCKERFILES)
+
+
+def with_args(instructions, name):
+    """The instructions with the service's build arguments substituted (${APP}/ -> server/)."""
+    args = build_args(load()[name])
+    for instruction in instructions:
+        for key, value in args.items():
+            instruction.args = instruction.args.replace("${" + key + "}", value)
+        if instruction.keyword in ("RUN", "COPY"):  # shell quotes do not matter to the checks
+            instruction.args = instruction.args.replace('"', "")
+    return instructions
 
 
 def final_stage(instructions):
@@ -37,8 +51,8 @@ def env_value(instructions, name):
 
 
 @PARAMS
-def test_every_copy_source_exists_and_reaches_the_build_context(dockerfile, package):
-    instructions = parse_dockerfile(REPO / dockerfile)
+def test_every_copy_source_exists_and_reaches_the_build_context(dockerfile, name):
+    instructions = with_args(parse_dockerfile(REPO / dockerfile), name)
     stages = set(stage_names(instructions))
     patterns = read_dockerignore()
     checked = 0
@@ -59,14 +73,29 @@ def test_every_copy_source_exists_and_reaches_the_build_context(dockerfile, pack
 
 
 @PARAMS
-def test_requirements_are_installed_from_the_hash_locked_file(dockerfile, package):
-    text = " ".join(i.args for i in parse_dockerfile(REPO / dockerfile) if i.keyword == "RUN")
+def test_requirements_are_installed_from_the_hash_locked_file(dockerfile, name):
+    instructions = with_args(parse_dockerfile(REPO / dockerfile), name)
+    deps = [i for i in instructions if i.stage == stage_names(instructions)[0]]
+    text = " ".join(i.args for i in deps if i.keyword == "RUN")
     installs = re.findall(r"pip install ([^&]*-r\s+/tmp/requirements/\S+)", text)
     assert len(installs) == 1, installs
     assert "--require-hashes" in installs[0], "every downloaded file must match a hash of the lock"
     names = re.findall(r"-r\s+/tmp/requirements/(\S+)", installs[0])
-    assert names == [f"{package}.lock"]
+    assert names == [load()[name]["lock"]]
     assert (REPO / "requirements" / names[0]).exists(), f"requirements/{names[0]} missing"
+
+
+def test_dockerignore_admits_every_app_of_the_table_and_keeps_out_the_rest():
+    patterns = read_dockerignore()
+    image_sources = {"core", "requirements", "model-input", *(s["package"] for s in load().values())}
+    for source in image_sources:
+        assert not dockerignore_excludes(f"{source}/x.py", patterns), source
+    # Every other top-level path of the repository stays out of the build context.
+    tracked = {path.name for path in REPO.iterdir()} - image_sources - {".venv"}
+    for path in tracked:
+        assert dockerignore_excludes(path, patterns), f".dockerignore lets {path} into the build context"
+    for secret in ("deploy.env", "api-key.txt", "server.key", "photo.jpg"):
+        assert dockerignore_excludes(secret, patterns), secret
 
 
 def test_dockerignore_check_would_catch_an_excluded_source():
@@ -76,7 +105,7 @@ def test_dockerignore_check_would_catch_an_excluded_source():
 
 
 @PARAMS
-def test_base_image_is_a_cuda12_cudnn9_runtime_image_overridable_for_cpu(dockerfile, package):
+def test_base_image_is_a_cuda12_cudnn9_runtime_image_overridable_for_cpu(dockerfile, name):
     instructions = parse_dockerfile(REPO / dockerfile)
     default = next(i.args for i in instructions if i.keyword == "ARG" and i.args.startswith("BASE_IMAGE="))
     assert re.fullmatch(r"BASE_IMAGE=pytorch/pytorch:[\d.]+-cuda12\.\d+-cudnn9-runtime(@sha256:[0-9a-f]{64})?",
@@ -86,8 +115,9 @@ def test_base_image_is_a_cuda12_cudnn9_runtime_image_overridable_for_cpu(dockerf
 
 
 @PARAMS
-def test_layer_order_requirements_then_weights_then_code(dockerfile, package):
-    instructions = parse_dockerfile(REPO / dockerfile)
+def test_layer_order_requirements_then_weights_then_code(dockerfile, name):
+    instructions = with_args(parse_dockerfile(REPO / dockerfile), name)
+    package = load()[name]["package"]
     names = stage_names(instructions)
     first = [i for i in instructions if i.stage == names[0]]
     # The dependency stage copies only requirements/, then installs them under the torch constraints.
@@ -109,21 +139,40 @@ def test_layer_order_requirements_then_weights_then_code(dockerfile, package):
 
 
 @PARAMS
-def test_runtime_contract(dockerfile, package):
-    final = final_stage(parse_dockerfile(REPO / dockerfile))
+def test_runtime_contract(dockerfile, name):
+    service = load()[name]
+    final = final_stage(with_args(parse_dockerfile(REPO / dockerfile), name))
     assert env_value(final, "HF_HUB_OFFLINE") == "1"
     assert env_value(final, "MODELS_DIR") == "/models"
-    assert env_value(final, "PORT") in {"5001", "8080"}
+    assert env_value(final, "PORT") == str(service["port"]) and env_value(final, "APP") == service["package"]
     user = [i.args for i in final if i.keyword == "USER"]
     assert user and user[-1].split(":")[0] not in {"0", "root"}
     healthcheck = [i.args for i in final if i.keyword == "HEALTHCHECK"]
     assert healthcheck and "/health" in healthcheck[-1] and "PORT" in healthcheck[-1]
-    cmd = [i.args for i in final if i.keyword == "CMD"]
-    assert json.loads(cmd[-1]) == ["python", "-m", package]
+    # The model's defaults, then `python -m $APP` by exec: the server replaces the shell and gets
+    # Cloud Run's SIGTERM. No ENTRYPOINT: a job's command (python -m APP.job) replaces the CMD whole.
+    assert not [i for i in final if i.keyword == "ENTRYPOINT"]
+    cmd = json.loads([i.args for i in final if i.keyword == "CMD"][-1])
+    assert cmd == ["/bin/sh", "-c", '. /etc/app-env.sh && exec python -m "$APP"']
+    writes = " ".join(i.args for i in final if i.keyword == "RUN")
+    assert "/etc/app-env.sh" in writes and f"for pair in {build_args(service)['MODEL_ENV']};" in writes
+
+
+def test_the_app_env_file_sets_the_baked_model_only_where_the_caller_did_not(tmp_path):
+    # The RUN line of the runtime stage, run here with sh: the file it writes, sourced, keeps a
+    # variable the caller set (docker run -e, Cloud Run's spec) and fills in the others.
+    final = final_stage(parse_dockerfile(REPO / "Dockerfile.cloudrun"))
+    (write,) = [i.args for i in final if i.keyword == "RUN" and "/etc/app-env.sh" in i.args]
+    script = write.replace("/etc/app-env.sh", str(tmp_path / "app-env.sh"))
+    env = {"PATH": "/usr/bin:/bin", "MODEL_ENV": "CLIP_MODEL=ViT-B-32 CLIP_PRETRAINED=openai"}
+    subprocess.run(["sh", "-c", script], env=env, check=True, capture_output=True)
+    shown = subprocess.run(["sh", "-c", f'. {tmp_path / "app-env.sh"} && echo "$CLIP_MODEL $CLIP_PRETRAINED"'],
+                           env={"PATH": "/usr/bin:/bin", "CLIP_PRETRAINED": "laion2b"}, capture_output=True, text=True)
+    assert shown.stdout.split() == ["ViT-B-32", "laion2b"]
 
 
 @PARAMS
-def test_torch_is_never_installed_twice(dockerfile, package):
+def test_torch_is_never_installed_twice(dockerfile, name):
     instructions = parse_dockerfile(REPO / dockerfile)
     runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
     # The base's torch family is frozen into the constraints file and diffed after the install.
@@ -149,11 +198,12 @@ def test_slim_image_puts_cuda12_cublas_and_cudnn9_on_the_loader_path():
 
 
 @PARAMS
-def test_every_python_module_the_image_runs_exists(dockerfile, package):
-    instructions = parse_dockerfile(REPO / dockerfile)
-    text = " ".join(i.args for i in instructions if i.keyword in ("RUN", "CMD"))
-    modules = set(re.findall(r'python"?,?\s+"?-m"?,?\s+"?([A-Za-z_][\w.]*)', text))
-    assert {package, f"{package}.bake"} <= modules, modules
+def test_every_python_module_the_image_runs_exists(dockerfile, name):
+    instructions = with_args(parse_dockerfile(REPO / dockerfile), name)
+    package = load()[name]["package"]
+    text = " ".join(i.args for i in instructions if i.keyword == "RUN")
+    modules = set(re.findall(r'python"?,?\s+"?-m"?,?\s+"?([A-Za-z_][\w.]*)', text)) | {package}
+    assert f"{package}.bake" in modules, modules
     for module in modules:
         path = REPO / module.replace(".", "/")
         assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), (

@@ -117,10 +117,9 @@ def results(tmp_path_factory) -> dict[str, tuple[int, str]]:
     lines: list[str] = []
     for name, args in scenario_args(key).items():
         lines += dry_run_lines(tmp, *args, extra_env=SCENARIO_ENV.get(name))
-    for config in ("cloudbuild_slim.yaml", "cloudbuild_clip.yaml"):
-        lines.append(f"gcloud builds submit --config={config} --no-source --project={PROJECT} --quiet")
+    lines.append(f"gcloud builds submit --config=cloudbuild.yaml --no-source --project={PROJECT} --quiet")
     broken = tmp / "cloudbuild_broken.yaml"
-    broken.write_text((REPO / "cloudbuild_slim.yaml").read_text().replace(BAD_BUILD_CONFIG,
+    broken.write_text((REPO / "cloudbuild.yaml").read_text().replace(BAD_BUILD_CONFIG,
                                                                           "machineType: E2_HUGE"))
     lines.append(f"gcloud builds submit --config={broken} --no-source --project={PROJECT} --quiet")
     lines += REAL_ONLY + [MISSPELLED, BAD_VALUE]
@@ -141,8 +140,9 @@ def test_every_printed_command_fails_only_at_authentication(results):
     printed = [line for line in results if line not in (MISSPELLED, BAD_VALUE)
                and "--no-source" not in line]
     assert len(printed) >= 20  # every scenario contributed
-    assert any(line.startswith("gcloud run deploy ") and "--liveness-probe=" in line for line in printed)
-    for command in ("gcloud run jobs deploy ", "gcloud beta run jobs deploy ", "gcloud beta run jobs execute ",
+    # The specs are applied by replace: gcloud reads each file into its message classes first.
+    for command in ("gcloud run services replace ", "gcloud run jobs replace ", "gcloud beta run jobs replace ",
+                    "gcloud beta run jobs execute ",
                     "gcloud pubsub subscriptions create ", "gcloud storage buckets notifications create ",
                     "gcloud eventarc triggers create ", "gcloud tasks queues create ",
                     "gcloud alpha monitoring policies create ", "gcloud storage buckets add-iam-policy-binding "):
@@ -153,7 +153,7 @@ def test_every_printed_command_fails_only_at_authentication(results):
     assert not failures, "gcloud rejected these before authentication:\n" + "\n".join(failures)
 
 
-@pytest.mark.parametrize("config", ["cloudbuild_slim.yaml", "cloudbuild_clip.yaml"])
+@pytest.mark.parametrize("config", ["cloudbuild.yaml"])
 def test_build_config_is_accepted_up_to_authentication(results, config):
     line = f"gcloud builds submit --config={config} --no-source --project={PROJECT} --quiet"
     code, stderr = results[line]
@@ -162,7 +162,7 @@ def test_build_config_is_accepted_up_to_authentication(results, config):
 
 def test_batch_runner_agrees_with_the_gcloud_binary(results):
     # The one-process runner must report what the gcloud command itself reports.
-    sample = [MISSPELLED, next(line for line in results if line.startswith("gcloud beta run jobs deploy "))]
+    sample = [MISSPELLED, next(line for line in results if line.startswith("gcloud beta run jobs replace "))]
     with ThreadPoolExecutor(max_workers=2) as pool:
         direct = dict(zip(sample, pool.map(run_gcloud, sample)))
     for line, (code, stderr) in direct.items():

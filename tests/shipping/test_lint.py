@@ -54,7 +54,7 @@ def test_shellcheck_would_catch_a_broken_script(tmp_path):
 
 
 @needs_hadolint
-@pytest.mark.parametrize("dockerfile", sorted(DOCKERFILES))
+@pytest.mark.parametrize("dockerfile", sorted({d for d, _ in DOCKERFILES}))
 def test_dockerfile_has_no_hadolint_errors(dockerfile):
     result = subprocess.run(
         [hadolint_binary(), "--no-color", "--failure-threshold", "error", dockerfile],
@@ -71,7 +71,7 @@ def test_hadolint_would_catch_an_error(tmp_path):
     assert result.returncode != 0 and "DL3000" in result.stdout
 
 
-@pytest.mark.parametrize("dockerfile", sorted(DOCKERFILES))
+@pytest.mark.parametrize("dockerfile", sorted({d for d, _ in DOCKERFILES}))
 def test_every_ignored_hadolint_rule_is_justified(dockerfile):
     lines = (REPO / dockerfile).read_text().splitlines()
     for number, line in enumerate(lines):

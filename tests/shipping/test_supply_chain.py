@@ -12,6 +12,7 @@ import shlex
 
 import pytest
 
+from scripts.services import load as load_table
 from tests.shipping.helpers import REPO, TARGET, dry_run_lines, flag_values, parse_dockerfile, run_deploy
 
 pytestmark = pytest.mark.unit
@@ -114,8 +115,7 @@ def test_dockerfile_from_is_the_build_arg_the_pins_file_feeds(dockerfile):
     assert first_from.args.split()[0] == "${BASE_IMAGE}"
     default = next(i.args for i in instructions if i.keyword == "ARG" and i.args.startswith("BASE_IMAGE="))
     assert default.split("=", 1)[1].split("@")[0] == pins()["CUDA_BASE_IMAGE"].split("@")[0]
-    for config in ("cloudbuild_clip.yaml", "cloudbuild_slim.yaml"):
-        assert "--build-arg=BASE_IMAGE=${_BASE_IMAGE}" in (REPO / config).read_text()
+    assert "--build-arg=BASE_IMAGE=${_BASE_IMAGE}" in (REPO / "cloudbuild.yaml").read_text()
 
 
 def substitutions(lines) -> list[dict[str, str]]:
@@ -133,14 +133,20 @@ def test_builds_use_the_pinned_digest_from_the_pins_file(tmp_path):
                         extra_env={"BASE_IMAGES_LOCK": str(resolved)})
     assert result.returncode == 0, result.stderr
     subs = substitutions(result.stdout.splitlines())
-    assert len(subs) == 2
-    assert all(s["_BASE_IMAGE"] == f"pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime@{DIGEST}" for s in subs)
+    table = load_table()
+    assert len(subs) == len(table)
+    # A GPU service builds on the CUDA base, a CPU service on the slim one: each by its digest.
+    for s in subs:
+        (row,) = [r for r in table.values() if r["image"] == s["_IMAGE"]]
+        base = "pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime" if row["gpu"] else "python:3.11-slim"
+        assert s["_BASE_IMAGE"] == f"{base}@{DIGEST}", s
     assert "warning" not in result.stderr
 
 
 def test_an_unpinned_base_is_refused_before_anything_runs_unless_allowed(tmp_path):
     unresolved = tmp_path / "base-images.lock"
-    unresolved.write_text("CUDA_BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime\n")
+    unresolved.write_text("CUDA_BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime\n"
+                          f"CPU_BASE_IMAGE=python:3.11-slim@{DIGEST}\n")
     env_file = tmp_path / "strict.env"
     env_file.write_text("")
     env = {"BASE_IMAGES_LOCK": str(unresolved)}
@@ -190,7 +196,8 @@ def test_a_local_stand_in_base_is_refused(tmp_path):
     fake.write_text(f"#!/bin/sh\necho 'true {DIGEST}'\n")
     fake.chmod(0o755)
     pinned = tmp_path / "base-images.lock"
-    pinned.write_text(f"CUDA_BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime@{DIGEST}\n")
+    pinned.write_text(f"CUDA_BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime@{DIGEST}\n"
+                      f"CPU_BASE_IMAGE=python:3.11-slim@{DIGEST}\n")
     env = {"BASE_IMAGES_LOCK": str(pinned), "PATH": f"{bin_dir}:/usr/bin:/bin"}
     refused = run_deploy(tmp_path, "--dry-run", *TARGET, "build", "--image-tag", "t1", extra_env=env)
     assert refused.returncode != 0 and "local stand-in" in refused.stderr and not refused.stdout

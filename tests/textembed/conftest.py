@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import ROOT, run_service, wait_until
+from tests.conftest import run_service, wait_until
 
 # Varied sentences, and long ones of 200-256 tokens: padding and masking in a mixed batch are what
 # would go wrong, and they only show when short and long texts share a forward call.
@@ -19,12 +15,9 @@ LONG = [" ".join(f"sentence {n} of a long report about {topic}, with numbers {n 
 
 
 @pytest.fixture(scope="session")
-def models_dir(tmp_path_factory) -> str:
-    """MODELS_DIR with the model baked by its own bake command (offline: the PyPI package's files)."""
-    folder = tmp_path_factory.mktemp("textembed-models")
-    subprocess.run([sys.executable, "-m", "textembed.bake"], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "MODELS_DIR": str(folder)})
-    return str(folder)
+def models_dir(textembed_models_dir) -> str:
+    """MODELS_DIR with the real model baked (tests/conftest.py)."""
+    return textembed_models_dir
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from core.model.backend import BaseBackend
+from core.model.fake_faults import simulate_forward, simulate_load
 from worker.audio import SAMPLE_RATE, DecodedAudio
 from worker.backends.whisper_backend import clamp_segments, fixed_windows
 from worker.formats import Segment
@@ -43,7 +44,8 @@ class FakeWhisperBackend(BaseBackend):
         """Nothing to bake."""
 
     def load(self) -> None:
-        """Nothing to load."""
+        """Nothing to load, unless a fault is staged (FAKE_LOAD_DELAY_S / FAKE_LOAD_FAILURES)."""
+        simulate_load()
 
     def default_batch_size(self) -> int:
         return 8
@@ -68,6 +70,7 @@ class FakeWhisperBackend(BaseBackend):
         return output
 
     def forward(self, key, batch: list[Chunk]) -> list:
+        simulate_forward(len(batch))  # FAKE_BATCH_DELAY_S, FAKE_OOM_ABOVE (before recording: ``batches`` ran)
         with self._lock:
             self.batches.append((key, [chunk.request for chunk in batch]))
         if self.batch_seconds:
