@@ -89,14 +89,15 @@ def callbacks_enabled(settings) -> bool:
 
 def callback_field(schema: dict, *, nullable: bool = False, lists: bool = False) -> FromApp:
     """The ``callback_url`` property: ``schema`` where callbacks are on, else left out. ``nullable``
-    (JSON bodies): null too, "no callback"; ``lists``: a list too, of which the last one counts."""
+    (JSON bodies): null too, "no callback"; ``lists``: a list too, of which only the last item counts
+    (what no schema can say: any list is allowed here, and one ending in a refused URL gets a 400)."""
 
     def field(app: Flask):
         on = callbacks_enabled(app.extensions["settings"])
         if not nullable:
             return schema if on else OMIT
         one = {"anyOf": [schema, {"type": "null"}]} if on else {"type": "null"}
-        shapes = [one, {"type": "array", "items": one}] if lists else [one]
+        shapes = [one, {"type": "array", "description": "The last item counts."}] if lists else [one]
         return {"anyOf": shapes,
                 "description": schema["description"] if on else "Callbacks are off (CALLBACK_SECRET unset)."}
 
