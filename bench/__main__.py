@@ -1,5 +1,5 @@
 """`make bench` = `python -m bench [WHICH] [--repeats N]`: prints the tables (markdown); WHICH is one of
-clip, whisper, job, fanout, feed, abuse, photos, images or all (the default).
+clip, whisper, job, fanout, feed, abuse, photos, textembed, images or all (the default).
 
 `python -m bench images` (make bench-images) measures the built images; it needs `make images`
 and root (buildah), so `all` leaves it out and says so.
@@ -15,14 +15,25 @@ import platform
 import time
 from pathlib import Path
 
-from bench import abuse_bench, clip_bench, fanout_bench, feed_bench, images_bench, job_bench, photo_bench, whisper_bench
+from bench import (
+    abuse_bench,
+    clip_bench,
+    fanout_bench,
+    feed_bench,
+    images_bench,
+    job_bench,
+    photo_bench,
+    textembed_bench,
+    whisper_bench,
+)
 
 
 def main() -> None:
     """Run the chosen benchmarks side by side and print their tables."""
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="?", default="all",
-                        choices=("all", "clip", "whisper", "job", "fanout", "feed", "abuse", "photos", "images"))
+                        choices=("all", "clip", "whisper", "job", "fanout", "feed", "abuse", "photos", "textembed",
+                                 "images"))
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are quoted)")
     args = parser.parse_args()
     started = time.time()
@@ -40,6 +51,8 @@ def main() -> None:
         sections.append(feed_bench.run(args.repeats))
     if args.which in ("all", "photos"):
         sections.append(photo_bench.run(args.repeats))
+    if args.which in ("all", "textembed"):
+        sections.append(textembed_bench.run(args.repeats))
     if args.which in ("all", "abuse"):
         sections.append(abuse_bench.run(args.repeats))
     if args.which == "images":
