@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ModelNotBaked, PayloadTooLarge
-from core.model.backend import BaseBackend
+from core.model.text_embedding import TextBackend
 
 CHARS_PER_TOKEN = 64  # a text over this x the token limit is cut (or refused) before tokenising
 
 
-class SentenceBackend(BaseBackend):
+class SentenceBackend(TextBackend):
     """Tokenises on the request threads; pads, runs and pools a batch on the batcher thread."""
 
     warmup_inputs = (("text", "a sentence to warm up the model"),)
@@ -49,7 +49,7 @@ class SentenceBackend(BaseBackend):
             ids = ids[: self.max_tokens - 1] + ids[-1:]
         return np.asarray(ids)
 
-    def forward(self, kind, batch: list[np.ndarray]) -> list[np.ndarray]:
+    def forward_chunk(self, kind, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
         lengths = torch.tensor([len(ids) for ids in batch])

@@ -1,7 +1,8 @@
 """What every text-embedding service does, one method per operation: check texts, embed texts.
 
-A text model declares a backend with ``preprocess(kind, text) -> token ids`` (request threads;
-raises 413 for a text it refuses), ``forward`` returning one L2-normalised vector per text, and ``name``/``dim``;
+A text model declares a backend (on ``TextBackend``: a text model's CPU defaults) with
+``preprocess(kind, text) -> token ids`` (request threads; raises 413 for a text it refuses),
+``forward`` returning one L2-normalised vector per text, and ``name``/``dim``;
 this service, core/web/text_embedding_routes.py (``/embed``, ``/v1/embeddings``, ``/v1/models``)
 and the file readers below give it every door: HTTP, callback_url, events and batch jobs.
 """
@@ -12,11 +13,67 @@ import json
 
 from core import request_context
 from core.errors import InvalidInput, PayloadTooLarge
+from core.model.backend import GPU_BATCH_SIZE, BaseBackend
+from core.model.cpus import available_cpus
 from core.model.runner import ModelRunner
 from core.web.encoding import encode_vector
 
 TEXT = "text"
 TEXT_SUFFIXES = (".txt", ".jsonl")
+# Padded tokens per model call on a CPU: a batch is sorted by length and cut into chunks of at most
+# this many, each padded only to its own longest text. MiniLM on 1 CPU thread, 32 texts of 200-256
+# tokens: 82 ms of CPU per text in one call of 32, 63 ms in four sorted calls of 8 (less padding,
+# and the attention scores of a chunk stay in cache). Short texts still go 32 to a call.
+CPU_BATCH_TOKENS = 2048
+
+
+class TextBackend(BaseBackend):
+    """BaseBackend with a text model's defaults on a CPU (bench/textembed_bench.py, docs/performance.md).
+
+    A text model implements ``forward_chunk(kind, ids)``: one model call on token-id arrays of
+    similar length, one vector per array, in order; ``forward`` sorts and cuts the batch for it.
+    """
+
+    def default_batch_size(self) -> int:
+        """32 on a GPU and on a CPU: a short text costs little model time, so a batch of 8 spends most of
+        its time in per-call overhead (MiniLM on 2 CPUs: 32 gave 1.2x more long texts/s than 8)."""
+        return GPU_BATCH_SIZE
+
+    def forward(self, kind, batch: list) -> list:
+        """The batch sorted by length, in chunks of at most CPU_BATCH_TOKENS padded tokens on a CPU (one
+        chunk on a GPU); outputs in the batch's order."""
+        order = sorted(range(len(batch)), key=lambda index: len(batch[index]))
+        outputs: list = [None] * len(batch)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (not self.device.startswith("cpu") or
+                                        len(batch[order[end]]) * (end + 1 - start) <= CPU_BATCH_TOKENS):
+                end += 1
+            chunk = order[start:end]
+            for index, output in zip(chunk, self.forward_chunk(kind, [batch[index] for index in chunk]), strict=True):
+                outputs[index] = output
+            start = end
+        return outputs
+
+    def forward_chunk(self, kind, batch: list) -> list:
+        raise NotImplementedError
+
+    @staticmethod
+    def pick_device(setting: str) -> str:
+        """BaseBackend's device; on a CPU, torch gets every CPU but one for its threads.
+
+        The request threads (HTTP, JSON, tokenising) need a CPU too. When they take one of torch's,
+        every parallel region waits at its barrier for the thread that lost its CPU (OpenMP threads
+        spin while they wait): on 2 CPUs at concurrency 32, 2 torch threads served half the short
+        texts/s of 1 and burned several times the CPU per text.
+        """
+        device = BaseBackend.pick_device(setting)
+        if device == "cpu":
+            import torch
+
+            torch.set_num_threads(max(1, available_cpus() - 1))
+        return device
 
 
 class TextEmbeddingService:
