@@ -10,6 +10,7 @@ and the file readers below give it every door: HTTP, callback_url, events and ba
 from __future__ import annotations
 
 import json
+import os
 
 from core import request_context
 from core.errors import InvalidInput, PayloadTooLarge
@@ -25,6 +26,13 @@ TEXT_SUFFIXES = (".txt", ".jsonl")
 # tokens: 82 ms of CPU per text in one call of 32, 63 ms in four sorted calls of 8 (less padding,
 # and the attention scores of a chunk stay in cache). Short texts still go 32 to a call.
 CPU_BATCH_TOKENS = 2048
+# OpenMP's threads (torch on a CPU) spin while they wait for work, libgomp's default. Here the request
+# threads (HTTP, JSON, tokenising) need the same CPUs: a spinning thread takes their time, and a torch
+# thread that lost its CPU stalls every parallel region at its barrier. MiniLM on 2 CPUs, concurrency
+# 32: spinning, 16 ms of server CPU per short text; passive, 6 ms and 1.4x the texts/s. libgomp reads
+# this when torch is first imported (in load(), on the batcher thread), so it is set here, at import;
+# an explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class TextBackend(BaseBackend):
@@ -61,18 +69,13 @@ class TextBackend(BaseBackend):
 
     @staticmethod
     def pick_device(setting: str) -> str:
-        """BaseBackend's device; on a CPU, torch gets every CPU but one for its threads.
-
-        The request threads (HTTP, JSON, tokenising) need a CPU too. When they take one of torch's,
-        every parallel region waits at its barrier for the thread that lost its CPU (OpenMP threads
-        spin while they wait): on 2 CPUs at concurrency 32, 2 torch threads served half the short
-        texts/s of 1 and burned several times the CPU per text.
-        """
+        """BaseBackend's device; on a CPU, torch's threads use every CPU there is, counted as
+        core/model/cpus.py does (a container's CPU quota, not the host's CPUs as torch would)."""
         device = BaseBackend.pick_device(setting)
         if device == "cpu":
             import torch
 
-            torch.set_num_threads(max(1, available_cpus() - 1))
+            torch.set_num_threads(available_cpus())
         return device
 
 
