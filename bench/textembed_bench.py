@@ -1,6 +1,8 @@
 """Text embeddings (issue 21): textembed against infinity and the bare model, all-MiniLM-L6-v2 on CPU.
 
-(a) the bare model: sentence-transformers ``encode`` in its own process, batch 32 (the ceiling);
+(a) the bare model: sentence-transformers ``encode`` in its own process, batch 32 (the ceiling), with
+    OMP_WAIT_POLICY=PASSIVE as textembed has it (with libgomp's spinning default its rate collapses
+    whenever other processes want this machine's CPUs);
 (b) textembed: ``python -m textembed`` (real gunicorn, this machine's defaults), its ``/v1/embeddings``;
 (c) infinity (``infinity-emb[server,torch]`` 0.0.78, ``infinity_emb v2 ... --engine torch --device cpu``),
     its ``/v1/embeddings``, serving the same baked folder. infinity pins its own torch and
@@ -155,9 +157,11 @@ def bare_encode(folder: str, rounds: list[list[str]]) -> list[float]:
 
 
 def run_bare(folder: Path, texts: list[str]) -> float:
-    """One bare-model round in a fresh process (free of the driver's client threads)."""
+    """One bare-model round in a fresh process (free of the driver's client threads), with the OpenMP wait
+    policy textembed uses (core/model/text_embedding.py): spinning threads collapse on a shared machine."""
     out = subprocess.run([python(), "-m", "bench.textembed_bench", str(folder)], input=json.dumps([texts]),
-                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+                         cwd=ROOT, check=True, capture_output=True, text=True,
+                         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}).stdout
     return json.loads(out.strip().splitlines()[-1])[0]
 
 
