@@ -1,5 +1,5 @@
 """`make bench` = `python -m bench [WHICH] [--repeats N]`: prints the tables (markdown); WHICH is one of
-clip, whisper, job, fanout, feed, admission, abuse, photos, images or all (the default).
+clip, whisper, job, fanout, feed, admission, abuse, photos, textembed, images or all (the default).
 
 `python -m bench images` (make bench-images) measures the built images; it needs `make images`
 and root (buildah), so `all` leaves it out and says so.
@@ -24,6 +24,7 @@ from bench import (
     images_bench,
     job_bench,
     photo_bench,
+    textembed_bench,
     whisper_bench,
 )
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("which", nargs="?", default="all",
                         choices=("all", "clip", "whisper", "job", "fanout", "feed", "admission", "abuse", "photos",
+                                 "textembed",
                                  "images"))
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians are quoted)")
     args = parser.parse_args()
@@ -53,6 +55,8 @@ def main() -> None:
         sections.append(admission_bench.run(args.repeats))
     if args.which in ("all", "photos"):
         sections.append(photo_bench.run(args.repeats))
+    if args.which in ("all", "textembed"):
+        sections.append(textembed_bench.run(args.repeats))
     if args.which in ("all", "abuse"):
         sections.append(abuse_bench.run(args.repeats))
     if args.which == "images":

@@ -50,6 +50,23 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds so far of a process and all its live descendants."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 class RssSampler:
     """Peak resident memory of a process and its children, sampled every ``interval_s``."""
 

@@ -6,12 +6,10 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ModelNotBaked, PayloadTooLarge
-from core.model.backend import BaseBackend
-
-CHARS_PER_TOKEN = 64  # a text over this x the token limit is cut (or refused) before tokenising
+from core.model.text_embedding import CHARS_PER_TOKEN, TextBackend
 
 
-class SentenceBackend(BaseBackend):
+class SentenceBackend(TextBackend):
     """Tokenises on the request threads; pads, runs and pools a batch on the batcher thread."""
 
     warmup_inputs = (("text", "a sentence to warm up the model"),)
@@ -23,6 +21,7 @@ class SentenceBackend(BaseBackend):
         self.weights = str(self.path)
 
     def check_weights(self) -> None:
+        self.check_device(self.settings.textembed_device, "TEXTEMBED_DEVICE")  # cuda without a GPU: no start
         if not (self.path / "model.safetensors").is_file():
             raise ModelNotBaked(f"no model in {self.path}: bake it with `python -m textembed.bake`")
 
@@ -49,7 +48,7 @@ class SentenceBackend(BaseBackend):
             ids = ids[: self.max_tokens - 1] + ids[-1:]
         return np.asarray(ids)
 
-    def forward(self, kind, batch: list[np.ndarray]) -> list[np.ndarray]:
+    def forward_chunk(self, kind, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
         lengths = torch.tensor([len(ids) for ids in batch])

@@ -51,6 +51,12 @@ def test_check_weights_refuses_an_explicit_cuda_before_the_weights(tmp_path):
             clip_backend(settings).check_weights()
     with pytest.raises(SettingsError, match=MESSAGES["worker"]):
         whisper_backend(WorkerSettings.from_env({}, whisper_device="cuda")).check_weights()
+    from textembed.backend import SentenceBackend
+    from textembed.settings import TextEmbedSettings
+
+    text_settings = TextEmbedSettings.from_env({}, textembed_device="cuda", models_dir=str(tmp_path))
+    with pytest.raises(SettingsError, match="TEXTEMBED_DEVICE=cuda but CUDA is not available"):
+        SentenceBackend(text_settings).check_weights()
     # auto still falls back to the CPU
     clip_backend(ServerSettings.from_env({}, clip_model="demo", clip_device="auto")).check_weights()
     whisper_backend(WorkerSettings.from_env({}, whisper_device="auto")).check_weights()
