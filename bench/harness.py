@@ -34,37 +34,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (0 once it is gone)."""
+def tree_processes(pid: int) -> list[psutil.Process]:
+    """A process and all its live descendants (none once it is gone)."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
-    total = 0
-    for proc in procs:
+        return []
+
+
+def _tree_sum(pid: int, measure) -> float:
+    total = 0.0
+    for proc in tree_processes(pid):
         try:
-            total += proc.memory_info().rss
+            total += measure(proc)
         except psutil.Error:
-            pass
+            pass  # it ended between the listing and the reading
     return total
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (0 once it is gone)."""
+    return int(_tree_sum(pid, lambda proc: proc.memory_info().rss))
 
 
 def tree_cpu_s(pid: int) -> float:
     """User + system CPU seconds so far of a process and all its live descendants."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
+    return _tree_sum(pid, lambda proc: sum(proc.cpu_times()[:2]))
 
 
 class RssSampler:
