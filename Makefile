@@ -95,7 +95,8 @@ test-images: $(STAMP)  ## container tests against the built images (about 10 min
 bench-images: $(STAMP)  ## image size, layers and cold start, in and out of the container (after make images)
 	$(PY) -m bench images
 
-# The CPU images first (from cache once built), then docker-compose.yml's cpu profile for real.
+# The CPU images of every service of services.toml first (NAME-cpu, IMAGE:cpu-local; from cache once
+# built), then docker-compose.yml's cpu profile for real.
 test-compose: $(STAMP)  ## docker compose (or podman-compose) up of the cpu profile: health, requests, draining down (not in make test)
-	bash scripts/build-images.sh clip-cpu worker-cpu
+	bash scripts/build-images.sh $$(python3 scripts/services.py names | sed 's/$$/-cpu/')
 	$(PY) -m pytest -m compose

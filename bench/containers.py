@@ -20,10 +20,16 @@ from pathlib import Path
 import psutil
 import requests
 
+from scripts.services import load as load_services
+
 ENV = {**os.environ, "STORAGE_DRIVER": os.environ.get("STORAGE_DRIVER", "overlay"),
        "BUILDAH_ISOLATION": os.environ.get("BUILDAH_ISOLATION", "chroot")}
-CLIP_IMAGE = os.environ.get("CLIP_IMAGE", "clip-server:local")
-WORKER_IMAGE = os.environ.get("WORKER_IMAGE", "whisper-worker:local")
+# The image of every service of services.toml, by its table name: IMAGE:local from `make images`,
+# or PREFIX_IMAGE (CLIP_IMAGE, WORKER_IMAGE, TEXTEMBED_IMAGE, ...) as `make run-images` reads it.
+IMAGES = {name: os.environ.get(f"{service['env_prefix']}_IMAGE", f"{service['image']}:local")
+          for name, service in load_services().items()}
+CLIP_IMAGE = IMAGES["clip"]
+WORKER_IMAGE = IMAGES["whisper"]
 
 
 def buildah(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:

@@ -28,6 +28,8 @@ from bench.harness import ROOT, free_port
 SERVICES = {  # image, package, model env outside, first request
     "CLIP server": (containers.CLIP_IMAGE, "server", {"CLIP_MODEL": "demo"}, "embed"),
     "Whisper worker": (containers.WORKER_IMAGE, "worker", {"WHISPER_MODEL": "tiny.en"}, "transcribe"),
+    # Outside, all-MiniLM-L6-v2 is baked first into a scratch MODELS_DIR (run() sets it).
+    "Text embeddings": (containers.IMAGES["textembed"], "textembed", {"TEXTEMBED_MODEL": "all-MiniLM-L6-v2"}, "texts"),
 }
 READY = " ready: model "
 
@@ -50,6 +52,8 @@ def layer_sizes(image: str) -> list[tuple[int, int]]:
 def first_request(url: str, kind: str, sample: Path) -> None:
     if kind == "embed":
         response = requests.post(url + "/embed", files={"image": ("x.png", sample.read_bytes())}, timeout=120)
+    elif kind == "texts":
+        response = requests.post(url + "/embed", json={"texts": [sample.read_text()]}, timeout=120)
     else:
         response = requests.post(url + "/transcribe", files={"audio": ("a.wav", sample.read_bytes())}, timeout=300)
     response.raise_for_status()
@@ -91,7 +95,18 @@ def samples(directory: Path) -> dict[str, Path]:
 
     picture = directory / "x.png"
     Image.fromarray(np.full((224, 224, 3), 128, np.uint8)).save(picture)
-    return {"embed": picture, "transcribe": speak("Please send the report to Maria.", directory / "a.wav")}
+    text = directory / "a.txt"
+    text.write_text("Please send the report to Maria.")
+    return {"embed": picture, "transcribe": speak("Please send the report to Maria.", directory / "a.wav"),
+            "texts": text}
+
+
+def bake_outside(package: str, env: dict, models_dir: Path) -> dict:
+    """``env`` with MODELS_DIR set to ``models_dir``, the model baked there by ``python -m PACKAGE.bake``."""
+    env = {**env, "MODELS_DIR": str(models_dir)}
+    subprocess.run([sys.executable, "-m", f"{package}.bake"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, **env, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    return env
 
 
 def gb(n: float) -> str:
@@ -111,6 +126,8 @@ def run(repeats: int = 3) -> str:
         for label, (image, package, env, kind) in SERVICES.items():
             sizes = layer_sizes(image)
             inside = [cold_start_container(image, kind, sample[kind]) for _ in range(repeats)]
+            if kind == "texts":
+                env = bake_outside(package, env, Path(tmp) / "models")
             outside = [cold_start_outside(package, env, kind, sample[kind]) for _ in range(repeats)]
             med = [statistics.median(column) for column in (*zip(*inside), *zip(*outside))]
             app = sum(pushed for _, pushed in sizes[-2:])

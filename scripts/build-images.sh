@@ -32,7 +32,8 @@ else
   command -v buildah >/dev/null || { echo "error: no Docker engine and no buildah (apt-get install buildah debootstrap)" >&2; exit 2; }
   # shellcheck source=scripts/buildah-env.sh
   source "$scripts/buildah-env.sh"
-  build() { buildah bud --layers --pull=never --format docker "$@" .; }
+  # --force-rm: a failed step (a fake model's bake) leaves no working container behind.
+  build() { buildah bud --layers --force-rm --pull=never --format docker "$@" .; }
   builder=buildah
   bash "$scripts/build-standins.sh"
 fi

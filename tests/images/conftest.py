@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
 
 from bench import containers
+from scripts.services import load as load_services
 from tests.conftest import free_port
 
 API_KEY = "image-test-key"
+# Every service of services.toml, by its table name: the tests that apply to every image run on each.
+SERVICES = load_services()
 
 
 def require_image(image: str) -> None:
@@ -29,10 +34,32 @@ def running(image: str, env: dict | None = None):
 
 
 @pytest.fixture(scope="module")
-def clip_container():
-    yield from running(containers.CLIP_IMAGE)
+def started():
+    """``started(name)``: the running container of a service of services.toml, started on first use and
+    shared by the module's tests (one each, stopped at the module's end)."""
+    stack, ready = ExitStack(), {}
+
+    def get(name: str) -> containers.Container:
+        if name not in ready:
+            generator = running(containers.IMAGES[name])
+            ready[name] = next(generator)
+            stack.callback(generator.close)
+        return ready[name]
+
+    with stack:
+        yield get
 
 
 @pytest.fixture(scope="module")
-def worker_container():
-    yield from running(containers.WORKER_IMAGE)
+def clip_container(started):
+    return started("clip")
+
+
+@pytest.fixture(scope="module")
+def worker_container(started):
+    return started("whisper")
+
+
+@pytest.fixture(scope="module")
+def textembed_container(started):
+    return started("textembed")

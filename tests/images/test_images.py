@@ -22,13 +22,14 @@ import requests
 from bench import containers
 from server.demo.shapes import draw_shape
 from tests.conftest import ROOT, free_port, run_service
-from tests.images.conftest import API_KEY, require_image
+from tests.images.conftest import API_KEY, SERVICES, require_image
 from tests.media import encode, speak
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(1200)]
 KEY = {"X-API-Key": API_KEY}
 OUTSIDE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "API_KEY": API_KEY}
 SENTENCE = "Please send the quarterly report to Maria before Friday."
+TEXTS = [SENTENCE, "The cat sat on the mat.", "Inference on Cloud Run with one NVIDIA L4."]
 
 
 def embed(url: str, picture: bytes) -> np.ndarray:
@@ -44,15 +45,27 @@ def transcribe(url: str, path) -> str:
     return response.json()["text"]
 
 
-def test_health_is_200_with_the_baked_models(clip_container, worker_container):
-    clip = requests.get(clip_container.url + "/health", headers=KEY, timeout=5)
-    worker = requests.get(worker_container.url + "/health", headers=KEY, timeout=5)
-    assert clip.status_code == 200 and clip.json()["weights"].startswith("/models/clip/"), clip.text
-    assert worker.status_code == 200 and worker.json()["model_dir"] == "/models/whisper/tiny.en", worker.text
+def embed_texts(url: str, texts: list[str]) -> np.ndarray:
+    response = requests.post(url + "/embed", json={"texts": texts}, headers=KEY, timeout=60)
+    assert response.status_code == 200, response.text
+    return np.asarray(response.json()["embeddings"])
+
+
+# Where each image's /health says its model is (the local_model `make images` bakes, under /models).
+BAKED = {"server": ("weights", "/models/clip/"), "worker": ("model_dir", "/models/whisper/tiny.en"),
+         "textembed": ("weights", "/models/textembed/all-MiniLM-L6-v2")}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_health_is_200_with_the_baked_model(name, started):
+    container = started(name)
+    field, path = BAKED[SERVICES[name]["package"]]
+    health = requests.get(container.url + "/health", headers=KEY, timeout=5)
+    assert health.status_code == 200 and health.json()[field].startswith(path), health.text
+    assert container.exec(["test", "-e", health.json()[field]]).returncode == 0  # baked into the image
     # The same ready line as `make run`. The metrics monitor logs it on its first ready sample, just
     # after /health turns 200 (core/metrics.py), so wait for it rather than read the log once.
-    for container, service in ((clip_container, "server ready"), (worker_container, "worker ready")):
-        container.wait_for_line(service, timeout=30)
+    container.wait_for_line(f"{health.json()['service']} ready: model ", timeout=30)
 
 
 def test_embed_vectors_equal_the_same_model_outside_the_image(clip_container, tmp_path):
@@ -60,6 +73,18 @@ def test_embed_vectors_equal_the_same_model_outside_the_image(clip_container, tm
     inside = embed(clip_container.url, picture)
     with run_service("server", {**OUTSIDE, "CLIP_MODEL": "demo"}, tmp_path) as outside:
         np.testing.assert_allclose(inside, embed(outside.url, picture), atol=1e-4)
+
+
+def test_text_vectors_equal_the_same_model_outside_the_image(textembed_container, textembed_models_dir, tmp_path):
+    inside = embed_texts(textembed_container.url, TEXTS)
+    env = {**OUTSIDE, "MODELS_DIR": textembed_models_dir, "TEXTEMBED_MODEL": "all-MiniLM-L6-v2"}
+    with run_service("textembed", env, tmp_path, ready_timeout_s=180) as outside:
+        outside_vectors = embed_texts(outside.url, TEXTS)
+    assert inside.shape == outside_vectors.shape == (len(TEXTS), 384)
+    # torch 2.7.1 in the image, this venv's torch outside: the same vectors up to float rounding.
+    cosine = np.sum(inside * outside_vectors, axis=1) / (np.linalg.norm(inside, axis=1)
+                                                         * np.linalg.norm(outside_vectors, axis=1))
+    assert cosine.min() >= 0.999, cosine
 
 
 def test_transcribe_text_equals_the_same_model_outside_the_image(worker_container, tmp_path):
@@ -70,9 +95,9 @@ def test_transcribe_text_equals_the_same_model_outside_the_image(worker_containe
     assert "report" in inside.lower()
 
 
-@pytest.mark.parametrize("fixture, code", [("clip_container", "/app/server"), ("worker_container", "/app/worker")])
-def test_runs_as_uid_10001_and_cannot_write_its_code(fixture, code, request):
-    container = request.getfixturevalue(fixture)
+@pytest.mark.parametrize("name", SERVICES)
+def test_runs_as_uid_10001_and_cannot_write_its_code(name, started):
+    container, code = started(name), f"/app/{SERVICES[name]['package']}"
     served = [p for p in psutil.Process(container.process.pid).children(recursive=True) if "gunicorn" in " ".join(
         p.cmdline())]
     assert served and {p.uids().real for p in served} == {10001}
@@ -81,26 +106,27 @@ def test_runs_as_uid_10001_and_cannot_write_its_code(fixture, code, request):
     assert container.exec(["touch", f"{code}/new.py"]).returncode != 0
 
 
-@pytest.mark.parametrize("fixture", ["clip_container", "worker_container"])
-def test_no_compiler_in_the_runtime_stage(fixture, request):
-    container = request.getfixturevalue(fixture)
+@pytest.mark.parametrize("name", SERVICES)
+def test_no_compiler_in_the_runtime_stage(name, started):
+    container = started(name)
     found = container.exec(["sh", "-c", "for c in gcc cc c++ g++ clang nvcc; do command -v $c; done; "
                                         "ls /usr/local/cuda/bin/nvcc /opt/conda/bin/nvcc 2>/dev/null; true"])
     assert found.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("fixture", ["clip_container", "worker_container"])
-def test_the_images_own_healthcheck_passes_inside_the_container(fixture, request):
-    container = request.getfixturevalue(fixture)
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_images_own_healthcheck_passes_inside_the_container(name, started):
+    container = started(name)
     check = container.config["Healthcheck"]["Test"]
     assert check[0] == "CMD"
     port = container.url.rsplit(":", 1)[1]
     assert container.exec(check[1:], env={"PORT": port}, timeout=30).returncode == 0
 
 
-@pytest.mark.parametrize("image", [containers.CLIP_IMAGE, containers.WORKER_IMAGE])
-def test_serves_with_no_network_at_all(image):
+@pytest.mark.parametrize("name", SERVICES)
+def test_serves_with_no_network_at_all(name):
     """In a network namespace with loopback only, the image loads its model and gets warm."""
+    image = containers.IMAGES[name]
     require_image(image)
     port = free_port()
     loopback_only = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
@@ -113,24 +139,47 @@ def test_serves_with_no_network_at_all(image):
         assert inside.stdout.strip() == "200", inside.stderr
 
 
-def test_jobs_run_inside_the_images_on_a_mounted_folder(tmp_path):
-    require_image(containers.CLIP_IMAGE)
-    require_image(containers.WORKER_IMAGE)
-    data = tmp_path / "data"
-    (data / "photos").mkdir(parents=True)
-    (data / "audio").mkdir()
-    (data / "photos" / "a.jpg").write_bytes(encode(draw_shape("blue", "square", np.random.default_rng(1))))
-    speak(SENTENCE, data / "audio" / "report.wav")
-    os.chmod(data, 0o777)  # the jobs run as uid 10001
-    with containers.Container(containers.CLIP_IMAGE, volumes=(f"{data}:/data",)) as clip:
-        done = clip.exec(["python", "-m", "server.job", "--input", "/data/photos", "--output", "/data/vectors"])
-        assert done.returncode == 0, done.stderr[-2000:]
-    lines = [json.loads(line) for shard in (data / "vectors").glob("part-*.jsonl") for line in shard.open()]
+def job_lines(output) -> list[dict]:
+    """The lines of a "jsonl" job's shards (core/declaration.JobDeclaration)."""
+    return [json.loads(line) for shard in output.glob("part-*.jsonl") for line in shard.open()]
+
+
+def check_vectors(output) -> None:
+    lines = job_lines(output)
     assert [line["path"] for line in lines] == ["a.jpg"] and len(lines[0]["embedding"]) > 0
-    with containers.Container(containers.WORKER_IMAGE, volumes=(f"{data}:/data",)) as worker:
-        done = worker.exec(["python", "-m", "worker.job", "--input", "/data/audio", "--output", "/data/text"])
+
+
+def check_text(output) -> None:
+    assert "report" in json.loads((output / "report.wav.json").read_text())["text"].lower()
+
+
+def check_text_vectors(output) -> None:
+    lines = job_lines(output)
+    assert [line["path"] for line in lines] == ["notes.txt"] and len(lines[0]["embeddings"][0]) == 384
+
+
+# Each service's batch job (python -m PACKAGE.job): an input file, and the check of its output folder.
+JOBS = {
+    "server": ("a.jpg", lambda path: path.write_bytes(encode(draw_shape("blue", "square", np.random.default_rng(1)))),
+               check_vectors),
+    "worker": ("report.wav", lambda path: speak(SENTENCE, path), check_text),
+    "textembed": ("notes.txt", lambda path: path.write_text(SENTENCE), check_text_vectors),
+}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_job_runs_inside_the_image_on_a_mounted_folder(name, tmp_path):
+    image, package = containers.IMAGES[name], SERVICES[name]["package"]
+    require_image(image)
+    filename, make_input, check = JOBS[package]
+    data = tmp_path / "data"
+    (data / "input").mkdir(parents=True)
+    make_input(data / "input" / filename)
+    os.chmod(data, 0o777)  # the jobs run as uid 10001
+    with containers.Container(image, volumes=(f"{data}:/data",)) as container:
+        done = container.exec(["python", "-m", f"{package}.job", "--input", "/data/input", "--output", "/data/output"])
         assert done.returncode == 0, done.stderr[-2000:]
-    assert "report" in json.loads((data / "text" / "report.wav.json").read_text())["text"].lower()
+    check(data / "output")
 
 
 def test_sigterm_drains_an_in_flight_request(tmp_path):
@@ -197,10 +246,12 @@ def test_a_fake_model_never_reaches_an_image():
     assert failed.returncode != 0 and "nothing baked into /models" in failed.stdout + failed.stderr
 
 
-@pytest.mark.parametrize("target, tag", [("worker-cpu", "whisper-worker:cpu-local"),
-                                         ("clip-cpu", "clip-server:cpu-local")])
-def test_the_cpu_variants_build_and_serve(target, tag):
-    built = build(target, tag=tag)
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_cpu_variants_build_and_serve(name):
+    """NAME-cpu, IMAGE:cpu-local (docker-compose.yml's cpu profile runs them); a CPU service's image
+    (gpu = false) is its CPU variant already: the same build, from cache."""
+    tag = f"{SERVICES[name]['image']}:cpu-local"
+    built = build(f"{name}-cpu", tag=tag)
     assert built.returncode == 0, built.stderr[-3000:]
     port = free_port()
     with containers.Container(tag) as container:
