@@ -804,21 +804,26 @@ ensure_invoker() {
     --role=roles/run.invoker --project="$PROJECT" --region="$REGION" --quiet
 }
 
+# topics_with_dead_letter TOPIC DEAD: both topics, and a subscription on DEAD (a topic without a
+# subscription drops what it receives: dead letters are kept for a week). Events and durable jobs.
+topics_with_dead_letter() {
+  local topic=$1 dead=$2 t
+  for t in "$topic" "$dead"; do
+    describe_or_create gcloud pubsub topics describe "$t" --project="$PROJECT" -- \
+      gcloud pubsub topics create "$t" --labels=app=gpu-inference --project="$PROJECT" --quiet
+  done
+  describe_or_create gcloud pubsub subscriptions describe "$dead-sub" --project="$PROJECT" -- \
+    gcloud pubsub subscriptions create "$dead-sub" --topic="$dead" --message-retention-duration=7d \
+    --labels=app=gpu-inference --project="$PROJECT" --quiet
+}
+
 triggers_pubsub() {
   local svc=$1 name=$2 url=$3 bucket prefix topic dead sub pubsub_agent
   bucket=$(prefixed "$svc" EVENTS_BUCKET)
   prefix=$(prefixed "$svc" EVENTS_PREFIX)
   topic="$name-events" dead="$name-events-dead-letter" sub="$name-events-push"
   pubsub_agent="service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
-  local t
-  for t in "$topic" "$dead"; do
-    describe_or_create gcloud pubsub topics describe "$t" --project="$PROJECT" -- \
-      gcloud pubsub topics create "$t" --labels=app=gpu-inference --project="$PROJECT" --quiet
-  done
-  # A topic without a subscription drops what it receives: keep dead letters for a week.
-  describe_or_create gcloud pubsub subscriptions describe "$dead-sub" --project="$PROJECT" -- \
-    gcloud pubsub subscriptions create "$dead-sub" --topic="$dead" --message-retention-duration=7d \
-    --labels=app=gpu-inference --project="$PROJECT" --quiet
+  topics_with_dead_letter "$topic" "$dead"
   # A push cannot add headers (its Authorization carries the OIDC token): with an API key, the
   # service takes it as ?token= on /events/ routes.
   local endpoint="$url/events/pubsub"
@@ -957,7 +962,7 @@ cmd_triggers() {
 cmd_durable() {
   require_target
   [[ $# -eq 1 ]] || die "usage: durable SERVICE"
-  local svc name topic dead sub url key="" endpoint pubsub_agent t
+  local svc name topic dead sub url key="" endpoint pubsub_agent
   svc=$(service_key "$1")
   name=$(setting "$svc" service)
   [[ -n $JOB_STORE_BUCKET ]] || die "durable mode needs JOB_STORE_BUCKET (a gs:// job store every instance reaches); deploy with it first"
@@ -977,13 +982,7 @@ cmd_durable() {
     [[ $DRY_RUN == true ]] || MASKED+=("$key")
   fi
   endpoint="$url/events/pubsub${key:+?token=$key}"
-  for t in "$topic" "$dead"; do
-    describe_or_create gcloud pubsub topics describe "$t" --project="$PROJECT" -- \
-      gcloud pubsub topics create "$t" --labels=app=gpu-inference --project="$PROJECT" --quiet
-  done
-  describe_or_create gcloud pubsub subscriptions describe "$dead-sub" --project="$PROJECT" -- \
-    gcloud pubsub subscriptions create "$dead-sub" --topic="$dead" --message-retention-duration=7d \
-    --labels=app=gpu-inference --project="$PROJECT" --quiet
+  topics_with_dead_letter "$topic" "$dead"
   # The service ends a job worker_lost after JOB_MAX_ATTEMPTS (3) deliveries; the dead letter
   # only takes what not even that could end. The push holds the job until its result is stored.
   local settings=(--push-endpoint="$endpoint" --push-auth-service-account="$INVOKER_SERVICE_ACCOUNT"
