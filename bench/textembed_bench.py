@@ -2,10 +2,13 @@
 
 (a) the bare model: sentence-transformers ``encode`` in its own process, batch 32 (the ceiling), with
     OMP_WAIT_POLICY=PASSIVE as textembed has it (with libgomp's spinning default its rate collapses
-    whenever other processes want this machine's CPUs);
+    whenever other processes want this machine's CPUs), in the precision textembed picks on this CPU
+    (TEXTEMBED_DTYPE=auto: bfloat16 where the CPU has native bf16), so the ratio is the serving's cost;
 (b) textembed: ``python -m textembed`` (real gunicorn, this machine's defaults), its ``/v1/embeddings``;
 (c) infinity (``infinity-emb[server,torch]`` 0.0.78, ``infinity_emb v2 ... --engine torch --device cpu``),
-    its ``/v1/embeddings``, serving the same baked folder. infinity pins its own torch and
+    its ``/v1/embeddings``, serving the same baked folder, with its defaults (float32 on a CPU), and
+(d) the same with ``--dtype`` set to textembed's precision when that is not float32: what part of
+    the ratio is precision and what part is serving. infinity pins its own torch and
     transformers, so it lives in a venv of its own, made on first use under .cache/bench-infinity
     (git-ignored; a few minutes and a few GB). If it cannot be installed or started, its rows say so.
 One text per request at concurrency 32. Short texts are 5-15 words, long ones 200-256 tokens; every
@@ -142,11 +145,19 @@ def cpu_per_request(port: int, pid: int, path: str, bodies: list[tuple[bytes, st
     return run
 
 
+def cpu_dtype() -> str:
+    """The precision textembed runs in on this CPU (TEXTEMBED_DTYPE=auto)."""
+    from core.model.backend import BaseBackend
+
+    return BaseBackend.pick_dtype("auto", "cpu")
+
+
 def bare_encode(folder: str, rounds: list[list[str]]) -> list[float]:
     """Texts/s of sentence-transformers' encode at batch 32, one rate per round (run in its own process)."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(folder, device="cpu")
+    model = SentenceTransformer(folder, device="cpu").to(getattr(torch, cpu_dtype()))
     model.encode(rounds[0][:32], batch_size=32)  # warm-up
     rates = []
     for texts in rounds:
@@ -179,9 +190,12 @@ def run(repeats: int = 3) -> str:
                      "--url-prefix", "/v1", "--device", "cpu", "--engine", "torch", "--host", "127.0.0.1",
                      "--port", "{port}", "--log-level", "warning"]
     clip_argv = [python(), "-m", "server", "--model", "ViT-B-32", "--pretrained", "random"]
+    dtype = cpu_dtype()
+    infinity_same = f"infinity --dtype {dtype}"
     rows = {(server, kind): Row(f"({tag}) {server}, concurrency {CONCURRENCY}")
-            for tag, server in (("b", "textembed"), ("c", "infinity")) for kind in ("short", "long")}
-    bare = Row("(a) bare model: encode, batch 32")
+            for tag, server in (("b", "textembed"), ("c", "infinity"), ("d", infinity_same))
+            for kind in ("short", "long")}
+    bare = Row(f"(a) bare model: encode, batch 32, {dtype}")
     notes = []
     with ExitStack() as stack:
         port, pid = stack.enter_context(serve(textembed_argv, {"MODELS_DIR": str(MODELS_DIR)}, "textembed"))
@@ -193,6 +207,10 @@ def run(repeats: int = 3) -> str:
                     ready_path="/v1/models"))
             except RuntimeError as err:
                 infinity_problem = f"did not start ({err})"
+            if "infinity" in servers and dtype != "float32":
+                servers[infinity_same] = stack.enter_context(serve(
+                    infinity_argv + ["--dtype", dtype], {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+                    "infinity-same-dtype", ready_path="/v1/models"))
         clip_port, clip_pid = stack.enter_context(serve(clip_argv, {"WEB_THREADS": "40", "MAX_QUEUE": "512"},
                                                         "clip-server"))
         from tests.media import encode, photo_like
@@ -226,6 +244,8 @@ def run(repeats: int = 3) -> str:
         cpu_rows = {}
         cpu_texts = openai_bodies(texts["short"][0][:N_CPU])
         for server, (port, pid) in servers.items():
+            if server == infinity_same:
+                continue
             for concurrency in (1, CONCURRENCY):
                 key = f"{server}, short text, concurrency {concurrency}"
                 cpu_rows[key] = (Row(key), [])
@@ -241,6 +261,8 @@ def run(repeats: int = 3) -> str:
         kind_rows = [rows["textembed", kind]]
         if "infinity" in servers:
             kind_rows.append(rows["infinity", kind])
+        if infinity_same in servers:
+            kind_rows.append(rows[infinity_same, kind])
         if kind == "long":
             kind_rows.insert(0, bare)
         base = rows["infinity", kind] if "infinity" in servers else rows["textembed", kind]
@@ -261,7 +283,11 @@ def run(repeats: int = 3) -> str:
                                rows["textembed", "long"].rate / rows["infinity", "long"].rate, 1.3))
     else:
         verdicts.append(f"- textembed / infinity: not measured: infinity {infinity_problem}.")
-    verdicts.append(target("textembed / bare model (encode, batch 32), long texts",
+    if infinity_same in servers:
+        for kind in ("short", "long"):
+            notes.append(f"- textembed / {infinity_same} (the same precision), {kind} texts: "
+                         f"{rows['textembed', kind].rate / rows[infinity_same, kind].rate:.2f}x.")
+    verdicts.append(target(f"textembed / bare model (encode, batch 32, {dtype}), long texts",
                            rows["textembed", "long"].rate / bare.rate, 0.85))
     out.append("\n".join(verdicts + notes))
     return "\n\n".join(out)

@@ -8,7 +8,9 @@ without the services' dependencies (``python -m core.capacity --vcpus 8 --gpus 1
 
 - Processes: one per vCPU on a GPU instance for a service that asks for it (the CLIP server: a
   process's Python keeps about one core busy, so one process cannot feed the GPU), a fixed count
-  per GPU for one that does not (the Whisper worker: 1), one on a CPU-only instance. Each process
+  per GPU for one that does not (the Whisper worker: 1). On a CPU-only instance one, or one per
+  ``cpus_per_process`` vCPUs for a service that asks for it (a small model, the text-embedding
+  service: each process a replica with its share of the cores, core/model/cpus.py). Each process
   holds its own CUDA context and model replica, so the count per GPU is also capped by what fits in
   the GPU's memory: ``(memory x (1 - headroom)) // (weights + context)``.
 - Concurrency: Google's GPU guidance sizes it as model instances x (parallel queries + batch
@@ -65,16 +67,19 @@ def processes_per_gpu_that_fit(gpu_memory_bytes: int | None, weights_bytes: int 
 
 def processes_per_instance(vcpus: int, gpus: int, processes_per_gpu: int | None,
                            gpu_memory_bytes: int | None = None, weights_bytes: int | None = None,
-                           cuda_context_bytes: int = CUDA_CONTEXT_BYTES) -> int:
+                           cuda_context_bytes: int = CUDA_CONTEXT_BYTES, cpus_per_process: int | None = None) -> int:
     """Request-handling processes (gunicorn workers) for an instance, when WEB_WORKERS is unset.
 
-    No GPU: one (model replicas on the CPU would fight over the same cores). With GPUs:
+    No GPU: one, whose model threads take every vCPU; with ``cpus_per_process``, one per that many
+    vCPUs, each model on its share (MiniLM on 2 vCPUs: two processes of one thread served 1.4x the
+    short texts/s of one process of two, whose second thread waits at every small operator's
+    barrier while the request threads want the same cores; bench/textembed_bench.py). With GPUs:
     ``processes_per_gpu`` on each; None means one per vCPU of each GPU's share, up to
     MAX_PROCESSES_PER_GPU. Either way no more per GPU than fit in its memory
     (``processes_per_gpu_that_fit``; no cap when the GPU's memory or the weights' size is unknown).
     """
     if gpus <= 0:
-        return 1
+        return max(1, vcpus // cpus_per_process) if cpus_per_process else 1
     per_gpu = processes_per_gpu or max(1, min(MAX_PROCESSES_PER_GPU, vcpus // gpus))
     fit = processes_per_gpu_that_fit(gpu_memory_bytes, weights_bytes, cuda_context_bytes)
     if fit is not None:
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpus", type=int, default=0)
     parser.add_argument("--processes-per-gpu", type=int, default=None,
                         help="fixed processes per GPU; unset = one per vCPU (the CLIP server)")
+    parser.add_argument("--cpus-per-process", type=int, default=None,
+                        help="no GPU: one process per this many vCPUs; unset = one (the text-embedding service: 1)")
     parser.add_argument("--gpu-memory-mb", type=int, default=L4_MEMORY_BYTES // MIB)
     parser.add_argument("--weights", default=None, help="the baked model file or directory")
     parser.add_argument("--cuda-context-mb", type=int, default=CUDA_CONTEXT_BYTES // MIB)
@@ -141,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     weights = weights_size(args.weights) if args.weights else None
     processes = processes_per_instance(args.vcpus, args.gpus, args.processes_per_gpu,
-                                       args.gpu_memory_mb * MIB, weights, args.cuda_context_mb * MIB)
+                                       args.gpu_memory_mb * MIB, weights, args.cuda_context_mb * MIB,
+                                       args.cpus_per_process)
     print(f"processes={processes}")
     print(f"concurrency={instance_concurrency(processes, args.web_threads, args.max_batch_size)}")
 

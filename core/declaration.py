@@ -72,6 +72,9 @@ class Declaration:
     # Request-handling processes per GPU when WEB_WORKERS is unset; None = one per vCPU
     # (core/gunicorn_conf.default_worker_count). A large model keeps 1.
     processes_per_gpu: int | None = 1
+    # Without a GPU: one process per this many vCPUs, each model with that many threads (a small model
+    # keeps every core in its matrix products this way); None = one process (core/capacity.py).
+    cpus_per_process: int | None = None
     options: tuple[Option, ...] = ()  # python -m <package> flags besides --port
     # Extra /health detail fields (JSON Schema properties) this service publishes.
     health_properties: Mapping[str, dict] = field(default_factory=dict)

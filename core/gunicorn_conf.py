@@ -65,7 +65,8 @@ def pick_gpu(taken: list[str | None], available: list[str]) -> str | None:
     return min(available, key=lambda gpu: (taken.count(gpu), available.index(gpu)))
 
 
-def default_worker_count(settings: CoreSettings, processes_per_gpu: int | None, environ=os.environ) -> int:
+def default_worker_count(settings: CoreSettings, processes_per_gpu: int | None, environ=os.environ,
+                         cpus_per_process: int | None = None) -> int:
     """gunicorn workers when WEB_WORKERS is unset: core.capacity's rule for what this container has.
 
     The vCPUs, the visible GPUs and their memory (nvidia-smi, no CUDA in the master) and the size of
@@ -75,7 +76,7 @@ def default_worker_count(settings: CoreSettings, processes_per_gpu: int | None, 
     return processes_per_instance(
         available_cpus(), gpus, processes_per_gpu,
         gpu_memory_bytes=gpu_memory(environ) if gpus else None,
-        weights_bytes=weights_size(settings.models_dir) if gpus else None)
+        weights_bytes=weights_size(settings.models_dir) if gpus else None, cpus_per_process=cpus_per_process)
 
 
 def _post_worker_init(worker) -> None:
@@ -113,15 +114,17 @@ def prepare_metrics_dir(environ=os.environ) -> str:
     return path
 
 
-def apply(namespace: dict, settings: CoreSettings, processes_per_gpu: int | None = 1) -> None:
+def apply(namespace: dict, settings: CoreSettings, processes_per_gpu: int | None = 1,
+          cpus_per_process: int | None = None) -> None:
     """Fill a gunicorn config module's globals from the service settings.
 
-    ``processes_per_gpu``: the service's default when WEB_WORKERS is unset (see
-    ``core.capacity.processes_per_instance``): None (the CLIP server) is one per vCPU, the Whisper
-    worker keeps 1.
+    ``processes_per_gpu`` and ``cpus_per_process``: the service's defaults when WEB_WORKERS is unset
+    (see ``core.capacity.processes_per_instance``): on a GPU, None (the CLIP server) is one per vCPU,
+    the Whisper worker keeps 1; on a CPU, one process unless ``cpus_per_process`` is set.
     """
     available = gpu_ids()
-    workers = settings.web_workers or default_worker_count(settings, processes_per_gpu)
+    workers = settings.web_workers or default_worker_count(settings, processes_per_gpu,
+                                                           cpus_per_process=cpus_per_process)
 
     created = {}
 
@@ -200,7 +203,8 @@ def configure(namespace: dict, package: str) -> None:
     from core.declaration import declared
 
     declaration = declared(package)
-    apply(namespace, declaration.settings.from_env(), processes_per_gpu=declaration.processes_per_gpu)
+    apply(namespace, declaration.settings.from_env(), processes_per_gpu=declaration.processes_per_gpu,
+          cpus_per_process=declaration.cpus_per_process)
     namespace["wsgi_app"] = declaration.app_uri
 
 

@@ -179,10 +179,12 @@ def capacity(service: dict, gpu: bool) -> tuple[int, int]:
     for: its vCPUs, one L4 (its memory against the table's weights_mb, when given) or none."""
     threads, batch = int(setting(service, "web_threads")), int(setting(service, "max_batch_size"))
     per_gpu = int(setting(service, "processes_per_gpu")) or None
+    cpus_per_process = int(setting(service, "cpus_per_process") or 0) or None
     weights_mb = setting(service, "weights_mb")
     processes = processes_per_instance(int(float(setting(service, "cpu"))), 1 if gpu else 0, per_gpu,
                                        L4_MEMORY_BYTES if gpu else None,
-                                       int(weights_mb) * MIB if weights_mb else None)
+                                       int(weights_mb) * MIB if weights_mb else None,
+                                       cpus_per_process=cpus_per_process)
     return processes, instance_concurrency(processes, threads, batch)
 
 

@@ -9,7 +9,7 @@ TEXTEMBED = Declaration(
     name="textembed", package="textembed", service_name="textembed", title="Text embedding service",
     description="Sentence embeddings (OpenAI-compatible) with a sentence-transformers model.",
     settings=TextEmbedSettings, make_backend=SentenceBackend, make_service=TextEmbeddingService,
-    routes=("core.web.text_embedding_routes",), units=("texts", "tokens"),
+    routes=("core.web.text_embedding_routes",), units=("texts", "tokens"), cpus_per_process=1,
     events=TextEmbeddingService.event_handler,
     job=JobDeclaration(suffixes=TEXT_SUFFIXES, unit="files", run=embed_job_input, batch_size=32),
 )

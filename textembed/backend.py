@@ -34,8 +34,8 @@ class SentenceBackend(TextBackend):
         self.max_tokens = json.loads((self.path / "sentence_bert_config.json").read_text())["max_seq_length"]
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         self.tokenizer.no_truncation(), self.tokenizer.no_padding()  # preprocess() decides; forward() pads
-        dtype = torch.float16 if self.device.startswith("cuda") else torch.float32  # fp16 on a GPU, as CLIP
-        self.model = AutoModel.from_pretrained(self.path, dtype=dtype).to(self.device).eval()
+        self.dtype = self.pick_dtype(self.settings.textembed_dtype, self.device)  # fp16 on a GPU, bf16 on some CPUs
+        self.model = AutoModel.from_pretrained(self.path, dtype=getattr(torch, self.dtype)).to(self.device).eval()
         self.dim = self.model.config.hidden_size
 
     def preprocess(self, kind, text: str) -> np.ndarray:
@@ -51,10 +51,6 @@ class SentenceBackend(TextBackend):
     def forward_chunk(self, kind, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        lengths = torch.tensor([len(ids) for ids in batch])
-        ids = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(ids) for ids in batch], batch_first=True)
-        mask = (torch.arange(ids.shape[1]) < lengths[:, None]).to(self.device)
+        ids, mask = self.padded(batch)
         with torch.inference_mode():
-            hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.long()).last_hidden_state
-            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # mean over the real tokens
-            return list(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+            return self.mean_pooled(self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)

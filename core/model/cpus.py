@@ -44,3 +44,11 @@ def available_cpus(**cgroup_paths) -> int:
         cpus = os.cpu_count() or 1
     quota = cpu_quota(**cgroup_paths)
     return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def cpus_per_worker(environ=os.environ) -> int:
+    """This process's share of ``available_cpus()`` when gunicorn runs several workers on the instance
+    (core/capacity.py): the threads its model should use, so the replicas do not fight over cores."""
+    from core.model.admission import worker_processes  # the worker count the master hands its workers
+
+    return max(1, available_cpus() // worker_processes(None, environ))

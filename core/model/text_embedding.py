@@ -15,7 +15,7 @@ import os
 from core import request_context
 from core.errors import InvalidInput, PayloadTooLarge
 from core.model.backend import GPU_BATCH_SIZE, BaseBackend
-from core.model.cpus import available_cpus
+from core.model.cpus import cpus_per_worker
 from core.model.runner import ModelRunner
 from core.web.encoding import encode_vector
 
@@ -70,15 +70,35 @@ class TextBackend(BaseBackend):
     def forward_chunk(self, kind, batch: list) -> list:
         raise NotImplementedError
 
+    def padded(self, batch: list):
+        """Token-id arrays -> (ids, attention mask) on ``self.device``: long tensors, zero-padded to the longest."""
+        import torch
+
+        lengths = torch.tensor([len(ids) for ids in batch])
+        ids = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(ids) for ids in batch], batch_first=True)
+        mask = (torch.arange(ids.shape[1]) < lengths[:, None]).long()
+        return ids.to(self.device), mask.to(self.device)
+
+    @staticmethod
+    def mean_pooled(hidden, mask) -> list:
+        """sentence-transformers' mean pooling: the mean of each text's real tokens (``mask``), L2-normalised
+        in float32 (a bf16 or fp16 model's sum is taken in float32), one numpy vector per text."""
+        import torch
+
+        hidden, mask = hidden.float(), mask[..., None].float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        return list(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+
     @staticmethod
     def pick_device(setting: str, env: str = "device") -> str:
-        """BaseBackend's device; on a CPU, torch's threads use every CPU there is, counted as
-        core/model/cpus.py does (a container's CPU quota, not the host's CPUs as torch would)."""
+        """BaseBackend's device; on a CPU, torch's threads use this process's share of the CPUs, counted
+        as core/model/cpus.py does (a container's CPU quota, not the host's CPUs as torch would, split
+        between gunicorn's workers: a Declaration's ``cpus_per_process``)."""
         device = BaseBackend.pick_device(setting, env)
         if device == "cpu":
             import torch
 
-            torch.set_num_threads(available_cpus())
+            torch.set_num_threads(cpus_per_worker())
         return device
 
 

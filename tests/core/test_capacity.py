@@ -27,6 +27,14 @@ def test_processes_follow_gpus_and_vcpus():
     assert processes_per_instance(vcpus=2, gpus=4, processes_per_gpu=None) == 4  # at least one per GPU
 
 
+def test_a_cpu_service_that_asks_gets_a_process_per_share_of_the_vcpus():
+    # textembed declares cpus_per_process=1: a replica per vCPU on a CPU instance, and a GPU ignores it
+    assert processes_per_instance(vcpus=4, gpus=0, processes_per_gpu=1, cpus_per_process=1) == 4
+    assert processes_per_instance(vcpus=8, gpus=0, processes_per_gpu=1, cpus_per_process=2) == 4
+    assert processes_per_instance(vcpus=1, gpus=0, processes_per_gpu=1, cpus_per_process=2) == 1
+    assert processes_per_instance(vcpus=8, gpus=1, processes_per_gpu=1, cpus_per_process=1) == 1
+
+
 def test_gpu_memory_caps_the_processes_of_a_large_model():
     def on_l4(weights_gb: float) -> int:
         return processes_per_instance(8, 1, None, L4_MEMORY_BYTES, int(weights_gb * 1e9))

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from core.model.cpus import available_cpus, cpu_quota
+from core.model.cpus import available_cpus, cpu_quota, cpus_per_worker
 
 pytestmark = pytest.mark.unit
 
@@ -34,3 +34,11 @@ def test_a_quota_caps_the_count_rounded_up_and_never_below_one(tmp_path):
     affinity = len(os.sched_getaffinity(0))
     assert available_cpus(**cgroup(tmp_path, v2="50000 100000")) == 1  # half a CPU
     assert available_cpus(**cgroup(tmp_path, v2=f"{150000 * affinity} 100000")) == affinity  # more than we have
+
+
+def test_each_gunicorn_worker_takes_its_share_of_the_cpus():
+    # The master hands every worker the worker count; a model's threads are the CPUs over it.
+    cpus = available_cpus()
+    assert cpus_per_worker({}) == cpus  # one process (in-process tests, python -m without workers)
+    assert cpus_per_worker({"GUNICORN_WORKER_PROCESSES": str(cpus)}) == 1
+    assert cpus_per_worker({"GUNICORN_WORKER_PROCESSES": str(cpus * 4)}) == 1  # never below one

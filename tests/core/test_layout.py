@@ -49,6 +49,7 @@ def test_every_app_of_the_service_table_has_what_the_kit_runs(name):
             f"{package}/{module}.py (services.toml: {name})")
     # The render sizes Cloud Run's concurrency by the processes gunicorn will start: the same rule.
     assert (SERVICES[name]["cloudrun"]["processes_per_gpu"] or None) == declared(package).processes_per_gpu
+    assert SERVICES[name]["cloudrun"].get("cpus_per_process") == declared(package).cpus_per_process
 
 
 def test_both_apps_have_the_same_layout():

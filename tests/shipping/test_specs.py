@@ -91,7 +91,8 @@ def test_gpu_services_get_the_l4_its_minimums_cpu_always_allocated_and_probes(pa
         processes = processes_per_instance(int(container["resources"]["limits"]["cpu"]), 1 if row["gpu"] else 0,
                                            row["cloudrun"]["processes_per_gpu"] or None,
                                            L4_MEMORY_BYTES if row["gpu"] else None,
-                                           row["cloudrun"].get("weights_mb", 0) * MIB or None)
+                                           row["cloudrun"].get("weights_mb", 0) * MIB or None,
+                                           cpus_per_process=row["cloudrun"].get("cpus_per_process"))
         assert spec["containerConcurrency"] == instance_concurrency(processes, int(env["WEB_THREADS"]),
                                                                     int(env["MAX_BATCH_SIZE"]))
         assert spec["containerConcurrency"] // processes >= int(env["MAX_BATCH_SIZE"])

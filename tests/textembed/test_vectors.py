@@ -77,3 +77,24 @@ def test_truncate_texts_cuts_at_the_token_limit_as_sentence_transformers_does(mo
     assert answer["usage"]["tokens"] == 256
     assert cosines(answer["embeddings"], reference.encode([text], normalize_embeddings=True))[0] >= 0.999
     app.extensions["model_runner"].batcher.stop()
+
+
+def test_the_precision_is_the_cpus_best_and_float32_gives_sentence_transformers_vectors_exactly(
+        textembed_app, models_dir, reference):
+    # The default (auto) is bfloat16 on a CPU with native bf16 (this machine's kind, AMD Zen 4) and
+    # float32 elsewhere: the cosine test above ran on whichever this CPU picks. float32 is exact.
+    from core.model.backend import BaseBackend
+    from tests.conftest import wait_until
+    from textembed.app import create_app
+    from textembed.settings import TextEmbedSettings
+
+    assert textembed_app.test_client().get("/health").get_json()["dtype"] == BaseBackend.pick_dtype("auto", "cpu")
+    app = create_app(TextEmbedSettings.from_env({}, models_dir=models_dir, log_level="WARNING",
+                                                textembed_dtype="float32"))
+    client = app.test_client()
+    wait_until(lambda: client.get("/health").status_code == 200, 120)
+    assert client.get("/health").get_json()["dtype"] == "float32"
+    texts = SHORT + LONG
+    answer = client.post("/embed", json={"texts": texts}).get_json()
+    assert cosines(answer["embeddings"], reference.encode(texts, normalize_embeddings=True)).min() >= 0.99999
+    app.extensions["model_runner"].batcher.stop()
