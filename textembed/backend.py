@@ -33,10 +33,10 @@ class SentenceBackend(TextBackend):
         self.device = self.pick_device(self.settings.textembed_device, "TEXTEMBED_DEVICE")
         self.max_tokens = json.loads((self.path / "sentence_bert_config.json").read_text())["max_seq_length"]
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
-        self.tokenizer.no_truncation(), self.tokenizer.no_padding()  # preprocess() decides; forward() pads
+        self.tokenizer.no_truncation(), self.tokenizer.no_padding()  # preprocess() decides; nothing is padded
         self.dtype = self.pick_dtype(self.settings.textembed_dtype, self.device)  # fp16 on a GPU, bf16 on some CPUs
         self.model = AutoModel.from_pretrained(self.path, dtype=getattr(torch, self.dtype)).to(self.device).eval()
-        self.dim = self.model.config.hidden_size
+        self.dim, self.encode = self.model.config.hidden_size, self.mean_pooling_encoder(self.model)
 
     def preprocess(self, kind, text: str) -> np.ndarray:
         """One text -> its token ids ([CLS] ... [SEP]); over the limit: 413, or cut with TRUNCATE_TEXTS."""
@@ -49,8 +49,4 @@ class SentenceBackend(TextBackend):
         return np.asarray(ids)
 
     def forward_chunk(self, kind, batch: list[np.ndarray]) -> list[np.ndarray]:
-        import torch
-
-        ids, mask = self.padded(batch)
-        with torch.inference_mode():
-            return self.mean_pooled(self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+        return self.encode(batch)  # a BERT on packed tokens (core/model/bert.py)

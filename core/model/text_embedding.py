@@ -70,6 +70,23 @@ class TextBackend(BaseBackend):
     def forward_chunk(self, kind, batch: list) -> list:
         raise NotImplementedError
 
+    def mean_pooling_encoder(self, model):
+        """A loaded transformers encoder -> ``encode(token-id arrays) -> mean-pooled, L2-normalised vectors``
+        for ``forward_chunk``: a BERT runs on packed tokens (core/model/bert.py: no padding in its matrix
+        products), any other model padded (``padded``), pooled with ``mean_pooled``."""
+        from core.model.bert import PackedBert, packs
+
+        if packs(model):
+            return PackedBert(model)
+
+        def encode(batch: list) -> list:
+            import torch
+
+            ids, mask = self.padded(batch)
+            with torch.inference_mode():
+                return self.mean_pooled(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+        return encode
+
     def padded(self, batch: list):
         """Token-id arrays -> (ids, attention mask) on ``self.device``: long tensors, zero-padded to the longest."""
         import torch
