@@ -39,6 +39,9 @@ CACHE = ROOT / ".cache"
 MODELS_DIR = CACHE / "bench-models"
 INFINITY_VENV = CACHE / "bench-infinity"
 INFINITY_PIN = "infinity-emb[server,torch]==0.0.78"
+# infinity's environment: offline, no usage statistics, and its .infinity_cache (which it makes in the
+# working directory otherwise, i.e. the checkout) under its venv.
+INFINITY_ENV = {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "INFINITY_HOME": str(INFINITY_VENV)}
 WORDS = ("time year people way day man thing woman life child world school state family student group "
          "country problem hand part place case week company system program question work government number "
          "night point home water room mother area money story fact month lot right study book eye job word "
@@ -203,13 +206,13 @@ def run(repeats: int = 3) -> str:
         if infinity is not None:
             try:
                 servers["infinity"] = stack.enter_context(serve(
-                    infinity_argv, {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}, "infinity",
+                    infinity_argv, INFINITY_ENV, "infinity",
                     ready_path="/v1/models"))
             except RuntimeError as err:
                 infinity_problem = f"did not start ({err})"
             if "infinity" in servers and dtype != "float32":
                 servers[infinity_same] = stack.enter_context(serve(
-                    infinity_argv + ["--dtype", dtype], {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+                    infinity_argv + ["--dtype", dtype], INFINITY_ENV,
                     "infinity-same-dtype", ready_path="/v1/models"))
         clip_port, clip_pid = stack.enter_context(serve(clip_argv, {"WEB_THREADS": "40", "MAX_QUEUE": "512"},
                                                         "clip-server"))
