@@ -41,6 +41,8 @@ OWNER_PREFIX = "inference-job-owner:"
 # Enough for hours of callback jobs on one instance; at a few KB a record (an embedding, a short
 # transcript) that is tens of MB of /tmp, which on Cloud Run is the instance's memory.
 MAX_DIRECTORY_RECORDS = 10_000
+# A job's callback is final (nothing left to run or deliver) in these states.
+FINAL_DELIVERY = ("delivered", "failed")
 # Job ids are uuid4 hex; anything else from a URL is unknown (and never becomes a path).
 SWEEP_EVERY_S = 60.0  # how often a process removes expired records when it saves a new job
 _JOB_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
@@ -254,9 +256,20 @@ class ObjectJobStore:
         """Hook: a store that cleans up after itself removes the record here."""
 
 
+def is_final(record: dict) -> bool:
+    """Whether a job record needs nothing more: its callback delivered or given up (a record without
+    a callback: its job ended)."""
+    callback = record.get("callback")
+    if callback is None:
+        return record.get("status") in ("succeeded", "failed")
+    return callback.get("state") in FINAL_DELIVERY
+
+
 class DirectoryJobStore(ObjectJobStore):
     """One JSON file per job in a directory every process of the instance shares, capped in size
-    and swept of expired records (a bucket has lifecycle rules for that; a disk does not)."""
+    and swept of expired records (a bucket has lifecycle rules for that; a disk does not). The cap
+    removes the oldest finished records only: a job still running or still to be delivered is kept
+    over the cap (their number is bounded by ASYNC_QUEUE per process), or it would be lost."""
 
     def __init__(self, directory: str | Path, ttl_s: float, max_records: int = MAX_DIRECTORY_RECORDS):
         super().__init__(str(directory), ttl_s)
@@ -273,7 +286,7 @@ class DirectoryJobStore(ObjectJobStore):
         Path(location).unlink(missing_ok=True)
 
     def _make_room(self) -> None:
-        """Remove expired records (once a minute), and the oldest when the directory is full."""
+        """Remove expired records (once a minute), and the oldest finished ones when the directory is full."""
         names = [name for name in os.listdir(self.directory) if name.endswith(".json") and not name.startswith(".")]
         if len(names) < self.max_records and time.monotonic() < self._next_sweep:
             return
@@ -286,10 +299,19 @@ class DirectoryJobStore(ObjectJobStore):
                 continue  # removed by a sibling process meanwhile
         entries.sort()  # oldest first
         over = len(entries) - self.max_records + 1  # room for the new record
-        for n, (mtime, name) in enumerate(entries):
-            if n >= over and mtime + self.ttl_s > now:
-                break
-            (self.directory / name).unlink(missing_ok=True)
+        for mtime, name in entries:
+            if mtime + self.ttl_s <= now:  # expired: gone whatever its state
+                (self.directory / name).unlink(missing_ok=True)
+                over -= 1
+            elif over > 0 and self._finished(name):
+                (self.directory / name).unlink(missing_ok=True)
+                over -= 1
+
+    def _finished(self, name: str) -> bool:
+        try:
+            return is_final(json.loads((self.directory / name).read_bytes())["record"])
+        except (OSError, ValueError, KeyError, TypeError):  # removed by a sibling meanwhile, or not ours
+            return False
 
 
 class GcsJobStore(ObjectJobStore):

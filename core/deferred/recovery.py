@@ -31,11 +31,9 @@ from typing import Any, Protocol
 from flask import Flask
 
 from core.deferred import spool
-from core.deferred.job_store import JobStore
+from core.deferred.job_store import FINAL_DELIVERY, JobStore
 
 log = logging.getLogger("core.deferred.recovery")
-
-FINAL_DELIVERY = ("delivered", "failed")
 
 
 class Jobs(Protocol):

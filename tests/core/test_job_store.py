@@ -81,12 +81,18 @@ def test_directory_store_is_shared_by_processes_bounded_and_expires(tmp_path):
     expiring.save({"job_id": "b1", "status": "queued"})
     time.sleep(0.3)
     assert expiring.get("b1") is None and not (tmp_path / "b1.json").exists()
+    # The cap removes the oldest finished records; a job still to run or to deliver is never dropped.
     capped = DirectoryJobStore(tmp_path / "capped", ttl_s=60, max_records=3)
-    for n in range(5):
-        capped.save({"job_id": f"j{n}", "status": "queued"})
-        saved = time.time() - 10 + n  # in this order, all within the TTL: the oldest go first
+    delivered = {"status": "succeeded", "callback": {"state": "delivered"}}
+    records = [{"status": "queued", "callback": {"state": "pending"}}, delivered,
+               {"status": "succeeded", "callback": {"state": "pending"}}, delivered,
+               {"status": "running", "callback": {"state": "pending"}}, {"status": "queued"}]
+    for n, record in enumerate(records):
+        capped.save({"job_id": f"j{n}", **record})
+        saved = time.time() - 10 + n  # in this order, all within the TTL
         os.utime(tmp_path / "capped" / f"j{n}.json", (saved, saved))
-    assert sorted(p.name for p in (tmp_path / "capped").iterdir()) == ["j2.json", "j3.json", "j4.json"]
+    # j1 made room for j3, j3 for j4; j5 found only unfinished jobs and went over the cap
+    assert sorted(p.name for p in (tmp_path / "capped").iterdir()) == ["j0.json", "j2.json", "j4.json", "j5.json"]
 
 
 @pytest.mark.integration
