@@ -286,11 +286,13 @@ class DirectoryJobStore(ObjectJobStore):
         Path(location).unlink(missing_ok=True)
 
     def _make_room(self) -> None:
-        """Remove expired records (once a minute), and the oldest finished ones when the directory is full."""
+        """Remove expired records and heartbeats (once a minute), and the oldest finished records when the
+        directory is full."""
         names = [name for name in os.listdir(self.directory) if name.endswith(".json") and not name.startswith(".")]
         if len(names) < self.max_records and time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + SWEEP_EVERY_S
+        self._sweep_heartbeats()
         now, entries = time.time(), []
         for name in names:
             try:  # mtime is the last save: mtime + TTL is the record's expiry
@@ -306,6 +308,17 @@ class DirectoryJobStore(ObjectJobStore):
             elif over > 0 and self._finished(name):
                 (self.directory / name).unlink(missing_ok=True)
                 over -= 1
+
+    def _sweep_heartbeats(self) -> None:
+        """Remove the heartbeat files of processes gone (one per process that ever ran here, else): an
+        expired heartbeat and a missing one mean the same to ``owner_alive``."""
+        owners = self.directory / "owners"
+        for path in owners.iterdir() if owners.is_dir() else ():
+            try:
+                if json.loads(path.read_bytes())["expires_at"] <= time.time():
+                    path.unlink(missing_ok=True)
+            except (OSError, ValueError, KeyError, TypeError):  # removed by a sibling meanwhile
+                continue
 
     def _finished(self, name: str) -> bool:
         try:

@@ -158,3 +158,15 @@ def test_every_poll_of_20_jobs_finds_its_job_whichever_of_3_gunicorn_processes_a
         assert all(final)
         pids = {line for line in running.logs().splitlines() if "Booting worker with pid" in line}
         assert len(pids) == 3, running.logs()[-2000:]
+
+
+@pytest.mark.unit
+def test_directory_store_sweeps_the_heartbeats_of_processes_gone(tmp_path):
+    store = DirectoryJobStore(tmp_path, ttl_s=60)
+    store.beat("gone", 0.05)
+    store.beat("alive", 60)
+    time.sleep(0.1)
+    assert not store.owner_alive("gone") and store.owner_alive("alive")
+    store.save({"job_id": "j1", "status": "queued"})  # a new job: the store's sweep runs
+    assert sorted(p.name for p in (tmp_path / "owners").iterdir()) == ["alive"]
+    assert store.owner_alive("alive") and not store.owner_alive("gone")
