@@ -37,9 +37,10 @@ def write_images(folder, n: int) -> list[str]:
     return sorted(names)
 
 
-def job(task: int, count: int, source, output, *extra: str) -> subprocess.Popen:
+def job(task: int, count: int, source, output, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start one task of the job as Cloud Run would (task index and count in the environment)."""
-    env = {**os.environ, "CLOUD_RUN_TASK_INDEX": str(task), "CLOUD_RUN_TASK_COUNT": str(count), "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "CLOUD_RUN_TASK_INDEX": str(task), "CLOUD_RUN_TASK_COUNT": str(count), "LOG_LEVEL": "WARNING",
+           **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "server.job", "--input", str(source), "--output", str(output),
                              *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -146,7 +147,11 @@ def test_three_tasks_on_cloud_storage_one_killed_midway_and_rerun(tmp_path, buck
     output = f"gs://{bucket}/embeddings"
     part = f"{output}/part-00001-of-00003.jsonl"
     others = [job(task, 3, manifest, output) for task in (0, 2)]
-    victim = job(1, 3, manifest, output, "--workers", "1", "--checkpoint-every", "1")
+    # No FIFO to stall a read on gs://: the victim runs the simulated accelerator at 300 ms a model
+    # call, one input at a time, so its 12 inputs take seconds and the kill lands midway on any
+    # machine (with the demo model a fast machine finished all 12 before the kill).
+    victim = job(1, 3, manifest, output, "--workers", "1", "--checkpoint-every", "1",
+                 env={"CLIP_MODEL": "sim:ViT-B-32", "SIM_BATCH_BASE_MS": "300", "SIM_PER_ITEM_MS": "0"})
     wait_until(lambda: storage.exists(part), timeout_s=120, interval_s=0.01)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
