@@ -112,10 +112,16 @@ class GuardedLimiter(Limiter):
         if time.monotonic() < self._down_until:
             return response
         try:
-            return super()._Limiter__inject_headers(response)
+            response = super()._Limiter__inject_headers(response)
         except Exception as err:  # noqa: BLE001
             log.warning("rate-limit headers skipped: %s", mask_uri(str(err)))
             return response
+        # flask-limiter truncates the seconds to the window's reset: under a second left gives
+        # "Retry-After: 0", and a client that obeys it retries at once into the same 429.
+        if response.status_code == 429 and response.headers.get("Retry-After", "1").lstrip("-").isdigit() \
+                and int(response.headers["Retry-After"]) < 1:
+            response.headers["Retry-After"] = "1"
+        return response
 
 
 def _storage_options(uri: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import pytest
 
@@ -74,6 +75,18 @@ def test_rate_limit_answers_429_with_retry_after_and_spares_health():
     assert limited.get_json()["error"]["code"] == "rate_limited"
     assert int(limited.headers["Retry-After"]) > 0
     assert all(client.get("/health").status_code == 200 for _ in range(5))
+
+
+def test_a_429_never_says_retry_after_0():
+    # 1/second: the window resets in under a second, which flask-limiter truncates to "Retry-After: 0"
+    # (a client that obeys retries at once into the same 429).
+    client = make_client(rate_limit="1/second", log_level="ERROR")
+    retry_after, started = set(), time.monotonic()
+    while time.monotonic() - started < 1.5:  # across a whole window, its last fraction of a second included
+        answer = client.post("/embed", data={"text": "x"})
+        if answer.status_code == 429:
+            retry_after.add(answer.headers["Retry-After"])
+    assert retry_after == {"1"}
 
 
 def test_rate_limit_is_per_client_address_behind_the_proxy():
