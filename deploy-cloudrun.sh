@@ -817,17 +817,13 @@ topics_with_dead_letter() {
     --labels=app=gpu-inference --project="$PROJECT" --quiet
 }
 
-triggers_pubsub() {
-  local svc=$1 name=$2 url=$3 bucket prefix topic dead sub pubsub_agent
-  bucket=$(prefixed "$svc" EVENTS_BUCKET)
-  prefix=$(prefixed "$svc" EVENTS_PREFIX)
-  topic="$name-events" dead="$name-events-dead-letter" sub="$name-events-push"
-  pubsub_agent="service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
+# push_subscription TOPIC DEAD SUB ENDPOINT: TOPIC and its dead letter DEAD, the push subscription
+# SUB to ENDPOINT (OIDC as the invoker account), and the roles Pub/Sub's own agent needs: it signs
+# the push tokens and moves undeliverable messages to DEAD. Events and durable jobs share it.
+push_subscription() {
+  local topic=$1 dead=$2 sub=$3 endpoint=$4
+  local pubsub_agent="service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
   topics_with_dead_letter "$topic" "$dead"
-  # A push cannot add headers (its Authorization carries the OIDC token): with an API key, the
-  # service takes it as ?token= on /events/ routes.
-  local endpoint="$url/events/pubsub"
-  [[ -z $TRIGGER_KEY ]] || endpoint+="?token=$TRIGGER_KEY"
   local settings=(--push-endpoint="$endpoint" --push-auth-service-account="$INVOKER_SERVICE_ACCOUNT"
     --ack-deadline="$PUBSUB_ACK_DEADLINE_S" --min-retry-delay=10s --max-retry-delay=600s
     --dead-letter-topic="$dead" --max-delivery-attempts="$PUBSUB_MAX_DELIVERY_ATTEMPTS")
@@ -835,7 +831,6 @@ triggers_pubsub() {
     gcloud pubsub subscriptions create "$sub" --topic="$topic" "${settings[@]}" \
     --labels=app=gpu-inference --project="$PROJECT" --quiet -- \
     gcloud pubsub subscriptions update "$sub" "${settings[@]}" --project="$PROJECT" --quiet
-  # Pub/Sub's own agent signs the OIDC tokens and moves messages to the dead-letter topic.
   run gcloud iam service-accounts add-iam-policy-binding "$INVOKER_SERVICE_ACCOUNT" \
     --member="serviceAccount:$pubsub_agent" --role=roles/iam.serviceAccountTokenCreator \
     --project="$PROJECT" --quiet
@@ -843,6 +838,18 @@ triggers_pubsub() {
     --role=roles/pubsub.publisher --project="$PROJECT" --quiet
   run gcloud pubsub subscriptions add-iam-policy-binding "$sub" --member="serviceAccount:$pubsub_agent" \
     --role=roles/pubsub.subscriber --project="$PROJECT" --quiet
+}
+
+triggers_pubsub() {
+  local svc=$1 name=$2 url=$3 bucket prefix topic dead sub
+  bucket=$(prefixed "$svc" EVENTS_BUCKET)
+  prefix=$(prefixed "$svc" EVENTS_PREFIX)
+  topic="$name-events" dead="$name-events-dead-letter" sub="$name-events-push"
+  # A push cannot add headers (its Authorization carries the OIDC token): with an API key, the
+  # service takes it as ?token= on /events/ routes.
+  local endpoint="$url/events/pubsub"
+  [[ -z $TRIGGER_KEY ]] || endpoint+="?token=$TRIGGER_KEY"
+  push_subscription "$topic" "$dead" "$sub" "$endpoint"
   if [[ -z $bucket ]]; then
     log "$svc: $(table get "$svc" env_prefix)_EVENTS_BUCKET is empty: no Cloud Storage notification (publish JSON jobs to $topic)"
     return 0
@@ -962,7 +969,7 @@ cmd_triggers() {
 cmd_durable() {
   require_target
   [[ $# -eq 1 ]] || die "usage: durable SERVICE"
-  local svc name topic dead sub url key="" endpoint pubsub_agent
+  local svc name topic dead sub url key="" endpoint
   svc=$(service_key "$1")
   name=$(setting "$svc" service)
   [[ -n $JOB_STORE_BUCKET ]] || die "durable mode needs JOB_STORE_BUCKET (a gs:// job store every instance reaches); deploy with it first"
@@ -972,7 +979,6 @@ cmd_durable() {
   ensure_invoker "$name"
   PROJECT_NUMBER=""
   project_number
-  pubsub_agent="service-$PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com"
   capture_into url https://SERVICE-URL gcloud run services describe "$name" --project="$PROJECT" \
     --region="$REGION" --format=value\(status.url\)
   [[ -n $url ]] || die "service $name has no URL: deploy it first"
@@ -982,24 +988,11 @@ cmd_durable() {
     [[ $DRY_RUN == true ]] || MASKED+=("$key")
   fi
   endpoint="$url/events/pubsub${key:+?token=$key}"
-  topics_with_dead_letter "$topic" "$dead"
   # The service ends a job worker_lost after JOB_MAX_ATTEMPTS (3) deliveries; the dead letter
   # only takes what not even that could end. The push holds the job until its result is stored.
-  local settings=(--push-endpoint="$endpoint" --push-auth-service-account="$INVOKER_SERVICE_ACCOUNT"
-    --ack-deadline="$PUBSUB_ACK_DEADLINE_S" --min-retry-delay=10s --max-retry-delay=600s
-    --dead-letter-topic="$dead" --max-delivery-attempts="$PUBSUB_MAX_DELIVERY_ATTEMPTS")
-  describe_create_or_update gcloud pubsub subscriptions describe "$sub" --project="$PROJECT" -- \
-    gcloud pubsub subscriptions create "$sub" --topic="$topic" "${settings[@]}" \
-    --labels=app=gpu-inference --project="$PROJECT" --quiet -- \
-    gcloud pubsub subscriptions update "$sub" "${settings[@]}" --project="$PROJECT" --quiet
+  push_subscription "$topic" "$dead" "$sub" "$endpoint"
   run gcloud pubsub topics add-iam-policy-binding "$topic" --member="serviceAccount:$SERVICE_ACCOUNT" \
     --role=roles/pubsub.publisher --project="$PROJECT" --quiet
-  run gcloud iam service-accounts add-iam-policy-binding "$INVOKER_SERVICE_ACCOUNT" \
-    --member="serviceAccount:$pubsub_agent" --role=roles/iam.serviceAccountTokenCreator --project="$PROJECT" --quiet
-  run gcloud pubsub topics add-iam-policy-binding "$dead" --member="serviceAccount:$pubsub_agent" \
-    --role=roles/pubsub.publisher --project="$PROJECT" --quiet
-  run gcloud pubsub subscriptions add-iam-policy-binding "$sub" --member="serviceAccount:$pubsub_agent" \
-    --role=roles/pubsub.subscriber --project="$PROJECT" --quiet
   # JOB_TOPIC goes into the spec like every other setting, and the spec is applied again.
   printf -v "$(table get "$svc" env_prefix)_DURABLE" '%s' true
   export "$(table get "$svc" env_prefix)_DURABLE"
