@@ -39,7 +39,7 @@ from core.deferred import spool
 from core.deferred.address_guard import AddressGuard
 from core.deferred.callbacks import CallbackSender, Deliverer, RetryPolicy, new_delivery_record
 from core.deferred.durable import Publisher
-from core.deferred.job_store import JobStore, make_job_store
+from core.deferred.job_store import FINAL_DELIVERY, JobStore, make_job_store
 from core.deferred.recovery import Recovery
 from core.errors import InvalidInput, NotReady, Overloaded, ServiceError
 from core.settings import CoreSettings
@@ -195,7 +195,7 @@ class AsyncJobs:
             raise JobStoreUnavailable("this process does not run durable jobs (not under gunicorn)", retry_after=5)
         record = self.store.get(job_id)
         blob = self.store.spooled(self.recovery.space, job_id) if record is not None else None
-        if record is None or blob is None or record.get("callback", {}).get("state") in ("delivered", "failed"):
+        if record is None or blob is None or record.get("callback", {}).get("state") in FINAL_DELIVERY:
             return {"status": "ignored", "reason": "unknown, expired or already delivered"}
         if self.holds(job_id):
             raise JobHeldHere(f"job {job_id} is running in this process", retry_after=10)

@@ -66,13 +66,13 @@ class PackedBert:
         import torch
         import torch.nn.functional as F
 
-        lengths = torch.tensor([len(ids) for ids in batch])
+        lengths = torch.tensor([len(ids) for ids in batch], device=self.device)
         texts, longest = len(batch), int(lengths.max())
         ids = torch.from_numpy(np.concatenate(batch).astype(np.int64)).to(self.device)
-        positions = torch.cat([torch.arange(n) for n in lengths.tolist()]).to(self.device)
-        real = (torch.arange(longest)[None, :] < lengths[:, None]).to(self.device)  # (texts, longest)
+        real = torch.arange(longest, device=self.device)[None, :] < lengths[:, None]  # (texts, longest)
         slots = torch.nonzero(real.reshape(-1)).squeeze(1)  # packed row -> its slot in the padded layout
-        hidden = self.words[ids] + self.positions[positions] + self.token_type
+        text_of_row, position = slots // longest, slots % longest
+        hidden = self.words[ids] + self.positions[position] + self.token_type
         width = hidden.shape[-1]
         hidden = F.layer_norm(hidden, (width,), *self.embedding_norm, self.eps)
         keys = real[:, None, None, :]  # attend to each text's own tokens
@@ -85,7 +85,6 @@ class PackedBert:
             hidden = F.layer_norm(hidden + F.linear(context, *output), (width,), *output_norm, self.eps)
             hidden = F.layer_norm(hidden + F.linear(self.act(F.linear(hidden, *up)), *down), (width,),
                                   *down_norm, self.eps)
-        text_of_row = torch.repeat_interleave(torch.arange(texts, device=self.device), lengths.to(self.device))
         sums = torch.zeros(texts, width, device=self.device).index_add_(0, text_of_row, hidden.float())
-        pooled = sums / lengths.to(self.device)[:, None]  # sentence-transformers' mean pooling, in float32
+        pooled = sums / lengths[:, None]  # sentence-transformers' mean pooling, in float32
         return list(F.normalize(pooled, dim=-1).cpu().numpy())

@@ -118,8 +118,8 @@ class GuardedLimiter(Limiter):
             return response
         # flask-limiter truncates the seconds to the window's reset: under a second left gives
         # "Retry-After: 0", and a client that obeys it retries at once into the same 429.
-        if response.status_code == 429 and response.headers.get("Retry-After", "1").lstrip("-").isdigit() \
-                and int(response.headers["Retry-After"]) < 1:
+        retry_after = response.headers.get("Retry-After", "")
+        if response.status_code == 429 and retry_after.lstrip("-").isdigit() and int(retry_after) < 1:
             response.headers["Retry-After"] = "1"
         return response
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ import requests
 from openai import OpenAI
 
 from tests.conftest import ROOT
+from tests.core.test_metrics import scrape, total
 from tests.readme_examples import README, code_blocks, run_examples
 from tests.textembed.conftest import LONG, SHORT
 
@@ -56,9 +56,8 @@ def test_the_openai_sdk_works_unchanged_and_its_base64_default_gives_the_same_ve
 
 def test_concurrent_requests_share_forward_calls(textembed_service):
     def stats() -> dict:  # /metrics adds up the worker processes (a process per vCPU here: cpus_per_process)
-        text = requests.get(textembed_service.url + "/metrics", timeout=10).text
-        return {name: sum(float(value) for value in re.findall(rf'^inference_batch_size_{name}{{[^}}]*}} (\S+)$',
-                                                                  text, re.M)) for name in ("sum", "count")}
+        samples = scrape(textembed_service.url, headers={})
+        return {name: total(samples, f"inference_batch_size_{name}") for name in ("sum", "count")}
 
     before = stats()
     texts = (SHORT + LONG) * 4
