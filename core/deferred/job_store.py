@@ -232,19 +232,24 @@ class ObjectJobStore:
     def unspool(self, space: str, job_id: str, attempts: int) -> None:
         storage.delete(self._spool_location(space, job_id))
         for attempt in range(1, attempts + 1):
-            storage.delete(storage.join(self.prefix, "claims", f"{job_id}.{attempt}"))
+            storage.delete(self._claim_location(job_id, attempt))
+
+    def _claim_location(self, job_id: str, attempt: int) -> str:
+        return storage.join(self.prefix, "claims", f"{job_id}.{attempt}")
 
     def claim(self, job_id: str, attempt: int, owner: str) -> bool:
-        return storage.write_bytes(storage.join(self.prefix, "claims", f"{job_id}.{attempt}"), owner.encode(),
-                                   if_absent=True)
+        return storage.write_bytes(self._claim_location(job_id, attempt), owner.encode(), if_absent=True)
+
+    def _owner_location(self, owner: str) -> str:
+        return storage.join(self.prefix, "owners", owner)
 
     def beat(self, owner: str, ttl_s: float) -> None:
         body = json.dumps({"expires_at": time.time() + ttl_s}).encode()
-        storage.write_bytes(storage.join(self.prefix, "owners", owner), body, "application/json")
+        storage.write_bytes(self._owner_location(owner), body, "application/json")
 
     def owner_alive(self, owner: str) -> bool:
         try:
-            beat = json.loads(storage.read_bytes(storage.join(self.prefix, "owners", owner)))
+            beat = json.loads(storage.read_bytes(self._owner_location(owner)))
             return beat["expires_at"] > time.time()
         except (storage.ObjectNotFound, ValueError, KeyError):
             return False
@@ -314,11 +319,8 @@ class DirectoryJobStore(ObjectJobStore):
         expired heartbeat and a missing one mean the same to ``owner_alive``."""
         owners = self.directory / "owners"
         for path in owners.iterdir() if owners.is_dir() else ():
-            try:
-                if json.loads(path.read_bytes())["expires_at"] <= time.time():
-                    path.unlink(missing_ok=True)
-            except (OSError, ValueError, KeyError, TypeError):  # removed by a sibling meanwhile
-                continue
+            if not self.owner_alive(path.name):
+                path.unlink(missing_ok=True)
 
     def _finished(self, name: str) -> bool:
         try:
