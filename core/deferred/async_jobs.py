@@ -166,11 +166,10 @@ class AsyncJobs:
     def _spool(self, job: _Job, spooled: bytes) -> None:
         """Request, claim and record in the store before the 202: a crash from here on loses nothing."""
         job.record.update(attempt=1, owner=self.recovery.owner)
-        job.record["updated_at"] = _now()
         try:
             self.store.spool(self.recovery.space, job.job_id, spooled)
             self.store.claim(job.job_id, 1, self.recovery.owner)
-            self.store.save(json.loads(json.dumps(job.record)))
+            self.store.save(self._snapshot(job))
         except Exception as err:  # noqa: BLE001 - any store failure: refuse now, clearly
             log.warning("job store unavailable; job refused", extra={"error": f"{type(err).__name__}: {err}"})
             raise JobStoreUnavailable("the job store is unavailable, so the job cannot be kept; retry shortly",
@@ -357,11 +356,15 @@ class AsyncJobs:
             job.record["callback"] = dict(delivery)
         self._save(job)
 
+    def _snapshot(self, job: _Job) -> dict:
+        """The record as it is saved: stamped now, copied under the lock (nothing shared with the job)."""
+        with self._lock:
+            job.record["updated_at"] = _now()
+            return json.loads(json.dumps(job.record))
+
     def _save(self, job: _Job) -> None:
         with job.save_lock:
-            with self._lock:
-                job.record["updated_at"] = _now()
-                record = json.loads(json.dumps(job.record))
+            record = self._snapshot(job)
             try:
                 self.store.save(record)
             except Exception:  # noqa: BLE001 - a store outage must not stop the job or its callback
